@@ -1,0 +1,168 @@
+"""Features: the fast path equals the `ta` reference, uses no future bars, and feeds clean rows."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stockstock.data import embedded_bars
+from stockstock.features import (
+    FEATURES,
+    LIVE_HISTORY,
+    TOLERANCE,
+    WARMUP,
+    build_features,
+    build_panel,
+    feature_rows,
+    reference_features,
+    relative_differences,
+)
+
+
+def random_walk_bars(days: int = 1500, seed: int = 0, volatility: float = 0.02,
+                     cents: bool = False) -> pd.DataFrame:
+    "Synthetic daily bars: a geometric random walk with consistent open/high/low, lognormal volume."
+    rng = np.random.default_rng(seed)
+    close = 40 * np.exp(np.cumsum(rng.normal(0.0002, volatility, days)))
+    open_ = close * np.exp(rng.normal(0, volatility / 4, days))
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, volatility / 2, days)))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, volatility / 2, days)))
+    volume = np.round(rng.lognormal(13, 0.6, days))
+    bars = pd.DataFrame({"open": open_, "high": high, "low": low, "close": close,
+                         "volume": volume},
+                        index=pd.bdate_range("2004-01-02", periods=days, name="date"))
+    if cents:   # real quotes: ties in close and typical price become common
+        bars = bars.round({"open": 2, "high": 2, "low": 2, "close": 2})
+    return bars
+
+
+def assert_equal_to_reference(bars: pd.DataFrame) -> pd.Series:
+    diff = relative_differences(build_features(bars), reference_features(bars))
+    assert (diff <= TOLERANCE).all(), diff[diff > TOLERANCE].to_dict()
+    return diff
+
+
+def test_feature_list():
+    assert len(FEATURES) == 24 and len(set(FEATURES)) == 24
+    assert list(build_features(random_walk_bars(300)).columns) == FEATURES
+    assert list(reference_features(random_walk_bars(300)).columns) == FEATURES
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fast_equals_reference_on_random_walks(seed: int):
+    bars = random_walk_bars(2000, seed, volatility=(0.01, 0.02, 0.04)[seed % 3],
+                            cents=seed % 2 == 1)
+    assert_equal_to_reference(bars)
+
+
+def test_cent_prices_have_ties():
+    "The cent-rounded walks really exercise the up/down/unchanged rules of OBV and MFI."
+    bars = random_walk_bars(2000, 1, cents=True)
+    assert (bars["close"].diff() == 0).sum() > 10
+
+
+@pytest.mark.parametrize("symbol", ["AAPL", "MSFT", "GOOG", "IBM"])
+def test_fast_equals_reference_on_embedded_data(symbol: str):
+    assert_equal_to_reference(embedded_bars(symbol))
+
+
+def test_flat_stretch_gives_nan_on_both_sides():
+    bars = random_walk_bars(800, 3)
+    bars.iloc[400:440, :4] = 25.0          # a halted stock: 40 identical bars
+    assert_equal_to_reference(bars)
+    features = build_features(bars)
+    assert features.loc[bars.index[430], ["stoch_k", "cci_20", "bb_pct_b", "mfi_14"]].isna().all()
+    rows = feature_rows(bars)
+    assert bars.index[430] not in rows.index and bars.index[399] in rows.index
+
+
+def test_warmup_rows():
+    features = build_features(random_walk_bars(600, 4))
+    assert features.iloc[0].isna().all()
+    assert features.iloc[49:].notna().all().all()     # the 50-day SMA is the last to start
+    assert np.isfinite(features.iloc[WARMUP:].to_numpy()).all()
+
+
+@pytest.mark.parametrize("seed", [5, 6, 7])
+def test_no_lookahead(seed: int):
+    "The row for day t computed from bars up to t equals the row from the full history."
+    bars = random_walk_bars(1200, seed, cents=seed == 6)
+    full = build_features(bars)
+    rng = np.random.default_rng(seed)
+    for t in [WARMUP, len(bars) - 1, *rng.integers(WARMUP, len(bars), 30)]:
+        truncated = build_features(bars.iloc[: t + 1])
+        np.testing.assert_array_equal(truncated.iloc[-1].to_numpy(), full.iloc[t].to_numpy(),
+                                      err_msg=f"row {t}")
+
+
+def test_reference_has_no_lookahead():
+    bars = random_walk_bars(700, 8)
+    full = reference_features(bars)
+    for t in (WARMUP, 480, len(bars) - 1):
+        truncated = reference_features(bars.iloc[: t + 1])
+        diff = relative_differences(truncated.iloc[[-1]], full.iloc[[t]], skip=0)
+        assert (diff == 0).all(), diff[diff > 0].to_dict()
+
+
+def test_lookahead_check_catches_a_centred_window():
+    "The truncation check is not vacuous: a centred moving average fails it."
+    bars = random_walk_bars(400, 9)
+    def centred(b: pd.DataFrame) -> pd.Series:
+        return b["close"].rolling(5, center=True).mean()
+    t = 300
+    assert centred(bars.iloc[: t + 1]).iloc[-1] != centred(bars).iloc[t]
+
+
+def test_feature_rows():
+    bars = random_walk_bars(900, 10)
+    rows = feature_rows(bars)
+    assert rows.index[0] == bars.index[WARMUP] and len(rows) == len(bars) - WARMUP
+    assert list(rows.columns) == FEATURES and not rows.isna().any().any()
+    assert feature_rows(bars.iloc[:WARMUP]).empty
+    assert feature_rows(bars.iloc[:10]).empty     # too short for any indicator: no error
+
+
+def test_live_history_matches_full_history():
+    "No train/serve skew: today's row from LIVE_HISTORY bars equals the full-history row."
+    bars = random_walk_bars(2500, 11)
+    full = build_features(bars)
+    for end in range(LIVE_HISTORY + 100, len(bars) + 1, 211):
+        live = build_features(bars.iloc[end - LIVE_HISTORY: end]).iloc[[-1]]
+        assert relative_differences(live, full.iloc[[end - 1]], skip=0).max() < 1e-9
+        short = build_features(bars.iloc[end - WARMUP - 1: end]).iloc[[-1]]
+        assert relative_differences(short, full.iloc[[end - 1]], skip=0).max() <= TOLERANCE
+
+
+def test_build_panel():
+    bars = {"ZZZ": random_walk_bars(700, 12), "AAA": random_walk_bars(600, 13),
+            "NEW": random_walk_bars(WARMUP - 20, 14)}
+    panel = build_panel(bars)
+    assert panel.index.names == ["symbol", "date"] and list(panel.columns) == FEATURES
+    assert panel.index.get_level_values("symbol").unique().tolist() == ["AAA", "ZZZ"]
+    assert len(panel) == (700 - WARMUP) + (600 - WARMUP)
+    np.testing.assert_array_equal(panel.loc["ZZZ"].to_numpy(),
+                                  feature_rows(bars["ZZZ"]).to_numpy())
+    assert isinstance(panel.index.get_level_values("date"), pd.DatetimeIndex)
+    empty = build_panel({})
+    assert empty.shape == (0, 24) and empty.index.names == ["symbol", "date"]
+
+
+def _bad_inputs() -> dict[str, pd.DataFrame]:
+    good = random_walk_bars(60, 15)
+    nan_close = good.copy()
+    nan_close.iloc[30, 3] = np.nan
+    return {"missing column": good.drop(columns="volume"),
+            "unsorted": good.iloc[::-1],
+            "duplicate date": pd.concat([good.iloc[:30], good.iloc[29:]]),
+            "tz-aware": good.tz_localize("UTC"),
+            "no DatetimeIndex": good.reset_index(),
+            "NaN": nan_close}
+
+
+@pytest.mark.parametrize("case", list(_bad_inputs()))
+def test_bad_input_is_refused(case: str):
+    bars = _bad_inputs()[case]
+    with pytest.raises(ValueError):
+        build_features(bars)
+    with pytest.raises(ValueError):
+        reference_features(bars)
