@@ -1,4 +1,4 @@
-"""Crashes, kills, the one-run lock, failure records and secrets, through the real `stockstock trade`.
+"""Crashes, kills, the one-run lock, failure records and secrets, via the real `stockstock trade`.
 
 Every test runs the installed console script (papermill, a real kernel, SQLite); nothing is mocked.
 Crashes come from the package's own fault-injection points (`STOCKSTOCK_CRASH_AT`, which make the
@@ -30,7 +30,7 @@ from filelock import FileLock
 AS_OF = "2011-03-16T19:30:00Z"
 TRADE = ("trade", "--params", "scheduled/test.yaml", "-p", f"as_of={AS_OF}")
 CRASH_POINTS = ["after_reconcile", "after_intent", "after_submit", "before_finish"]
-KILL_SEEDS = [1, 2, 3]
+KILL_SEEDS = [1, 2, 3, 4]
 NOT_FINAL = ("intent", "submitted", "partial", "unknown")
 RUN_TIMEOUT = 180
 
@@ -68,7 +68,7 @@ def _kernels_of(home: Path) -> list[psutil.Process]:
 
 
 def _reap(home: Path, grace: float = 15.0) -> list[int]:
-    "Wait for this home's leftover processes to exit (ipykernel notices a dead parent); kill late ones."
+    "Wait for this home's leftover processes (a kernel exits when its parent dies); kill laggards."
     _, alive = psutil.wait_procs(_kernels_of(home), timeout=grace)
     for p in alive:
         p.kill()
@@ -81,8 +81,10 @@ def tally(request: pytest.FixtureRequest) -> dict:
     "Counts over every crash/kill scenario of this module, reported at the end."
     counts: dict = dict(scenarios=0, orders=0, duplicates=0, kills=[])
     yield counts
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and counts["scenarios"]:
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if reporter is None or capture is None or not counts["scenarios"]: return
+    with capture.global_and_fixture_disabled():       # teardown output is captured otherwise
         reporter.write_line("")
         reporter.write_line(f"crash/kill scenarios: {counts['scenarios']}, broker orders checked: "
                             f"{counts['orders']}, duplicate orders: {counts['duplicates']}")
@@ -101,11 +103,10 @@ def reference(trading_template: Path, tmp_path_factory: pytest.TempPathFactory) 
     seconds = time.monotonic() - started
     assert r.returncode == 0 and ": ok in" in r.stdout, r.stdout + r.stderr
     orders = _broker_orders(home)
-    keys = [k for k, in _query(home, "SELECT client_key FROM trades ORDER BY id")]
     # not vacuous: the slot really orders, and more than once (a crash can split the batch)
     assert sum(orders.values()) >= 2, orders
     assert _query(home, "SELECT count(*) FROM sim_orders WHERE status = 'filled'")[0][0] >= 1
-    return dict(home=home, orders=orders, keys=keys, seconds=seconds)
+    return dict(home=home, orders=orders, seconds=seconds)
 
 
 def _assert_exactly_once(home: Path, reference: dict, tally: dict) -> None:
@@ -187,9 +188,13 @@ def test_sigkill_of_trade_process_then_rerun_places_each_order_once(seed, tradin
                                                                      reference, tally):
     "SIGKILL `stockstock trade` at a seeded random moment of its run, then run the slot again."
     home = trading_home
-    # a moment anywhere from before the kernel starts to after the orders are out (the
-    # reference run's duration on this machine, so the window follows the machine's speed)
-    delay = random.Random(seed).uniform(0.25, 0.95) * reference["seconds"]
+    # a seeded moment in this trial's stratum of [0.2, 0.9] x the reference run's duration on
+    # this machine (stratified so a few trials spread over the run instead of bunching). On a
+    # 5.4 s run: kernel starts at ~0.43, run_started ~0.67, orders ~0.71, run_finished ~0.75,
+    # then the HTML; so the strata are: before the kernel, its start, the trading, the end.
+    lo, width = 0.2, 0.7 / len(KILL_SEEDS)
+    stratum = KILL_SEEDS.index(seed)
+    delay = (lo + width * (stratum + random.Random(seed).random())) * reference["seconds"]
     env = {**os.environ, "STOCKSTOCK_HOME": str(home)}
     proc = subprocess.Popen([str(BIN / "stockstock"), *TRADE], cwd=home, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -205,13 +210,40 @@ def test_sigkill_of_trade_process_then_rerun_places_each_order_once(seed, tradin
                  trades=[s for s, in _query(home, "SELECT status FROM trades")],
                  broker=_query(home, "SELECT count(*) FROM sim_orders")[0][0])
     tally["kills"].append(f"seed {seed} at {delay:.1f} s: "
-                          f"{'finished before the kill' if finished else 'killed'}, "
+                          f"{'finished before the kill' if finished else 'killed'} "
+                          f"({delay / reference['seconds']:.0%} of a run), "
                           f"left {state}, kernels still alive after 15 s: {len(leftover)}")
 
     _assert_ok_rerun(home)
     tally["scenarios"] += 1
     _assert_exactly_once(home, reference, tally)
     assert _kernels_of(home) == []
+
+
+class IntentMismatch(Exception):
+    "The order at the broker differs from its recorded intent."
+
+
+@pytest.mark.slow
+def test_rerun_sends_the_recorded_intent_when_the_decision_changed(trading_home):
+    "Crash between intent and submit, rerun in the same slot with a different decision."
+    home = trading_home
+    crashed = stockstock(*TRADE, home=home, env={"STOCKSTOCK_CRASH_AT": "after_intent"},
+                         timeout=RUN_TIMEOUT)
+    _assert_crashed_run(home, crashed)
+    (key, status), = _query(home, "SELECT client_key, status FROM trades")
+    assert status == "intent"
+    # same decision slot (the 19:00 UTC hour), half the position limit: fewer shares decided
+    r = stockstock("trade", "--params", "scheduled/test.yaml", "-p", "as_of=2011-03-16T19:45:00Z",
+                   "-p", "max_position_pct=0.05", home=home, timeout=RUN_TIMEOUT)
+    assert r.returncode == 0 and ": ok in" in r.stdout, r.stdout + r.stderr
+    assert _query(home, "SELECT count(*) FROM sim_orders WHERE client_key = ?", key) == [(1,)]
+    (intent_qty, intent_limit, sent_qty, sent_limit, filled), = _query(
+        home, "SELECT t.qty, t.limit_price, o.qty, o.limit_price, t.filled_qty FROM trades t "
+              "JOIN sim_orders o USING (client_key) WHERE client_key = ?", key)
+    if (intent_qty, intent_limit) != (sent_qty, sent_limit):
+        raise IntentMismatch(f"{key}: trades row says {intent_qty} @ {intent_limit}, broker got "
+                             f"{sent_qty} @ {sent_limit} (filled_qty {filled})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,7 +274,8 @@ def test_lock_of_a_killed_process_does_not_block_the_next_run(trading_home):
     home = trading_home
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from filelock import FileLock; "
-         "FileLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(600)",
+         "lock = FileLock(sys.argv[1]); lock.acquire(); print('locked', flush=True); "
+         "time.sleep(600)",
          str(home / "data/run.lock")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -337,6 +370,9 @@ def _fake_secrets(seed: int = 20110316) -> dict[str, str]:
 def test_secrets_appear_nowhere(trading_home):
     home, secrets = trading_home, _fake_secrets()
     assert len(secrets["KIS_APP_KEY"]) == 36 and len(secrets["KIS_APP_SECRET"]) == 180
+    shown = stockstock("config", home=home, env=secrets, timeout=60)   # they are really read
+    assert shown.returncode == 0 and "kis_app_secret: set" in shown.stdout, shown.stderr
+    assert "telegram_bot_token: set" in shown.stdout
     # as_of pins a market-open instant: without it paper would use "now" and may skip
     paper = stockstock("trade", "-p", "mode=paper", "--params", "scheduled/test.yaml",
                        "-p", f"as_of={AS_OF}", home=home, env=secrets, timeout=RUN_TIMEOUT)
@@ -349,12 +385,14 @@ def test_secrets_appear_nowhere(trading_home):
     files = [p for p in (home / "outputs").rglob("*") if p.is_file()]
     files += [p for p in (home / "data/logs").glob("*") if p.is_file()]
     assert any(p.suffix == ".ipynb" for p in files) and any(p.suffix == ".html" for p in files)
-    assert any(p.suffix == ".jsonl" for p in files)
+    log_text = b"".join(p.read_bytes() for p in files if p.suffix == ".jsonl")
+    assert b'"order_filled"' in log_text            # the kernel's events reach the masked log
     db = home / "data/stockstock.db"
     files += [p for p in (db, db.with_name(db.name + "-wal")) if p.exists()]
     places = {str(p.relative_to(home)): p.read_bytes() for p in files}
     places |= {"paper stdout": paper.stdout.encode(), "paper stderr": paper.stderr.encode(),
-               "sim stdout": sim.stdout.encode(), "sim stderr": sim.stderr.encode()}
+               "sim stdout": sim.stdout.encode(), "sim stderr": sim.stderr.encode(),
+               "config stdout": shown.stdout.encode(), "config stderr": shown.stderr.encode()}
     leaks = [(name, where) for name, value in secrets.items() for where, text in places.items()
              if value.encode() in text or (len(value) >= 20 and value[:16].encode() in text)]
     assert leaks == [], leaks
