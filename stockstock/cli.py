@@ -21,9 +21,9 @@ if TYPE_CHECKING:  # commands import their heavy modules when they run: `--help`
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'AddArguments', 'COMMANDS', 'SIM_PARAMS', 'command', 'build_parser', 'params_from', 'main', 'seed_command',
-           'config_command', 'market_command', 'train_command', 'backtest_command', 'trade_command', 'runs_command',
-           'run_command']
+__all__ = ['log', 'AddArguments', 'COMMANDS', 'SIM_PARAMS', 'command', 'build_parser', 'params_from', 'main', 'console',
+           'seed_command', 'config_command', 'market_command', 'train_command', 'backtest_command', 'trade_command',
+           'runs_command', 'run_command']
 
 # %% ../nbs/15_cli.ipynb #8a2a0a6c
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -77,6 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+def console() -> None:
+    "The `stockstock` console script: `main`, then exit with its status."
+    import gc
+    code = main()
+    gc.freeze()  # the process ends here: skip the interpreter's last passes over every object
+    sys.exit(code)
 
 # %% ../nbs/15_cli.ipynb #da2f56f8
 def _print_table(rows: list[dict], file=None) -> None:
@@ -234,10 +241,10 @@ def _print_outcome(o) -> None:
 
 @command("trade", "execute the hourly trading notebook once (papermill)", _trade_args)
 def trade_command(args: argparse.Namespace) -> int:
-    from stockstock.db import init_db
     from stockstock.runs import execute_run, replay_run
     params = params_from(args, confirm_live=True if args.live else None)
     if args.replay:
+        from stockstock.db import init_db
         db = init_db(params.db_url)
         try:
             report = replay_run(db, args.replay, cell_timeout=args.cell_timeout)

@@ -16,8 +16,6 @@ from typing import Any, Protocol, runtime_checkable
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, f1_score, log_loss
-from sklearn.model_selection import TimeSeriesSplit
 from tqdm import tqdm
 
 from . import __version__
@@ -88,6 +86,7 @@ def build_dataset(bars_by_symbol: dict[str, pd.DataFrame], cutoff: date | None =
 def purged_splits(dates: pd.DatetimeIndex, n_splits: int = 5, horizon: int = HORIZON,
                   ) -> list[tuple[np.ndarray, np.ndarray]]:
     "Row positions `(train, test)` per fold: expanding window, `horizon` dates purged."
+    from sklearn.model_selection import TimeSeriesSplit  # training only: a run never loads it
     unique = np.unique(dates.values)
     out = []
     for train_d, test_d in TimeSeriesSplit(n_splits=n_splits, gap=horizon).split(unique):
@@ -122,6 +121,7 @@ def fit_booster(X: pd.DataFrame, y: pd.Series, params: dict, rounds: int,
 # %% ../nbs/07_model.ipynb #887baccc
 def score_fold(proba: np.ndarray, y: pd.Series, forward: pd.Series) -> dict[str, float]:
     "accuracy, macro_f1, log_loss and rank_ic of predicted probabilities against the truth."
+    from sklearn.metrics import accuracy_score, f1_score, log_loss
     pred = proba.argmax(axis=1)
     direction = pd.Series(proba[:, 2] - proba[:, 0], index=forward.index)
     return dict(accuracy=float(accuracy_score(y, pred)),

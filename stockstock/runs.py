@@ -7,28 +7,29 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 
 import stockstock
-from .calendar import format_instant, to_et
 from .config import TradingParams, as_papermill, resolve_path
-from .db import Database, Run, init_db
 from .log import get_logger
-from .trade import SIM_CLOCK, decision_slot, gate_reason, new_run_id, resolve_as_of
+
+if TYPE_CHECKING:  # imported where used: the launcher starts the kernel before loading them
+    from stockstock.db import Database, Run
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'TEMPLATE', 'template_path', 'output_path', 'model_cutoff', 'ensure_plotly_js', 'render_html', 'tag_notebook',
-           'RunOutcome', 'execute_run', 'close_interrupted_runs', 'runs_table', 'write_index', 'ReplayReport',
-           'replay_run']
+__all__ = ['log', 'TEMPLATE', 'PRELOAD', 'template_path', 'output_path', 'model_cutoff', 'ensure_plotly_js', 'HtmlRenderer',
+           'render_html', 'tag_notebook', 'RunOutcome', 'execute_run', 'close_interrupted_runs', 'RunKernel',
+           'runs_table', 'write_index', 'ReplayReport', 'replay_run']
 
 # %% ../nbs/12_runs.ipynb #cdca220d
 TEMPLATE = "scheduled/hourly_trade.ipynb"
@@ -40,6 +41,7 @@ def template_path() -> Path:
 
 def output_path(params: TradingParams, as_of: datetime, run_id: str) -> Path:
     "`outputs/YYYY-MM-DD/HHMM_<mode>_<run_id>.ipynb` (New York date and time of `as_of`)."
+    from stockstock.calendar import to_et
     et = to_et(as_of)
     return resolve_path(params.outputs_dir) / f"{et:%Y-%m-%d}" / \
         f"{et:%H%M}_{params.mode}_{run_id}.ipynb"
@@ -62,15 +64,35 @@ def ensure_plotly_js(outputs: Path) -> Path:
         path.write_text(get_plotlyjs(), encoding="utf-8")
     return path
 
+class HtmlRenderer:
+    "nbconvert's HTML exporter, imported and warmed up on a background thread from creation on."
+    def __init__(self, warm_with: Path | None = None) -> None:
+        self._exporter: Any = None
+        self._thread = threading.Thread(target=self._warm, args=(warm_with,), daemon=True)
+        self._thread.start()
+
+    def _warm(self, notebook: Path | None) -> None:
+        import nbformat
+        from nbconvert import HTMLExporter
+        exporter = HTMLExporter(template_name="lab")
+        if notebook is not None:
+            exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+        self._exporter = exporter
+
+    def render(self, notebook: Path) -> Path:
+        "Render `notebook` to HTML next to it."
+        import nbformat
+        from nbconvert import HTMLExporter
+        self._thread.join()
+        exporter = self._exporter or HTMLExporter(template_name="lab")  # the warm-up failed
+        body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+        out = notebook.with_suffix(".html")
+        out.write_text(body, encoding="utf-8")
+        return out
+
 def render_html(notebook: Path) -> Path:
     "Render `notebook` to HTML next to it."
-    import nbformat
-    from nbconvert import HTMLExporter
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(
-        nbformat.read(notebook, as_version=4))
-    out = notebook.with_suffix(".html")
-    out.write_text(body, encoding="utf-8")
-    return out
+    return HtmlRenderer().render(notebook)
 
 def tag_notebook(notebook: Path, **meta: Any) -> None:
     "Add `meta` (run_id, status, ...) under `metadata.stockstock` of the executed notebook."
@@ -96,11 +118,13 @@ class RunOutcome:
 def execute_run(params: TradingParams, replay_of: str | None = None,
                 cell_timeout: int = 600) -> RunOutcome:
     "Run the scheduled notebook once (one run at a time); record and render the outcome."
-    db = init_db(params.db_url)
     lock = FileLock(str(resolve_path("data/run.lock")))
     try:
         lock.acquire(timeout=0)
     except Timeout:
+        from stockstock.db import init_db
+        from stockstock.trade import new_run_id
+        db = init_db(params.db_url)
         as_of = params.as_of or datetime.now(UTC)
         run_id = new_run_id(as_of, params.mode)
         db.start_run(run_id, as_of, params.mode, as_papermill(params), replay_of=replay_of)
@@ -110,15 +134,29 @@ def execute_run(params: TradingParams, replay_of: str | None = None,
         db.close()
         return RunOutcome(run_id, "skipped", reason)
     try:
-        return _execute_locked(db, params, replay_of, cell_timeout)
+        started = time.monotonic()
+        kernel = RunKernel(resolve_path("."))          # boots and imports on the other core
+        try:
+            from stockstock.db import init_db
+            db = init_db(params.db_url)
+            try:
+                return _execute_locked(db, params, replay_of, cell_timeout, kernel, started)
+            finally:
+                db.close()
+        finally:
+            kernel.stop(now=True)                       # nothing left if a step above raised
     finally:
         lock.release()
-        db.close()
 
 # %% ../nbs/12_runs.ipynb #c27ddc32
+def _hide_unused_imports() -> None:
+    "Keep jsonschema from compiling rfc3987-syntax's grammars in this process (see above)."
+    if "jsonschema" not in sys.modules: sys.modules.setdefault("rfc3987_syntax", None)
+
 def _papermill(template: Path, out: Path, parameters: dict, cwd: Path, cell_timeout: int,
-               ) -> str | None:
-    "Execute `template` into `out`; None on success, else a one-line error."
+               kernel: RunKernel | None = None) -> str | None:
+    "Execute `template` into `out` (on `kernel`, else on a new one); None, or a one-line error."
+    _hide_unused_imports()
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
@@ -127,6 +165,7 @@ def _papermill(template: Path, out: Path, parameters: dict, cwd: Path, cell_time
                             kernel_name="python3", language="python", progress_bar=False,
                             log_output=False, request_save_on_cell_execute=True,
                             execution_timeout=cell_timeout,
+                            km=None if kernel is None else kernel.km,
                             # keep ipykernel's start-up chatter off the terminal and cron mail
                             extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except PapermillExecutionError as e:
@@ -149,8 +188,10 @@ def close_interrupted_runs(db: Database) -> list[str]:
     return stale
 
 def _execute_locked(db: Database, params: TradingParams, replay_of: str | None,
-                    cell_timeout: int) -> RunOutcome:
-    started = time.monotonic()
+                    cell_timeout: int, kernel: RunKernel, started: float) -> RunOutcome:
+    from stockstock.calendar import to_et
+    from stockstock.trade import SIM_CLOCK, gate_reason, new_run_id, resolve_as_of
+    _hide_unused_imports()
     close_interrupted_runs(db)
     as_of = resolve_as_of(params, db, model_cutoff(params))
     params = params.model_copy(update={"as_of": as_of})
@@ -161,7 +202,8 @@ def _execute_locked(db: Database, params: TradingParams, replay_of: str | None,
     db.start_run(run_id, as_of, params.mode, as_papermill(params), replay_of=replay_of,
                  notebook_path=rel)
     log.info("run_launched", run_id=run_id, as_of=as_of.isoformat(), mode=params.mode)
-    if (why := gate_reason(db, as_of)) is not None:       # no kernel needed to skip
+    if (why := gate_reason(db, as_of)) is not None:       # the kernel is not needed after all
+        kernel.stop(now=True)
         db.finish_run(run_id, "skipped", reason=why, notebook_path=None)
         if params.mode == "sim": db.set_state(SIM_CLOCK, str(to_et(as_of).date()))
         log.info("run_skipped", run_id=run_id, reason=why)
@@ -169,10 +211,11 @@ def _execute_locked(db: Database, params: TradingParams, replay_of: str | None,
         return RunOutcome(run_id, "skipped", why, duration_s=time.monotonic() - started)
     out.parent.mkdir(parents=True, exist_ok=True)
     ensure_plotly_js(resolve_path(params.outputs_dir))
-    # nbconvert takes ~1 s to import: do it on the other core while the kernel works
-    threading.Thread(target=lambda: __import__("nbconvert"), daemon=True).start()
+    renderer = HtmlRenderer(warm_with=template_path())    # warms up while the notebook runs
     error = _papermill(template_path(), out, {**as_papermill(params), "run_id": run_id},
-                       resolve_path("."), cell_timeout)
+                       resolve_path("."), cell_timeout, kernel)
+    if error is None: kernel.request_stop()               # it exits while we render
+    else: kernel.stop(now=True)                           # a timed-out cell may still be running
     run = db.get_run(run_id)
     if error is None and run.status == "running":
         error = "the notebook ended without recording a result"
@@ -184,16 +227,64 @@ def _execute_locked(db: Database, params: TradingParams, replay_of: str | None,
     if out.exists():
         tag_notebook(out, run_id=run_id, status=run.status, mode=params.mode,
                      as_of=as_of.isoformat(), replay_of=replay_of)
-        html = render_html(out)
+        html = renderer.render(out)
     db.update_run(run_id, duration_s=time.monotonic() - started,
                   notebook_path=rel if out.exists() else None)
     write_index(db, resolve_path(params.outputs_dir))
+    kernel.stop()
     return RunOutcome(run_id, run.status, run.reason, out if out.exists() else None, html,
                       time.monotonic() - started)
+
+# %% ../nbs/12_runs.ipynb #ef4c8975
+PRELOAD = "import stockstock.trade as _run; _run.preload(); del _run"
+
+class RunKernel:
+    "The run's Jupyter kernel: started early, loading the run's modules as it boots."
+    def __init__(self, cwd: Path, preload: bool = True) -> None:
+        from jupyter_client import AsyncKernelManager
+        from jupyter_core.utils import run_sync
+        self._sync, self.clients, self._stopping = run_sync, [], False
+        clients = self.clients
+
+        class Manager(AsyncKernelManager):  # remembers papermill's client, to close it after
+            def client(self, **kw: Any) -> Any:
+                clients.append(kc := super().client(**kw))
+                return kc
+
+        self.km = Manager(kernel_name="python3")
+        # no start-up chatter in the terminal or cron mail. (Not `HistoryManager.enabled=False`:
+        # with it, ipykernel 7 sometimes ignores the shutdown request and must be terminated.)
+        args = ["--IPKernelApp.log_level=ERROR"]
+        if preload: args.append(f"--IPKernelApp.exec_lines={PRELOAD}")
+        run_sync(self.km.start_kernel)(extra_arguments=args, cwd=str(cwd))
+
+    @property
+    def alive(self) -> bool:
+        "Is the kernel process running?"
+        return bool(self._sync(self.km.is_alive)())
+
+    def request_stop(self) -> None:
+        "Ask the kernel to exit and return at once (`stop` waits for it)."
+        for kc in self.clients: kc.stop_channels()
+        if self.km.has_kernel and not self._stopping:
+            self._sync(self.km.request_shutdown)()
+            self._stopping = True
+
+    def stop(self, now: bool = False) -> None:
+        "Shut the kernel down (killed at once with `now`) and wait until it has exited."
+        for kc in self.clients: kc.stop_channels()
+        if not self.km.has_kernel: return
+        if now:
+            self._sync(self.km.shutdown_kernel)(now=True)
+            return
+        self.request_stop()
+        self._sync(self.km.finish_shutdown)(pollinterval=0.01)
+        self._sync(self.km.cleanup_resources)()
 
 # %% ../nbs/12_runs.ipynb #e00937cf
 def runs_table(db: Database, limit: int = 50, failed: bool = False) -> list[dict[str, Any]]:
     "Recent runs as display rows (most recent first)."
+    from stockstock.calendar import format_instant
     rows = []
     for r in db.list_runs(limit=limit, status="failed" if failed else None):
         rows.append(dict(run_id=r.run_id, as_of=format_instant(r.as_of), mode=r.mode,
@@ -217,6 +308,8 @@ def _link(run: Run, outputs: Path) -> str:
 def write_index(db: Database, outputs: Path, limit: int = 2000) -> Path:
     "Rewrite `outputs/index.html`: one row per run, status at a glance, links to reports."
     import html as h
+
+    from stockstock.calendar import format_instant
     outputs.mkdir(parents=True, exist_ok=True)
     runs = db.list_runs(limit=limit)
     counts = {s: sum(r.status == s for r in runs) for s in ("ok", "skipped", "failed", "running")}
@@ -263,7 +356,8 @@ def _scratch_copy(db: Database, run: Run, path: Path) -> Database:
     "A copy of `db` at `path` whose sim book is as it was before `run`."
     import sqlite3
 
-    from stockstock.db import SimAccount, SimOrder, SimPosition, Trade
+    from stockstock.db import SimAccount, SimOrder, SimPosition, Trade, init_db
+    from stockstock.trade import SIM_CLOCK, decision_slot
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     src = sqlite3.connect(db.url.removeprefix("sqlite:///"))
@@ -284,6 +378,7 @@ def _scratch_copy(db: Database, run: Run, path: Path) -> Database:
 
 def replay_run(db: Database, run_id: str, cell_timeout: int = 600) -> ReplayReport:
     "Re-execute sim run `run_id` on a scratch copy and compare its decisions."
+    from stockstock.db import init_db
     run = db.get_run(run_id)
     if run is None: raise KeyError(f"no run {run_id!r}")
     if run.mode != "sim": raise ValueError(f"run {run_id} is {run.mode}: only sim runs replay")

@@ -36,7 +36,7 @@ __all__ = ['log', 'SIM_CLOCK', 'HALT_KEY', 'SESSION_EQUITY', 'sim_decision_insta
            'halt_reason', 'set_halt', 'clear_halt', 'skip_run', 'gate_reason', 'check_gate', 'reconcile', 'load_bars',
            'compute_signals', 'session_start_equity', 'decide_orders', 'submit_orders', 'take_snapshot', 'finish_run',
            'price_figure', 'portfolio_figure', 'show', 'describe_run', 'bars_summary', 'risk_events_table',
-           'show_prices', 'show_portfolio', 'collect_params']
+           'show_prices', 'show_portfolio', 'collect_params', 'preload']
 
 # %% ../nbs/11_trade.ipynb #68eb7934
 SIM_CLOCK = "sim_clock"
@@ -433,3 +433,21 @@ def show_portfolio(ctx: RunContext) -> None:
 def collect_params(namespace: dict[str, Any]) -> dict[str, Any]:
     "The `TradingParams` fields present in `namespace` (e.g. the notebook's `globals()`)."
     return {k: namespace[k] for k in TradingParams.model_fields if k in namespace}
+
+# %% ../nbs/11_trade.ipynb #c5a91de2
+def preload() -> None:
+    "Import what a run needs before its first cell asks (the run's kernel calls this at start-up)."
+    import atexit
+    import gc
+    atexit.register(gc.freeze)          # the process ends after the run: skip its last collections
+    if "lightgbm" not in sys.modules and "sklearn" not in sys.modules:
+        sys.modules["sklearn"] = None   # type: ignore[assignment]  # `import sklearn` now fails
+        try:
+            import lightgbm  # noqa: F401
+        finally:
+            del sys.modules["sklearn"]
+    import plotly.graph_objects  # noqa: F401
+    import plotly.subplots  # noqa: F401
+
+    import stockstock.model  # noqa: F401
+    market_status(datetime.now(UTC))    # builds the exchange calendar's schedule

@@ -336,6 +336,33 @@ def test_hung_cell_is_stopped_by_the_cell_timeout(trading_home):
     assert _reap(home, grace=10) == []                # the hung kernel was shut down
 
 
+@pytest.mark.slow
+def test_no_run_leaves_a_kernel_or_connection_file_behind(trading_home):
+    """The launcher starts the run's kernel itself (before papermill) and must stop it on every
+    path: a good run, a run skipped at the gate (the kernel was started and is not needed), a
+    failed run, and a run whose kernel died. Checked at once after each exit, no grace period."""
+    home = trading_home
+    env = {"JUPYTER_RUNTIME_DIR": str(home / "runtime")}   # this test's kernel connection files
+    good = stockstock(*TRADE, home=home, env=env, timeout=RUN_TIMEOUT)
+    assert good.returncode == 0 and ": ok in" in good.stdout, good.stdout + good.stderr
+    assert _kernels_of(home) == [] and not list((home / "runtime").glob("kernel-*.json"))
+    saturday = stockstock("trade", "--params", "scheduled/test.yaml", "-p",
+                          "as_of=2011-03-19T15:00:00Z", home=home, env=env, timeout=RUN_TIMEOUT)
+    assert "skipped (market closed (weekend))" in saturday.stdout, saturday.stdout
+    assert _kernels_of(home) == [] and not list((home / "runtime").glob("kernel-*.json"))
+    died = stockstock(*TRADE, home=home, env={**env, "STOCKSTOCK_CRASH_AT": "after_reconcile"},
+                      timeout=RUN_TIMEOUT)
+    assert died.returncode == 1 and "the kernel died" in died.stdout, died.stdout + died.stderr
+    assert _kernels_of(home) == [] and not list((home / "runtime").glob("kernel-*.json"))
+    with open(home / "models/lgbm.txt", "ab") as f:
+        f.write(b" ")
+    failed = stockstock(*TRADE, home=home, env=env, timeout=RUN_TIMEOUT)
+    assert failed.returncode == 1 and "ModelError" in failed.stdout, failed.stdout
+    assert _kernels_of(home) == [] and not list((home / "runtime").glob("kernel-*.json"))
+    assert [s for s, in _query(home, "SELECT status FROM runs ORDER BY started_at")] \
+        == ["ok", "skipped", "failed", "failed"]
+
+
 def test_bad_parameter_exits_2_with_one_line_and_records_nothing(trading_home):
     home = trading_home
     r = stockstock("trade", "--params", "scheduled/test.yaml", "-p", "order_type=STOP",
