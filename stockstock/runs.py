@@ -135,6 +135,7 @@ def execute_run(params: TradingParams, replay_of: str | None = None,
         return RunOutcome(run_id, "skipped", reason)
     try:
         started = time.monotonic()
+        _hide_unused_imports()                         # before anything imports nbformat
         kernel = RunKernel(resolve_path("."))          # boots and imports on the other core
         try:
             from stockstock.db import init_db
@@ -156,7 +157,6 @@ def _hide_unused_imports() -> None:
 def _papermill(template: Path, out: Path, parameters: dict, cwd: Path, cell_timeout: int,
                kernel: RunKernel | None = None) -> str | None:
     "Execute `template` into `out` (on `kernel`, else on a new one); None, or a one-line error."
-    _hide_unused_imports()
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
@@ -191,7 +191,6 @@ def _execute_locked(db: Database, params: TradingParams, replay_of: str | None,
                     cell_timeout: int, kernel: RunKernel, started: float) -> RunOutcome:
     from stockstock.calendar import to_et
     from stockstock.trade import SIM_CLOCK, gate_reason, new_run_id, resolve_as_of
-    _hide_unused_imports()
     close_interrupted_runs(db)
     as_of = resolve_as_of(params, db, model_cutoff(params))
     params = params.model_copy(update={"as_of": as_of})
