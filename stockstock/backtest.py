@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -20,7 +21,8 @@ from .features import build_panel
 from .log import get_logger
 from .model import (Dataset, LGBMTradingModel, TradingModel, build_dataset,
                               fit_early_stopped)
-from .risk import Portfolio, Position, RiskLimits, evaluate
+from .risk import (DailyLossTracker, Portfolio, Position, RiskDecision, RiskLimits,
+                             evaluate)
 from .signals import decide
 
 log = get_logger(__name__)
@@ -96,10 +98,12 @@ def execute(book: Book, orders: list, day: date, closes: dict[str, float], slipp
 
 # %% ../nbs/10_backtest.ipynb #eb1b1309
 def decide_day(actions: dict[str, str], portfolio: Portfolio, limits: RiskLimits,
-               start_equity: float, halted: bool = False):
-    "Risk-approved orders for today's `actions` (daily loss measured from `start_equity`)."
+               tracker: DailyLossTracker, halted: bool = False,
+               untradable: Collection[str] = ()) -> RiskDecision:
+    "Risk-approved orders for today's `actions`; `tracker` (session started) measures the loss."
+    tracker.update(portfolio.equity)
     return evaluate(actions, portfolio, limits, halted=halted,
-                    daily_loss=start_equity - portfolio.equity)
+                    daily_loss=tracker.snapshot().worst_loss, untradable=untradable)
 
 @dataclass
 class Simulation:
@@ -117,14 +121,15 @@ def simulate(actions: pd.DataFrame, closes: pd.DataFrame, limits: RiskLimits,
              slippage_pct: float = 0.0005, initial_cash: float = 100_000.0) -> Simulation:
     "Trade `actions` (date × symbol: BUY/SELL/HOLD) at `closes` under `limits`, day by day."
     book, equity, fills, events = Book(initial_cash), {}, [], []
-    start_equity = initial_cash
+    start_equity, tracker = initial_cash, DailyLossTracker()
     act = actions.reindex(index=closes.index, columns=closes.columns).fillna("HOLD").to_numpy()
     px = closes.to_numpy(dtype=float)
     symbols = list(closes.columns)
     for i, ts in enumerate(closes.index):
         prices = {s: float(px[i, j]) for j, s in enumerate(symbols) if not math.isnan(px[i, j])}
+        tracker.start_session(str(ts.date()), start_equity)
         decision = decide_day(dict(zip(symbols, act[i], strict=True)), book.portfolio(prices),
-                              limits, start_equity)
+                              limits, tracker)
         fills += execute(book, decision.orders, ts.date(), prices, slippage_pct,
                          limits.commission_rate)
         events += [(ts.date(), e) for e in decision.events]

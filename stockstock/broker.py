@@ -21,21 +21,19 @@ from sqlalchemy.orm import Session
 
 from .calendar import NEW_YORK, as_utc, is_open, is_session, session_open_close, to_et
 from .config import TradingParams
-from .db import BAR_COLUMNS, Database, Ohlcv, SimAccount, SimOrder, SimPosition
+from .db import (BAR_COLUMNS, FINAL_ORDER_STATES, Database, Ohlcv, SimAccount,
+                           SimOrder, SimPosition)
 from .log import get_logger
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'Side', 'OrderState', 'ORDER_STATES', 'FINAL_ORDER_STATES', 'BrokerError', 'Quote', 'BrokerPosition', 'Balance',
-           'OrderStatus', 'Broker', 'SimBroker', 'fill_outcome', 'sim_fill_price', 'apply_fill']
+__all__ = ['log', 'Side', 'OrderState', 'BrokerError', 'Quote', 'BrokerPosition', 'Balance', 'OrderStatus', 'Broker', 'SimBroker',
+           'fill_outcome', 'sim_fill_price', 'apply_fill']
 
 # %% ../nbs/05_broker.ipynb #a393935a
 Side = Literal["BUY", "SELL"]
 OrderState = Literal["submitted", "partially_filled", "filled", "cancelled", "rejected", "expired"]
-ORDER_STATES: tuple[str, ...] = ("submitted", "partially_filled", "filled", "cancelled",
-                                 "rejected", "expired")
-FINAL_ORDER_STATES = frozenset({"filled", "cancelled", "rejected", "expired"})
 
 class BrokerError(Exception):
     "The broker could not be reached or did not answer properly; the order state is unknown."

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from .config import (ConfigError, TradingParams, load_params, load_secrets,
@@ -21,33 +21,55 @@ if TYPE_CHECKING:  # commands import their heavy modules when they run: `--help`
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'AddArguments', 'COMMANDS', 'SIM_PARAMS', 'command', 'build_parser', 'params_from', 'main', 'console',
-           'seed_command', 'config_command', 'market_command', 'train_command', 'backtest_command', 'trade_command',
-           'runs_command', 'run_command']
+__all__ = ['log', 'AddArguments', 'COMMANDS', 'EXAMPLES', 'SIM_PARAMS', 'command', 'positive_int', 'build_parser', 'params_from',
+           'main', 'console', 'seed_command', 'config_command', 'market_command', 'train_command', 'backtest_command',
+           'trade_command', 'runs_command', 'run_command']
 
 # %% ../nbs/15_cli.ipynb #8a2a0a6c
 AddArguments = Callable[[argparse.ArgumentParser], None]
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, AddArguments | None]] = {}
+EXAMPLES: dict[str, str] = {}
 
-def command(name: str, help: str, arguments: AddArguments | None = None) -> Callable:
-    "Register `fn(args) -> int` as the subcommand `name`."
+def command(name: str, help: str, arguments: AddArguments | None = None,
+            example: str = "") -> Callable:
+    "Register `fn(args) -> int` as the subcommand `name` (`example` shows in its `--help`)."
     def register(fn: Callable[[argparse.Namespace], int]) -> Callable:
         COMMANDS[name] = (fn, help, arguments)
+        EXAMPLES[name] = example
         return fn
     return register
 
+class _Parser(argparse.ArgumentParser):
+    "argparse, with a usage mistake reported as one line (exit status 2), like a bad parameter."
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}\n")
+
+def positive_int(text: str) -> int:
+    "An argparse type: a whole number > 0."
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0: raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
 def build_parser() -> argparse.ArgumentParser:
     "The argument parser with every registered subcommand."
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="stockstock", description="ML auto-trader for US stocks on the KIS Open API.")
     parser.add_argument("--version", action="version", version=f"stockstock {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text, arguments) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        example = EXAMPLES.get(name)
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           epilog=f"example:\n  {example}" if example else None,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--params", metavar="FILE", help="YAML parameter file (scheduled/*.yaml)")
         p.add_argument("-p", dest="overrides", action="append", metavar="KEY=VALUE",
                        default=[], help="override one parameter (repeatable)")
-        p.add_argument("--log-level", default="INFO", help="log file level (default INFO)")
+        p.add_argument("--log-level", default="INFO", type=str.upper,
+                       choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                       help="log file level (default INFO)")
         if arguments: arguments(p)
     return parser
 
@@ -58,10 +80,19 @@ def params_from(args: argparse.Namespace, **extra: object) -> TradingParams:
     overrides.update({k: v for k, v in extra.items() if v is not None})
     return load_params(getattr(args, "params", None), overrides)
 
+def _error_line(command: str, e: ConfigError) -> str:
+    "The one line printed for a configuration mistake."
+    what = str(e) if str(e).startswith("invalid ") else f"invalid parameters: {e}"
+    return f"stockstock {command}: {what}"
+
 def main(argv: Sequence[str] | None = None) -> int:
     "Entry point of the `stockstock` console script; returns the exit status."
+    from stockstock.db import DatabaseBusy
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:         # --help, --version, or a usage mistake (already printed)
+        return int(e.code or 0)
     if not args.command:
         parser.print_help()
         return 0
@@ -72,17 +103,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                           secrets=secrets.secret_values(), stream_level="WARNING")
         return fn(args)
     except ConfigError as e:
-        print(f"stockstock {args.command}: invalid parameters: {e}", file=sys.stderr)
+        print(_error_line(args.command, e), file=sys.stderr)
         return 2
+    except DatabaseBusy as e:
+        print(f"stockstock {args.command}: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
 
 def console() -> None:
     "The `stockstock` console script: `main`, then exit with its status."
-    import gc
+    from stockstock.runs import skip_final_collection
     code = main()
-    gc.freeze()  # the process ends here: skip the interpreter's last passes over every object
+    skip_final_collection()   # the process ends here (see runs: start-up tuning)
     sys.exit(code)
 
 # %% ../nbs/15_cli.ipynb #da2f56f8
@@ -98,7 +132,8 @@ def _seed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--symbols", help="comma-separated subset of the embedded symbols")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-@command("seed", "load the embedded daily bars into the database (idempotent)", _seed_args)
+@command("seed", "load the embedded daily bars into the database (idempotent)", _seed_args,
+         example="stockstock seed --symbols AAPL,MSFT")
 def seed_command(args: argparse.Namespace) -> int:
     from stockstock.data import EMBEDDED_SYMBOLS, seed
     from stockstock.db import init_db
@@ -115,7 +150,8 @@ def seed_command(args: argparse.Namespace) -> int:
     return 0
 
 # %% ../nbs/15_cli.ipynb #a90de943
-@command("config", "show the effective parameters and which credentials are set")
+@command("config", "show the effective parameters and which credentials are set",
+         example="stockstock config --params scheduled/paper.yaml")
 def config_command(args: argparse.Namespace) -> int:
     import yaml
     params = params_from(args)
@@ -131,7 +167,8 @@ def config_command(args: argparse.Namespace) -> int:
 def _market_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--at", help="an instant with a zone, e.g. 2024-11-29T12:00-05:00 (default now)")
 
-@command("market", "NYSE status now (or --at), next open/close in ET and KST", _market_args)
+@command("market", "NYSE status now (or --at), next open/close in ET and KST", _market_args,
+         example="stockstock market --at 2024-11-29T12:00-05:00")
 def market_command(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -166,11 +203,13 @@ def _load_bars(params: TradingParams) -> tuple[dict, pd.DatetimeIndex]:
 
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cutoff", help="last date whose label may be used (default: ~2y before end)")
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
-    p.add_argument("--max-rounds", type=int, default=500, help="boosting rounds cap")
+    p.add_argument("--folds", type=positive_int, default=5,
+                   help="cross-validation folds (default 5)")
+    p.add_argument("--max-rounds", type=positive_int, default=500, help="boosting rounds cap")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-@command("train", "train the LightGBM model up to a cut-off and print the CV table", _train_args)
+@command("train", "train the LightGBM model up to a cut-off and print the CV table", _train_args,
+         example="stockstock train --cutoff 2011-02-28")
 def train_command(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -194,14 +233,15 @@ def train_command(args: argparse.Namespace) -> int:
 def _backtest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", help="first traded day (default: day after the default cut-off)")
     p.add_argument("--end", help="last traded day (default: end of data)")
-    p.add_argument("--retrain-every", type=int, default=63, help="sessions between retrains")
-    p.add_argument("--window-days", type=int, help="rolling window (default: expanding)")
-    p.add_argument("--max-rounds", type=int, default=300, help="boosting rounds cap")
+    p.add_argument("--retrain-every", type=positive_int, default=63,
+                   help="sessions between retrains")
+    p.add_argument("--window-days", type=positive_int, help="rolling window (default: expanding)")
+    p.add_argument("--max-rounds", type=positive_int, default=300, help="boosting rounds cap")
     p.add_argument("--report", help="HTML report path (default outputs/backtest/...)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 @command("backtest", "walk-forward backtest with retraining; prints metrics, writes HTML",
-         _backtest_args)
+         _backtest_args, example="stockstock backtest --params scheduled/sim.yaml")
 def backtest_command(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -230,7 +270,8 @@ def backtest_command(args: argparse.Namespace) -> int:
 # %% ../nbs/15_cli.ipynb #14071c46
 def _trade_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay", metavar="RUN_ID", help="re-execute a past sim run and compare")
-    p.add_argument("--cell-timeout", type=int, default=600, help="seconds per notebook cell")
+    p.add_argument("--cell-timeout", type=positive_int, default=600,
+                   help="seconds per notebook cell (default 600)")
     p.add_argument("--live", action="store_true", help="allow mode=live (sets confirm_live)")
 
 def _print_outcome(o) -> None:
@@ -239,55 +280,102 @@ def _print_outcome(o) -> None:
     if o.notebook: print(f"notebook {o.notebook}")
     if o.html: print(f"report   {o.html}")
 
-@command("trade", "execute the hourly trading notebook once (papermill)", _trade_args)
+def _print_run(params: TradingParams, run_id: str | None) -> None:
+    "What run `run_id` decided and did: signals with their outcome, orders, portfolio value."
+    from stockstock.db import PortfolioSnapshot, Signal, Trade, init_db
+    if run_id is None: return
+    db = init_db(params.db_url)
+    try:
+        sigs = db.rows(Signal, run_id=run_id)
+        trades = db.rows(Trade, run_id=run_id)
+        snaps = db.rows(PortfolioSnapshot, run_id=run_id)
+    finally: db.close()
+    if not sigs: return
+    print("signals: " + ", ".join(f"{s.symbol} {s.action}" for s in sigs))
+    for s in sigs: print(f"  {s.symbol:<5} {s.action:<4} {s.outcome or ''}")
+    print(f"orders:  {len(trades)}" + "".join(f"\n  {t.side} {t.qty} {t.symbol} @ "
+                                             f"{t.limit_price:.2f} -> {t.status}" for t in trades))
+    if snaps: print(f"portfolio value: {snaps[-1].equity:,.2f} USD (cash {snaps[-1].cash:,.2f})")
+
+@command("trade", "execute the hourly trading notebook once (papermill)", _trade_args,
+         example="stockstock trade --params scheduled/sim.yaml -p as_of=2011-03-16T19:30:00Z")
 def trade_command(args: argparse.Namespace) -> int:
-    from stockstock.runs import execute_run, replay_run
+    from stockstock.runs import execute_run
     params = params_from(args, confirm_live=True if args.live else None)
-    if args.replay:
-        from stockstock.db import init_db
-        db = init_db(params.db_url)
-        try:
-            report = replay_run(db, args.replay, cell_timeout=args.cell_timeout)
-        except (KeyError, ValueError) as e:
-            print(f"stockstock trade --replay: {e.args[0]}", file=sys.stderr)
-            return 2
-        finally: db.close()
-        _print_outcome(report.replay)
-        print(f"replay of {report.original}: decisions "
-              f"{'IDENTICAL' if report.identical else 'DIFFERENT'}"
-              f" (data {'same' if report.data_hash_equal else 'changed'})")
-        for d in report.differences: print(f"  {d}")
-        return 0 if report.identical else 1
+    if args.replay: return _replay(params, args)
     outcome = execute_run(params, cell_timeout=args.cell_timeout)
     _print_outcome(outcome)
+    _print_run(params, outcome.run_id)
     return outcome.exit_code
+
+def _replay(params: TradingParams, args: argparse.Namespace) -> int:
+    from stockstock.audit import replay_run
+    from stockstock.db import init_db
+    db = init_db(params.db_url)
+    try:
+        report = replay_run(db, args.replay, cell_timeout=args.cell_timeout)
+    except (KeyError, ValueError) as e:
+        print(f"stockstock trade --replay: {e.args[0]}", file=sys.stderr)
+        return 2
+    finally: db.close()
+    _print_outcome(report.replay)
+    print(f"replay of {report.original}: decisions "
+          f"{'IDENTICAL' if report.identical else 'DIFFERENT'}"
+          f" (data {'same' if report.data_hash_equal else 'changed'})")
+    for d in report.differences: print(f"  {d}")
+    return 0 if report.identical else 1
 
 # %% ../nbs/15_cli.ipynb #ea343b0c
 def _runs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--failed", action="store_true", help="only failed runs")
-    p.add_argument("--limit", type=int, default=30, help="how many (default 30)")
+    p.add_argument("--limit", type=positive_int, default=30, help="how many (default 30)")
+    p.add_argument("--wide", action="store_true", help="every column, however wide")
+    p.add_argument("--verify", action="store_true",
+                   help="check every run's notebook and HTML against their recorded SHA-256")
 
-@command("runs", "list recent runs (ET/KST time, status, orders, PnL, notebook)", _runs_args)
+def _narrow(rows: list[dict], width: int = 100) -> list[dict]:
+    "Rows for a `width`-column terminal: ET time, id, status, counts, P&L, the reason cut."
+    out = [{"decision (ET)": r["as_of"].split(" / ")[0].rsplit(" ", 1)[0], "run": r["run_id"],
+            "status": r["status"], "sig": r["signals"], "ord": r["orders"],
+            "P&L": "" if r["pnl"] is None else f"{r['pnl']:,.2f}", "reason": r["reason"] or ""}
+           for r in rows]
+    if not out: return out
+    fixed = sum(max(len(k), *(len(str(x[k])) for x in out)) + 2 for k in list(out[0])[:-1])
+    room = max(width - fixed, 10)
+    for x in out:
+        if len(x["reason"]) > room: x["reason"] = x["reason"][:room - 1] + "…"
+    return out
+
+@command("runs", "list recent runs (status, orders, PnL, reason); --verify checks their files",
+         _runs_args, example="stockstock runs --failed --limit 10")
 def runs_command(args: argparse.Namespace) -> int:
+    from stockstock.audit import runs_table, verify_runs, write_index
     from stockstock.db import init_db
-    from stockstock.runs import runs_table, write_index
     params = params_from(args)
     db = init_db(params.db_url)
     try:
+        if args.verify: return _verify(verify_runs(db))
         rows = runs_table(db, limit=args.limit, failed=args.failed)
         index = write_index(db, resolve_path(params.outputs_dir))
     finally: db.close()
-    shown = [{k: ("" if v is None else v) for k, v in r.items() if k != "equity"} for r in rows]
+    shown = [{k: ("" if v is None else v) for k, v in r.items()} for r in rows] if args.wide \
+        else _narrow(rows)
     _print_table(shown) if shown else print("no failed runs" if args.failed else "no runs yet")
     print(f"index {index}")
     return 0
 
+def _verify(problems: list[tuple[str, str]]) -> int:
+    for run_id, problem in problems: print(f"{run_id}: {problem}")
+    bad = sum(not p.startswith("unsealed") for _, p in problems)
+    print(f"{bad} run file(s) missing or changed" if bad else "every sealed run file is intact")
+    return 1 if bad else 0
+
 # %% ../nbs/15_cli.ipynb #88710163
 SIM_PARAMS = "scheduled/sim.yaml"   # the embedded default's parameters, when present
 
-@command("run", "the main job on the embedded default: seed, train if needed, one sim run")
+@command("run", "the main job on the embedded default: seed, train if needed, one sim run",
+         example="stockstock run")
 def run_command(args: argparse.Namespace) -> int:
-    from stockstock.db import PortfolioSnapshot, Signal, Trade, init_db
     from stockstock.runs import execute_run
     if args.params is None and resolve_path(SIM_PARAMS).exists(): args.params = SIM_PARAMS
     params = params_from(args)
@@ -302,15 +390,5 @@ def run_command(args: argparse.Namespace) -> int:
         if train_command(train_args) != 0: return 1
     outcome = execute_run(params)
     _print_outcome(outcome)
-    db = init_db(params.db_url)
-    try:
-        sigs = db.rows(Signal, run_id=outcome.run_id)
-        trades = db.rows(Trade, run_id=outcome.run_id)
-        snaps = db.rows(PortfolioSnapshot, run_id=outcome.run_id)
-    finally: db.close()
-    if sigs:
-        print("signals: " + ", ".join(f"{s.symbol} {s.action}" for s in sigs))
-    print(f"orders:  {len(trades)}" + "".join(f"\n  {t.side} {t.qty} {t.symbol} @ "
-                                             f"{t.limit_price} -> {t.status}" for t in trades))
-    if snaps: print(f"portfolio value: {snaps[-1].equity:,.2f} USD (cash {snaps[-1].cash:,.2f})")
+    _print_run(params, outcome.run_id)
     return outcome.exit_code

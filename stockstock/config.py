@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -18,13 +18,29 @@ from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, 
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # %% auto #0
-__all__ = ['SYMBOL_PATTERN', 'Fraction', 'Rate', 'project_home', 'resolve_path', 'Secrets', 'load_secrets', 'TradingParams',
-           'ConfigError', 'describe_errors', 'parse_overrides', 'load_params', 'as_papermill']
+__all__ = ['PROJECT_MARKER', 'SYMBOL_PATTERN', 'Fraction', 'Rate', 'ConfigError', 'project_home', 'resolve_path', 'Secrets',
+           'load_secrets', 'TradingParams', 'describe_errors', 'parse_overrides', 'load_params', 'as_papermill']
+
+# %% ../nbs/00_config.ipynb #6f71e7cf
+class ConfigError(ValueError):
+    "Invalid configuration (parameters, parameter file, environment), as one human-readable line."
 
 # %% ../nbs/00_config.ipynb #a255cbef
+PROJECT_MARKER = "settings.ini"   # the file at the root of a StockStock checkout
+
+def _is_project_root(folder: Path) -> bool:
+    "Does `folder` hold a StockStock `settings.ini` (not some other project's)?"
+    marker = folder / PROJECT_MARKER
+    try:
+        return marker.is_file() and "lib_name = stockstock" in marker.read_text(errors="replace")
+    except OSError:
+        return False
+
 def project_home() -> Path:
-    "Folder that relative paths are resolved against: `$STOCKSTOCK_HOME`, else the cwd."
-    return Path(os.environ.get("STOCKSTOCK_HOME") or Path.cwd()).resolve()
+    "`$STOCKSTOCK_HOME`, else the nearest enclosing StockStock checkout, else the cwd."
+    if os.environ.get("STOCKSTOCK_HOME"): return Path(os.environ["STOCKSTOCK_HOME"]).resolve()
+    here = Path.cwd().resolve()
+    return next((d for d in (here, *here.parents) if _is_project_root(d)), here)
 
 def resolve_path(path: str | Path) -> Path:
     "An absolute path for `path`, relative ones taken from `project_home()`."
@@ -33,11 +49,17 @@ def resolve_path(path: str | Path) -> Path:
 
 # %% ../nbs/00_config.ipynb #fc4842ef
 def _split_ids(value: Any) -> Any:
-    if isinstance(value, str):
-        return [int(v) for v in value.replace(";", ",").split(",") if v.strip()]
-    if isinstance(value, int):
-        return [value]
-    return value
+    "`'123, -456'` -> `[123, -456]`; anything that is not a whole number is refused by name."
+    if isinstance(value, int): return [value]
+    if not isinstance(value, str): return value
+    ids = []
+    for part in (v.strip() for v in value.replace(";", ",").split(",")):
+        if not part: continue
+        if not re.fullmatch(r"-?\d+", part):
+            raise ValueError(f"{part!r} is not a chat id: expected comma-separated whole "
+                             "numbers such as 123456789,-1001234567890")
+        ids.append(int(part))
+    return ids
 
 class Secrets(BaseSettings):
     "Credentials and endpoints, from the environment or `.env` only."
@@ -64,7 +86,12 @@ class Secrets(BaseSettings):
 
 def load_secrets(env_file: str | Path | None = None) -> Secrets:
     "Secrets from the environment plus `env_file` (default: `.env` in the project home)."
-    return Secrets(_env_file=env_file or resolve_path(".env"))
+    try:
+        return Secrets(_env_file=env_file or resolve_path(".env"))
+    except ValidationError as e:   # name the variable, never echo its value (it may be a secret)
+        bad = "; ".join(f"{'.'.join(map(str, x['loc'])).upper()}: "
+                        f"{x['msg'].removeprefix('Value error, ')}" for x in e.errors())
+        raise ConfigError(f"invalid environment: {bad}") from None
 
 # %% ../nbs/00_config.ipynb #27bc6624
 SYMBOL_PATTERN = r"^[A-Z]{1,5}$"
@@ -73,7 +100,8 @@ Rate = Annotated[float, Field(ge=0, le=0.05)]    # commission / slippage as a fr
 
 class _ParamFields(BaseModel):
     "The fields, types, ranges and defaults of the trading parameters."
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `max_daily_loss_usd: .inf` would switch the loss limit off silently
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
     mode: Literal["sim", "paper", "live"] = "sim"
     confirm_live: bool = False             # must be true for mode=live
     symbols: list[str] = Field(default_factory=lambda: ["AAPL", "MSFT", "GOOG", "IBM", "FB"],
@@ -82,17 +110,18 @@ class _ParamFields(BaseModel):
     check_interval_minutes: int = Field(60, ge=1, le=1440)
     max_position_pct: Fraction = 0.10      # of portfolio value, per symbol
     stop_loss_pct: Fraction = 0.05         # below the average entry price
-    max_daily_loss_usd: float = Field(500.0, gt=0)
+    max_daily_loss_usd: float = Field(500.0, gt=0, le=1e9)
+    max_bar_move_pct: float = Field(0.5, gt=0, le=10)  # one-day close move that quarantines a bar
     order_type: Literal["MARKET", "LIMIT"] = "MARKET"  # MARKET = marketable limit (see kis-api)
     limit_buffer_pct: Fraction = 0.005     # marketable-limit distance from the last price
     confidence_threshold: Fraction = 0.6
     lookback_days: int = Field(400, ge=260, le=20000)  # bars fed to the features
     commission_rate: Rate = 0.0025
     slippage_pct: Rate = 0.0005
-    initial_cash: float = Field(100_000.0, gt=0)       # sim account opening balance (USD)
-    model_path: str = "models/lgbm.txt"
-    db_url: str = "sqlite:///data/stockstock.db"
-    outputs_dir: str = "outputs"
+    initial_cash: float = Field(100_000.0, gt=0, le=1e12)  # sim account opening balance (USD)
+    model_path: str = Field("models/lgbm.txt", min_length=1)
+    db_url: str = Field("sqlite:///data/stockstock.db", min_length=1)
+    outputs_dir: str = Field("outputs", min_length=1)
     daily_summary_hour: int = Field(7, ge=0, le=23)    # hour (display timezone) of the summary
     display_timezone: str = "Asia/Seoul"
 
@@ -105,6 +134,10 @@ class TradingParams(_ParamFields):
     def _check_symbols(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
+        if value is None or value == []:
+            raise ValueError("no symbols given: list at least one ticker, e.g. [AAPL, MSFT]")
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{value!r} is not a list of tickers: write e.g. [AAPL, MSFT]")
         for v in value:
             if not isinstance(v, str) or not re.fullmatch(SYMBOL_PATTERN, v):
                 hint = f" (did you mean {v.upper()!r}?)" if isinstance(v, str) and \
@@ -138,9 +171,6 @@ class TradingParams(_ParamFields):
         return self
 
 # %% ../nbs/00_config.ipynb #f5fe335f
-class ConfigError(ValueError):
-    "Invalid trading parameters, as one human-readable line."
-
 def describe_errors(err: ValidationError) -> str:
     "One line naming each bad field, what it accepts and the value given."
     parts = []
@@ -157,34 +187,60 @@ def describe_errors(err: ValidationError) -> str:
     return "; ".join(parts)
 
 # %% ../nbs/00_config.ipynb #fc24aeda
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    "`what, at line L, column C` of a YAML error (PyYAML's message is several lines)."
+    what = getattr(e, "problem", None) or str(e).splitlines()[0]
+    mark = getattr(e, "problem_mark", None)
+    return f"{what} at line {mark.line + 1}, column {mark.column + 1}" if mark else what
+
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     "`['key=value', ...]` -> dict, values parsed as YAML scalars/lists."
     out: dict[str, Any] = {}
     for pair in pairs or []:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {pair!r}: expected key=value")
-        value = yaml.safe_load(raw) if raw.strip() else None
-        out[key.strip()] = raw.strip() if isinstance(value, (datetime,)) else value
+        key, sep, raw = (x.strip() for x in pair.partition("="))
+        if not sep or not key: raise ConfigError(f"-p {pair!r}: expected key=value")
+        if not raw:
+            raise ConfigError(f"{key}: empty value in -p {pair!r} (leave the option out to "
+                              "keep the default)")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{key}: {raw!r} is not a valid value ({_yaml_problem(e)})") from None
+        out[key] = raw if isinstance(value, (datetime, date)) else value
     return out
+
+# %% ../nbs/00_config.ipynb #b191b4e7
+def _read_params_file(path: str | Path) -> dict[str, Any]:
+    "The mapping in YAML file `path` (`ConfigError` naming the file and the problem)."
+    p = resolve_path(path)
+    where = f"params file {str(p)!r}"
+    if p.is_dir(): raise ConfigError(f"{where} is a folder, not a YAML file")
+    if not p.exists(): raise ConfigError(f"{where} does not exist")
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where} is not UTF-8 text (bad byte at offset {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{where} cannot be read ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where} is not valid YAML: {_yaml_problem(e)}") from None
+    if loaded is None: return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{where} must be a mapping of key: value, not a "
+                          f"{type(loaded).__name__}")
+    return loaded
 
 def load_params(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
                 ) -> TradingParams:
     "Validated parameters from defaults <- YAML file <- overrides; `ConfigError` when invalid."
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = resolve_path(path)
-        if not p.exists():
-            raise ConfigError(f"params file {str(p)!r} does not exist")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"params file {str(p)!r} must be a mapping of key: value")
-        data.update(loaded)
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    data = _read_params_file(path) if path is not None else {}
+    data.update(overrides or {})
     try:
         return TradingParams(**data)
     except ValidationError as e:
         raise ConfigError(describe_errors(e)) from None
+    except TypeError as e:          # keys that are not strings, e.g. `1: x` in the file
+        raise ConfigError(f"parameters must be named: {e}") from None
 
 # %% ../nbs/00_config.ipynb #40cd16dc
 def as_papermill(params: TradingParams) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,8 @@ from .log import get_logger
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'EMBEDDED_SYMBOLS', 'adjust_bars', 'embedded_bars', 'validate_bars', 'SeedResult', 'seed', 'data_hash']
+__all__ = ['log', 'EMBEDDED_SYMBOLS', 'adjust_bars', 'embedded_bars', 'validate_bars', 'BarCheck', 'check_bars', 'SeedResult',
+           'seed', 'data_hash']
 
 # %% ../nbs/04_data.ipynb #525f14bc
 EMBEDDED_SYMBOLS = ("AAPL", "MSFT", "GOOG", "IBM", "FB")
@@ -48,6 +50,7 @@ def _bar_problems(bars: pd.DataFrame) -> pd.Series:
     checks = [
         ("missing or non-finite value", ~np.isfinite(bars[BAR_COLUMNS]).all(axis=1)),
         ("non-positive price", (bars[["open", "high", "low", "close"]] <= 0).any(axis=1)),
+        ("high below low", hi < lo),
         ("high below open/close", hi < np.maximum(op, cl) * (1 - _TOL)),
         ("low above open/close", lo > np.minimum(op, cl) * (1 + _TOL)),
         ("non-positive volume", ~(vol > 0)),
@@ -66,6 +69,46 @@ def validate_bars(bars: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     reason = _bar_problems(bars)
     bad = reason.to_numpy() != ""
     return bars[~bad], bars[bad].assign(reason=reason[bad].to_numpy())
+
+# %% ../nbs/04_data.ipynb #57db8678
+@dataclass(frozen=True)
+class BarCheck:
+    "Whether a run may trade `symbol` on its session's bars, and why not."
+    symbol: str
+    status: str                 # ok / quarantined / missing
+    reason: str | None = None   # for a person: what is wrong, with the date
+    last_date: date | None = None
+    bars: int = 0
+
+    @property
+    def tradable(self) -> bool: return self.status == "ok"
+
+def _move_problem(bars: pd.DataFrame, max_move: float) -> str | None:
+    "Why the last close's move from the one before is implausible, or None."
+    if len(bars) < 2: return None
+    prev, last = bars["close"].iloc[-2], bars["close"].iloc[-1]
+    move = last / prev - 1
+    if abs(move) <= max_move: return None
+    return (f"close moved {move:+.0%} in one day on {bars.index[-1].date()} "
+            f"({prev:.2f} -> {last:.2f}; limit {max_move:.0%})")
+
+def check_bars(symbol: str, bars: pd.DataFrame, session: date, max_move: float = 0.5,
+               ) -> BarCheck:
+    "Can a run trade `symbol` on `session` with `bars` (history up to the session)?"
+    if bars.empty: return BarCheck(symbol, "missing", f"no bars of {symbol} at all")
+    _, rejected = validate_bars(bars)
+    last = bars.index[-1].date()
+    if len(rejected):
+        first = rejected.iloc[0]
+        why = (f"{len(rejected)} bad bar(s), first on {rejected.index[0].date()}: "
+               f"{first['reason']}")
+        return BarCheck(symbol, "quarantined", why, last, len(bars))
+    if last != session:
+        return BarCheck(symbol, "missing", f"no bar for {session} (last bar {last})", last,
+                        len(bars))
+    if (why := _move_problem(bars, max_move)) is not None:
+        return BarCheck(symbol, "quarantined", why, last, len(bars))
+    return BarCheck(symbol, "ok", None, last, len(bars))
 
 # %% ../nbs/04_data.ipynb #d13e6c46
 @dataclass

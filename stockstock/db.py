@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -19,12 +20,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from .config import resolve_path
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+from .config import ConfigError, resolve_path
 
 # %% auto #0
-__all__ = ['FINAL_TRADE_STATES', 'BAR_COLUMNS', 'RUN_STATES', 'UTCDateTime', 'utcnow', 'Base', 'Ohlcv', 'Run', 'Signal', 'Trade',
-           'PortfolioSnapshot', 'RiskEvent', 'SystemState', 'SimAccount', 'SimPosition', 'SimOrder', 'Database',
-           'init_db']
+__all__ = ['ORDER_STATES', 'FINAL_ORDER_STATES', 'TRADE_STATES', 'BUSY_TIMEOUT_S', 'BAR_COLUMNS', 'RUN_STATES', 'UTCDateTime',
+           'utcnow', 'Base', 'Ohlcv', 'Run', 'Signal', 'Trade', 'PortfolioSnapshot', 'RiskEvent', 'SystemState',
+           'SimAccount', 'SimPosition', 'SimOrder', 'DatabaseBusy', 'busy_timeout_s', 'Database', 'init_db']
 
 # %% ../nbs/03_db.ipynb #598357f9
 class UTCDateTime(TypeDecorator):
@@ -73,6 +76,8 @@ class Run(Base):
     model_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     data_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     notebook_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    notebook_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    html_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     replay_of: Mapped[str | None] = mapped_column(String(64), nullable=True)
     n_signals: Mapped[int] = mapped_column(Integer, default=0)
     n_orders: Mapped[int] = mapped_column(Integer, default=0)
@@ -97,8 +102,12 @@ class Signal(Base):
     model_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     price: Mapped[float | None] = mapped_column(Float, nullable=True)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(Text, nullable=True)   # what became of it, why
 
-FINAL_TRADE_STATES = frozenset({"filled", "cancelled", "rejected", "expired"})
+ORDER_STATES: tuple[str, ...] = ("submitted", "partially_filled", "filled", "cancelled",
+                                 "rejected", "expired")
+FINAL_ORDER_STATES = frozenset({"filled", "cancelled", "rejected", "expired"})
+TRADE_STATES: tuple[str, ...] = ("intent", "unknown", *ORDER_STATES)
 
 class Trade(Base):
     "An order intent and its life at the broker (unique client key, broker order id, fills)."
@@ -183,10 +192,24 @@ class SimOrder(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 # %% ../nbs/03_db.ipynb #eaf45984
+BUSY_TIMEOUT_S = 30.0
+
+class DatabaseBusy(Exception):
+    "Another process held the database's write lock longer than the busy timeout."
+
+def busy_timeout_s() -> float:
+    "The busy timeout in seconds: `$STOCKSTOCK_DB_BUSY_TIMEOUT_S`, else `BUSY_TIMEOUT_S`."
+    raw = os.environ.get("STOCKSTOCK_DB_BUSY_TIMEOUT_S")
+    try:
+        return max(float(raw), 0.0) if raw else BUSY_TIMEOUT_S
+    except ValueError:
+        raise ConfigError(f"STOCKSTOCK_DB_BUSY_TIMEOUT_S: {raw!r} is not a number of seconds") \
+            from None
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    for pragma in ("journal_mode=WAL", "busy_timeout=30000", "foreign_keys=ON",
-                   "synchronous=NORMAL"):
+    for pragma in ("journal_mode=WAL", f"busy_timeout={int(busy_timeout_s() * 1000)}",
+                   "foreign_keys=ON", "synchronous=NORMAL"):
         cur.execute(f"PRAGMA {pragma}")
     cur.close()
 
@@ -203,27 +226,60 @@ def _add_missing_columns(engine: Engine) -> list[str]:
             added.append(f"{table.name}.{col.name}")
     return added
 
+# %% ../nbs/03_db.ipynb #5cc4adbf
+def _sqlite_url(url: str) -> str:
+    "`url` checked and with its relative file path made absolute (folder created)."
+    from sqlalchemy.engine import make_url
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"db_url: {url!r} is not a database URL such as "
+                          "sqlite:///data/stockstock.db") from None
+    if parsed.get_backend_name() != "sqlite":
+        raise ConfigError(f"db_url: only SQLite is supported (sqlite:///path), got "
+                          f"{parsed.drivername!r}")
+    if not parsed.database or parsed.database == ":memory:": return url
+    path = resolve_path(parsed.database)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"db_url: cannot create the folder {str(path.parent)!r} "
+                          f"({e.strerror})") from None
+    return parsed.set(database=str(path)).render_as_string(hide_password=False)
+
+def _open_error(url: str, e: Exception) -> Exception:
+    "The `ConfigError` (or `DatabaseBusy`) for an engine that could not open `url`."
+    msg = str(getattr(e, "orig", None) or e).splitlines()[0]
+    if isinstance(e, OperationalError) and "locked" in msg:
+        return DatabaseBusy(f"database is locked by another process ({url})")
+    if isinstance(e, (NoSuchModuleError, ModuleNotFoundError, ImportError)):
+        return ConfigError(f"db_url: the driver of {url!r} is not installed ({msg})")
+    return ConfigError(f"db_url: cannot open the database {url!r} ({msg})")
+
 # %% ../nbs/03_db.ipynb #7d12de71
 class Database:
     "An open database: engine, session factory and the repository methods below."
     def __init__(self, url: str):
-        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-            path = resolve_path(url.removeprefix("sqlite:///"))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            url = f"sqlite:///{path}"
-        self.url = url
-        self.engine = create_engine(url, connect_args={"timeout": 30})
-        if self.engine.dialect.name == "sqlite":
+        self.url = _sqlite_url(url)
+        try:
+            self.engine = create_engine(self.url, connect_args={"timeout": busy_timeout_s()})
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
-        self.migrated = _add_missing_columns(self.engine)
+            Base.metadata.create_all(self.engine)
+            self.migrated = _add_missing_columns(self.engine)
+        except (OperationalError, NoSuchModuleError, ImportError) as e:
+            raise _open_error(self.url, e) from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        "A session that commits on success and rolls back on error."
-        with self._sessions() as s, s.begin():
-            yield s
+        "A session that commits on success and rolls back on error (`DatabaseBusy` if locked)."
+        try:
+            with self._sessions() as s, s.begin():
+                yield s
+        except OperationalError as e:
+            if "locked" not in str(e.orig): raise
+            raise DatabaseBusy(f"database is locked by another process for more than "
+                               f"{busy_timeout_s():g} s ({self.url})") from None
 
     def count(self, model: type[Base]) -> int:
         "Number of rows in `model`'s table."
@@ -373,7 +429,7 @@ def update_trade(self, client_key: str, **fields: Any) -> Trade:
 def open_trades(self) -> list[Trade]:
     "Trades whose broker outcome is not final yet (intent / submitted / partial / unknown)."
     with self.session() as s:
-        q = select(Trade).where(Trade.status.not_in(FINAL_TRADE_STATES)).order_by(Trade.id)
+        q = select(Trade).where(Trade.status.not_in(FINAL_ORDER_STATES)).order_by(Trade.id)
         return list(s.scalars(q))
 
 # %% ../nbs/03_db.ipynb #6888af5c

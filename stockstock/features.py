@@ -119,7 +119,7 @@ def _trend_ta(bars: pd.DataFrame) -> dict[str, pd.Series]:
 def _shift(x: np.ndarray, n: int) -> np.ndarray:
     "`x` moved `n` bars later, NaN-filled (like `Series.shift(n)`)."
     out = np.full(len(x), np.nan)
-    out[n:] = x[: len(x) - n]
+    if n < len(x): out[n:] = x[: len(x) - n]     # a series shorter than `n` is all NaN
     return out
 
 def _window_sum(x: np.ndarray, n: int) -> np.ndarray:

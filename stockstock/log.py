@@ -5,6 +5,7 @@
 # %% ../nbs/01_log.ipynb #f39f8e3a
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -16,14 +17,22 @@ import structlog
 from pydantic import SecretStr
 
 # %% auto #0
-__all__ = ['MASK', 'SENSITIVE_KEY', 'EVENT_NAME', 'SecretMasker', 'configure_logging', 'get_logger', 'check_event_name']
+__all__ = ['MASK', 'SECRET_FIELDS', 'EVENT_NAME', 'SecretMasker', 'configure_logging', 'get_logger', 'check_event_name']
 
 # %% ../nbs/01_log.ipynb #fc5d4f29
 MASK = "**********"
-SENSITIVE_KEY = re.compile(r"key|secret|token|passw|authoriz|credential|account", re.IGNORECASE)
+SECRET_FIELDS = frozenset({
+    # our Secrets fields (and their environment variable names, compared case-insensitively)
+    "kis_app_key", "kis_app_secret", "kis_account", "kis_virtual_app_key",
+    "kis_virtual_app_secret", "kis_virtual_account", "kis_hts_id", "telegram_bot_token",
+    # KIS wire format and python-kis names
+    "appkey", "appsecret", "secretkey", "access_token", "approval_key", "cano", "hts_id",
+    # HTTP and generic credential names
+    "authorization", "proxy-authorization", "cookie", "set-cookie", "password", "secret",
+    "token", "bot_token", "api_key", "app_key", "app_secret", "account", "account_number"})
 
 class SecretMasker:
-    "structlog processor that masks sensitive keys and registered secret values."
+    "structlog processor that masks secret fields and registered secret values."
     def __init__(self, secrets: Iterable[str] = ()):
         self.secrets: set[str] = set()
         self.register(secrets)
@@ -34,7 +43,7 @@ class SecretMasker:
 
     def mask(self, value: Any, key: str | None = None) -> Any:
         "A copy of `value` with secrets masked."
-        if key is not None and SENSITIVE_KEY.search(key) and value not in (None, ""):
+        if key is not None and key.lower() in SECRET_FIELDS and value not in (None, ""):
             return MASK
         if isinstance(value, dict): return {k: self.mask(v, str(k)) for k, v in value.items()}
         if isinstance(value, (list, tuple)): return type(value)(self.mask(v) for v in value)
@@ -52,33 +61,51 @@ _masker = SecretMasker()
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "exception": 40,
            "critical": 50, "fatal": 50, "msg": 20, "log": 20}
+_FILES: dict[Path, TextIO] = {}      # log files opened by this process, by path
+
+def _text_line(d: dict) -> str:
+    "`LEVEL event: key=value ...` for a person (timestamp and module left to the JSON file)."
+    rest = " ".join(f"{k}={v}" for k, v in d.items()
+                    if k not in ("event", "level", "timestamp", "module"))
+    head = f"{str(d.get('level', 'info')).upper()} {d.get('event')}"
+    return f"{head}: {rest}" if rest else head
+
+def _render(logger: Any, method: str, d: dict) -> dict[str, str]:
+    "The last processor: both renderings, handed to `_TeeLogger` as keyword arguments."
+    return {"json_line": json.dumps(d, default=str), "text_line": _text_line(d)}
 
 class _TeeLogger:
-    "Writes each rendered line to every stream whose minimum level it reaches."
-    def __init__(self, streams: list[tuple[TextIO, int]]): self.streams = streams
-    def _write(self, level: int, message: str) -> None:
-        for stream, minimum in self.streams:
+    "Writes each event to every stream whose minimum level it reaches, in that stream's format."
+    def __init__(self, streams: list[tuple[TextIO, int, str]]): self.streams = streams
+    def _write(self, level: int, json_line: str, text_line: str) -> None:
+        for stream, minimum, fmt in self.streams:
             if level >= minimum:
-                stream.write(message + "\n"); stream.flush()
+                stream.write((json_line if fmt == "json" else text_line) + "\n"); stream.flush()
     def __getattr__(self, name: str) -> Any:
         if name not in _LEVELS: raise AttributeError(name)
-        return lambda message: self._write(_LEVELS[name], message)
+        return lambda **rendered: self._write(_LEVELS[name], **rendered)
+
+def _log_file(path: str | Path) -> TextIO:
+    "The process's one append handle on `path`."
+    path = Path(path).resolve()
+    if path not in _FILES or _FILES[path].closed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _FILES[path] = open(path, "a", encoding="utf-8")   # open for the process lifetime
+    return _FILES[path]
 
 def configure_logging(level: str = "INFO", stream: TextIO | None = None,
                       log_file: str | Path | None = None, secrets: Iterable[str] = (),
-                      stream_level: str | None = None) -> None:
-    "Set up structlog JSON lines with secret masking (idempotent; call again to add secrets)."
+                      stream_level: str | None = None, stream_format: str = "text") -> None:
+    "Set up structlog (text to `stream`, JSON lines to `log_file`) with secret masking."
     _masker.register(secrets)
     lvl = logging.getLevelName(level.upper())
-    streams = [(stream or sys.stderr, logging.getLevelName((stream_level or level).upper()))]
-    if log_file is not None:
-        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        streams.append((open(log_file, "a", encoding="utf-8"), lvl))  # open for process lifetime
+    streams = [(stream or sys.stderr, logging.getLevelName((stream_level or level).upper()),
+                stream_format)]
+    if log_file is not None: streams.append((_log_file(log_file), lvl, "json"))
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
                     structlog.processors.TimeStamper(fmt="iso", utc=True),
-                    structlog.processors.format_exc_info, _masker,
-                    structlog.processors.JSONRenderer(default=str)],
+                    structlog.processors.format_exc_info, _masker, _render],
         wrapper_class=structlog.make_filtering_bound_logger(min(s[1] for s in streams)),
         logger_factory=lambda *a: _TeeLogger(streams), cache_logger_on_first_use=False)
     _route_stdlib(level)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 # %% auto #0
 __all__ = ['Side', 'OrderType', 'RiskLimits', 'Position', 'Portfolio', 'limit_price', 'buy_cost', 'max_buy_qty', 'stop_loss_hit',
-           'DailyLossState', 'DailyLossTracker', 'OrderRequest', 'RiskEvent', 'RiskDecision', 'evaluate']
+           'daily_loss_reached', 'DailyLossState', 'DailyLossTracker', 'OrderRequest', 'RiskEvent', 'RiskDecision',
+           'evaluate']
 
 # %% ../nbs/09_risk.ipynb #4755d8ec
 Side = Literal["BUY", "SELL"]
@@ -149,6 +150,10 @@ def stop_loss_hit(position: Position, last: float, stop_loss_pct: float = 0.05) 
     return position.qty > 0 and last <= position.avg_price * (1 - stop_loss_pct) + 1e-9
 
 # %% ../nbs/09_risk.ipynb #0cc4f5b6
+def daily_loss_reached(loss: float, limit: float) -> bool:
+    "The daily loss rule's comparison: has `loss` (USD, worst this session) reached `limit`?"
+    return loss >= limit
+
 @dataclass(frozen=True)
 class DailyLossState:
     "A consistent snapshot of the tracker."
@@ -183,11 +188,22 @@ class DailyLossTracker:
 
     def breached(self, limit: float) -> bool:
         "Has the worst loss this session reached `limit` (USD)?"
-        with self._lock: return self._state.worst_loss >= limit
+        with self._lock: return daily_loss_reached(self._state.worst_loss, limit)
 
     def snapshot(self) -> DailyLossState:
         "The tracker's state, read atomically (a frozen copy)."
         with self._lock: return self._state
+
+    def to_dict(self) -> dict[str, Any]:
+        "The state as JSON-ready values (to store between processes)."
+        return asdict(self.snapshot())
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any] | None) -> DailyLossTracker:
+        "A tracker holding a stored state (a fresh one for None)."
+        tracker = cls()
+        if state: tracker._state = DailyLossState(**state)
+        return tracker
 
 # %% ../nbs/09_risk.ipynb #fd80aa16
 @dataclass(frozen=True)
@@ -214,12 +230,18 @@ class RiskDecision:
     halted: bool = False
 
 # %% ../nbs/09_risk.ipynb #5d828379
-def _stop_loss_exits(pf: Portfolio, limits: RiskLimits, d: RiskDecision) -> set[str]:
+def _stop_loss_exits(pf: Portfolio, limits: RiskLimits, d: RiskDecision,
+                     untradable: Collection[str] = ()) -> set[str]:
     "Full marketable exits for every position at or below its stop; the symbols exited."
     exited = set()
     for sym, pos in pf.positions.items():
         last = pf.prices.get(sym, 0.0)
         if not stop_loss_hit(pos, last, limits.stop_loss_pct): continue
+        if sym in untradable:
+            d.events.append(RiskEvent("stop_loss_blocked", sym, {
+                "qty": pos.qty, "avg_price": pos.avg_price, "last": last,
+                "reason": "untradable: no trustworthy bar for the session"}))
+            continue
         price = limit_price(last, "SELL", limits, marketable=True)
         d.orders.append(OrderRequest(sym, "SELL", pos.qty, price, "stop_loss"))
         d.events.append(RiskEvent("stop_loss", sym, {
@@ -260,14 +282,16 @@ def _signal_buy(sym: str, pf: Portfolio, limits: RiskLimits, d: RiskDecision,
 def evaluate(signals: dict[str, str], # symbol -> "BUY" | "SELL" | "HOLD", in decision order
              portfolio: Portfolio, limits: RiskLimits,
              halted: bool = False,    # already halted (daily loss earlier, or Telegram /stop)
-             daily_loss: float = 0.0, # start_equity - equity this session (DailyLossTracker)
+             daily_loss: float = 0.0, # worst loss this session (`DailyLossTracker`)
+             untradable: Collection[str] = (), # symbols that must get no order at all today
             ) -> RiskDecision:
     "The orders the risk rules allow for `signals` on `portfolio`, the events, the halt flag."
     bad = {s: v for s, v in signals.items() if v not in ("BUY", "SELL", "HOLD")}
     if bad: raise ValueError(f"unknown signal(s): {bad}")
+    signals = {s: ("HOLD" if s in untradable else v) for s, v in signals.items()}
     d = RiskDecision(halted=halted)
-    exited = _stop_loss_exits(portfolio, limits, d)
-    if daily_loss >= limits.max_daily_loss_usd:
+    exited = _stop_loss_exits(portfolio, limits, d, untradable)
+    if daily_loss_reached(daily_loss, limits.max_daily_loss_usd):
         if not halted: d.events.append(RiskEvent("daily_loss_halt", None, {
             "daily_loss": daily_loss, "limit": limits.max_daily_loss_usd}))
         d.halted = True

@@ -5,9 +5,11 @@
 # %% ../nbs/11_trade.ipynb #0259f95e
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING, Any
@@ -15,50 +17,53 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .broker import Balance, Broker, BrokerError, SimBroker
-from .calendar import (NEW_YORK, MarketStatus, market_status, next_session,
-                                 session_open_close, to_et)
-from .config import TradingParams, load_params, load_secrets, resolve_path
-from .data import data_hash
+from .calendar import NEW_YORK, MarketStatus, market_status, to_et
+from .config import ConfigError, TradingParams, load_params, load_secrets, resolve_path
+from .data import BarCheck, check_bars, data_hash, validate_bars
 from .db import Database, PortfolioSnapshot, RiskEvent, Trade, init_db
 from .db import Signal as SignalRow
 from .log import configure_logging, get_logger
+from .state import (DAILY_LOSS, halt_reason, next_sim_session, set_halt,
+                              sim_decision_instant, sim_session_done)
 
 if TYPE_CHECKING:  # the model stack (lightgbm, TA-Lib) loads when a run first needs it
     from stockstock.model import TradingModel
-    from stockstock.risk import RiskDecision
+    from stockstock.risk import DailyLossState, RiskDecision
     from stockstock.signals import Signal
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'SIM_CLOCK', 'HALT_KEY', 'SESSION_EQUITY', 'sim_decision_instant', 'next_sim_as_of', 'resolve_as_of',
-           'decision_slot', 'client_key', 'RunContext', 'git_commit', 'new_run_id', 'make_broker', 'start_run',
-           'halt_reason', 'set_halt', 'clear_halt', 'skip_run', 'gate_reason', 'check_gate', 'reconcile', 'load_bars',
-           'compute_signals', 'session_start_equity', 'decide_orders', 'submit_orders', 'take_snapshot', 'finish_run',
-           'price_figure', 'portfolio_figure', 'show', 'describe_run', 'bars_summary', 'risk_events_table',
-           'show_prices', 'show_portfolio', 'collect_params', 'preload']
+__all__ = ['log', 'ALREADY_DECIDED', 'resolve_as_of', 'check_run', 'decision_slot', 'client_key', 'RunContext', 'run_step',
+           'git_commit', 'new_run_id', 'make_broker', 'model_cutoff_of', 'start_run', 'collect_params',
+           'market_closed_reason', 'skip_run', 'check_market', 'reconcile', 'load_bars', 'marks', 'session_prices',
+           'compute_signals', 'decide_orders', 'submit_orders', 'take_snapshot', 'signal_outcomes', 'finish_run',
+           'run_steps']
 
 # %% ../nbs/11_trade.ipynb #68eb7934
-SIM_CLOCK = "sim_clock"
-
-def sim_decision_instant(session: date) -> datetime:
-    "30 minutes before the close of `session` (aware UTC)."
-    _, close = session_open_close(session)
-    return (close - pd.Timedelta(minutes=30)).to_pydatetime()
-
-def next_sim_as_of(db: Database, model_cutoff: date | None) -> datetime:
-    "The decision instant of the next sim session (after the clock, or after the cut-off)."
-    last = db.get_state(SIM_CLOCK)
-    if last is not None: day = next_session(date.fromisoformat(last))
-    elif model_cutoff is not None: day = next_session(model_cutoff)
-    else: raise ValueError("sim replay needs a trained model (its cut-off starts the clock)")
-    return sim_decision_instant(day)
-
 def resolve_as_of(params: TradingParams, db: Database, model_cutoff: date | None) -> datetime:
     "The run's decision instant: explicit `as_of`, else the sim clock (sim), else now."
     if params.as_of is not None: return params.as_of
-    if params.mode == "sim": return next_sim_as_of(db, model_cutoff)
+    if params.mode == "sim": return sim_decision_instant(next_sim_session(db, model_cutoff))
     return datetime.now(UTC)
+
+# %% ../nbs/11_trade.ipynb #22ba5183
+def check_run(params: TradingParams, db: Database, as_of: datetime,
+              model_cutoff: date | None) -> None:
+    "Raise `ConfigError` when a run at `as_of` with `params` must not start."
+    try:
+        market_status(as_of)
+    except ValueError as e:
+        raise ConfigError(f"as_of: {e}") from None
+    if params.mode != "sim": return
+    day = to_et(as_of).date()
+    if model_cutoff is not None and day <= model_cutoff:
+        raise ConfigError(f"as_of: {day} is on or before the model's training cut-off "
+                          f"{model_cutoff}; the sim replay only trades days the model never saw")
+    have = set(db.ohlcv_summary().index)
+    if missing := [s for s in params.symbols if s not in have]:
+        raise ConfigError(f"symbols: no bars in the database for {', '.join(missing)} (sim mode "
+                          f"trades seeded symbols: {', '.join(sorted(have)) or 'none yet'})")
 
 # %% ../nbs/11_trade.ipynb #852bee6c
 def decision_slot(as_of: datetime) -> datetime:
@@ -81,19 +86,41 @@ class RunContext:
     model: TradingModel | None
     session: date                     # New York date of as_of
     slot: datetime                    # decision slot (as_of to the hour)
-    skipped: str | None = None        # reason, once the run is skipped
+    skipped: str | None = None        # why the run does nothing (market closed)
+    halted: str | None = None         # why new entries are blocked (daily loss, /stop)
     status: MarketStatus | None = None
     bars: dict[str, pd.DataFrame] = field(default_factory=dict)
+    checks: dict[str, BarCheck] = field(default_factory=dict)
+    reconciled: list[dict] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
     decision: RiskDecision | None = None
     before: Balance | None = None
     after: Balance | None = None
-    start_equity: float | None = None
+    loss: DailyLossState | None = None
     orders: list[dict] = field(default_factory=list)
+    marks: dict[str, float] = field(default_factory=dict)
+    outcomes: dict[str, str] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
 
     @property
     def active(self) -> bool: return self.skipped is None
 
+    @property
+    def untradable(self) -> set[str]:
+        "Symbols that get no order this run (bars quarantined or missing)."
+        return {s for s, c in self.checks.items() if not c.tradable}
+
+# %% ../nbs/11_trade.ipynb #b4d843d8
+def run_step(fn: Callable | None = None, *, skip_result: Any = pd.DataFrame) -> Callable:
+    "A step of the run: a no-op (returning `skip_result()`) once the run is skipped."
+    if fn is None: return functools.partial(run_step, skip_result=skip_result)
+    @functools.wraps(fn)
+    def step(ctx: RunContext, *args: Any, **kwargs: Any) -> Any:
+        if not ctx.active: return skip_result() if callable(skip_result) else skip_result
+        return fn(ctx, *args, **kwargs)
+    return step
+
+# %% ../nbs/11_trade.ipynb #80c2f4de
 def git_commit() -> str | None:
     "The current git commit of the project home, or None outside a repository."
     try:
@@ -125,6 +152,11 @@ def _crash_point(name: str) -> None:
         os._exit(86)
 
 # %% ../nbs/11_trade.ipynb #fb940837
+def model_cutoff_of(model: Any) -> date | None:
+    "The training cut-off recorded in a model's metadata, if any."
+    cutoff = getattr(model, "meta", {}).get("cutoff")
+    return date.fromisoformat(cutoff) if cutoff else None
+
 def start_run(parameters: dict[str, Any], run_id: str | None = None) -> RunContext:
     "Validate `parameters`, open DB, model and broker, and record the run (ad hoc without id)."
     from stockstock.model import load_model
@@ -133,59 +165,46 @@ def start_run(parameters: dict[str, Any], run_id: str | None = None) -> RunConte
                       stream_level="WARNING", secrets=load_secrets().secret_values())
     db = init_db(params.db_url)
     model = load_model(resolve_path(params.model_path))
-    cutoff = getattr(model, "meta", {}).get("cutoff")
-    as_of = resolve_as_of(params, db, date.fromisoformat(cutoff) if cutoff else None)
+    as_of = resolve_as_of(params, db, model_cutoff_of(model))
+    check_run(params, db, as_of, model_cutoff_of(model))
     params = params.model_copy(update={"as_of": as_of})
     run_id = run_id or new_run_id(as_of, params.mode)
-    fields = dict(as_of=as_of, git_commit=git_commit(), model_sha256=model.sha256)
     if db.get_run(run_id) is None:
         db.start_run(run_id, as_of, params.mode, params.model_dump(mode="json"))
-    db.update_run(run_id, params=params.model_dump(mode="json"), **fields)
+    db.update_run(run_id, params=params.model_dump(mode="json"), as_of=as_of,
+                  git_commit=git_commit(), model_sha256=model.sha256)
     ctx = RunContext(run_id, params, as_of, db, make_broker(params, db, as_of), model,
                      to_et(as_of).date(), decision_slot(as_of))
     log.info("run_started", run_id=run_id, mode=params.mode, as_of=as_of.isoformat())
     return ctx
 
+# %% ../nbs/11_trade.ipynb #b38eb706
+def collect_params(namespace: dict[str, Any]) -> dict[str, Any]:
+    "The `TradingParams` fields present in `namespace` (e.g. the notebook's `globals()`)."
+    return {k: namespace[k] for k in TradingParams.model_fields if k in namespace}
+
 # %% ../nbs/11_trade.ipynb #8458f4dd
-HALT_KEY = "halted"
+def market_closed_reason(as_of: datetime) -> str | None:
+    "Why a run at `as_of` has nothing to do (the market is closed), or None."
+    status = market_status(as_of)
+    return None if status.is_open else f"market closed ({status.reason})"
 
-def halt_reason(db: Database, session: date) -> str | None:
-    "Why trading is halted for `session`, or None (a daily halt expires with its session)."
-    halt = db.get_state(HALT_KEY)
-    if not halt: return None
-    if halt.get("session") and halt["session"] != str(session): return None
-    return halt.get("reason", "halted")
-
-def set_halt(db: Database, reason: str, session: date | None = None, by: str = "system") -> None:
-    "Halt trading: for `session` only, or until cleared when `session` is None."
-    db.set_state(HALT_KEY, {"reason": reason, "session": str(session) if session else None,
-                            "by": by, "since": datetime.now(UTC).isoformat()})
-    log.warning("trading_halted", reason=reason, session=str(session) if session else None, by=by)
-
-def clear_halt(db: Database, by: str = "system") -> None:
-    "Resume trading."
-    db.set_state(HALT_KEY, None)
-    log.info("trading_resumed", by=by)
-
-# %% ../nbs/11_trade.ipynb #d37f086b
 def skip_run(ctx: RunContext, reason: str) -> None:
     "Mark the run skipped with `reason`; later steps become no-ops."
     ctx.skipped = reason
     ctx.db.finish_run(ctx.run_id, "skipped", reason=reason)
-    if ctx.params.mode == "sim": ctx.db.set_state(SIM_CLOCK, str(ctx.session))
+    if ctx.params.mode == "sim": sim_session_done(ctx.db, ctx.session)
     log.info("run_skipped", run_id=ctx.run_id, reason=reason)
 
-def gate_reason(db: Database, as_of: datetime) -> str | None:
-    "Why a run at `as_of` must not trade (market closed, halted), or None."
-    status = market_status(as_of)
-    if not status.is_open: return f"market closed ({status.reason})"
-    why = halt_reason(db, to_et(as_of).date())
-    return f"trading halted ({why})" if why is not None else None
-
-def check_gate(ctx: RunContext) -> MarketStatus:
-    "Skip the run when the market is closed at `as_of` or trading is halted."
+@run_step(skip_result=None)
+def check_market(ctx: RunContext) -> MarketStatus:
+    "Skip the run when the market is closed at `as_of`; note a halt (entries blocked)."
     ctx.status = market_status(ctx.as_of)
-    if (why := gate_reason(ctx.db, ctx.as_of)) is not None: skip_run(ctx, why)
+    if (why := market_closed_reason(ctx.as_of)) is not None:
+        skip_run(ctx, why)
+        return ctx.status
+    ctx.halted = halt_reason(ctx.db, ctx.session)
+    if ctx.halted: log.warning("entries_blocked", run_id=ctx.run_id, halted=ctx.halted)
     return ctx.status
 
 # %% ../nbs/11_trade.ipynb #bffbfc9f
@@ -194,87 +213,122 @@ def _record_status(db: Database, key: str, st) -> Trade:
                            filled_qty=st.filled_qty, avg_fill_price=st.avg_fill_price,
                            commission=st.commission, error=st.reason)
 
+def _reconcile_one(ctx: RunContext, t: Trade) -> str:
+    "The status of open trade `t` after asking the broker (unchanged when it cannot answer)."
+    try:
+        st = ctx.broker.find_order(t.client_key)
+    except BrokerError as e:
+        log.warning("reconcile_failed", client_key=t.client_key, error=str(e))
+        return t.status
+    if st is not None: return _record_status(ctx.db, t.client_key, st).status
+    if t.status == "intent" and t.slot == ctx.slot: return "intent"   # sent below, exactly once
+    return ctx.db.update_trade(t.client_key, status="expired",
+                               error="never reached the broker").status
+
+@run_step
 def reconcile(ctx: RunContext) -> pd.DataFrame:
     "Bring open trades up to date with the broker; one row per trade looked at."
-    rows = []
-    if not ctx.active: return pd.DataFrame(rows)
     for t in ctx.db.open_trades():
-        try:
-            st = ctx.broker.find_order(t.client_key)
-        except BrokerError as e:
-            log.warning("reconcile_failed", client_key=t.client_key, error=str(e))
-            rows.append(dict(client_key=t.client_key, was=t.status, now=t.status)); continue
-        if st is not None:
-            now = _record_status(ctx.db, t.client_key, st).status
-        elif t.status == "intent" and t.slot == ctx.slot:
-            now = "intent"                       # sent below, exactly once
-        else:
-            now = ctx.db.update_trade(t.client_key, status="expired",
-                                      error="never reached the broker").status
-        rows.append(dict(client_key=t.client_key, was=t.status, now=now))
+        now = _reconcile_one(ctx, t)
+        ctx.reconciled.append(dict(client_key=t.client_key, symbol=t.symbol, side=t.side,
+                                   qty=t.qty, was=t.status, now=now))
         log.info("trade_reconciled", client_key=t.client_key, was=t.status, now=now)
     _crash_point("after_reconcile")
-    return pd.DataFrame(rows)
+    return pd.DataFrame(ctx.reconciled, columns=["client_key", "symbol", "side", "qty", "was",
+                                                 "now"])
 
 # %% ../nbs/11_trade.ipynb #8e25917d
+def _record_event(ctx: RunContext, kind: str, symbol: str | None, detail: dict) -> None:
+    ctx.db.add(RiskEvent(run_id=ctx.run_id, as_of=ctx.as_of, kind=kind, symbol=symbol,
+                         detail=detail))
+
+@run_step(skip_result=dict)
 def load_bars(ctx: RunContext) -> dict[str, pd.DataFrame]:
-    "Each symbol's bars up to the run's session (inclusive), oldest first."
-    if not ctx.active: return {}
+    "Each symbol's bars up to the run's session (inclusive), checked; untradable ones recorded."
     if ctx.params.mode != "sim":
         for sym in ctx.params.symbols:
             fresh = ctx.broker.daily_bars(sym, ctx.session, ctx.params.lookback_days)
             if len(fresh): ctx.db.upsert_ohlcv(sym, fresh, source="broker")
     ctx.bars = {s: ctx.db.load_ohlcv(s, end=ctx.session) for s in ctx.params.symbols}
+    ctx.checks = {s: check_bars(s, b, ctx.session, ctx.params.max_bar_move_pct)
+                  for s, b in ctx.bars.items()}
+    for c in ctx.checks.values():
+        if c.tradable: continue
+        _record_event(ctx, f"bar_{c.status}", c.symbol,
+                      {"reason": c.reason, "last_bar": str(c.last_date) if c.last_date else None})
+        log.warning(f"bar_{c.status}", run_id=ctx.run_id, symbol=c.symbol, reason=c.reason)
+    ctx.marks = _marks(ctx.bars, ctx.checks, ctx.session)
     ctx.db.update_run(ctx.run_id, data_hash=data_hash(ctx.bars))
     return ctx.bars
 
-def compute_signals(ctx: RunContext) -> pd.DataFrame:
-    "Signals of the model for the run's session, recorded in `signals`; the display table."
-    from stockstock.signals import action_map, make_signals, signals_frame
-    if not ctx.active: return pd.DataFrame()
-    ctx.signals = make_signals(ctx.model, ctx.bars, ctx.session, ctx.params.confidence_threshold)
+def _marks(bars: dict[str, pd.DataFrame], checks: dict[str, BarCheck], session: date,
+           ) -> dict[str, float]:
+    "Each symbol's valuation price: its last valid close (before the session if quarantined)."
+    out = {}
+    for sym, b in bars.items():
+        clean, _ = validate_bars(b)
+        if checks[sym].status == "quarantined": clean = clean[clean.index < pd.Timestamp(session)]
+        if len(clean): out[sym] = float(clean["close"].iloc[-1])
+    return out
+
+def marks(ctx: RunContext) -> dict[str, float]:
+    "Price of each symbol for valuation (computed by `load_bars`)."
+    return ctx.marks
+
+def session_prices(ctx: RunContext) -> dict[str, float]:
+    "The session's close of every tradable symbol (what orders are priced from)."
+    return {s: float(ctx.bars[s]["close"].iloc[-1]) for s, c in ctx.checks.items() if c.tradable}
+
+# %% ../nbs/11_trade.ipynb #e78f55b9
+@run_step(skip_result=list)
+def compute_signals(ctx: RunContext) -> list[Signal]:
+    "Signals of the model for the run's session (HOLD for untradable symbols), recorded."
+    from stockstock.signals import Signal, action_map, make_signals
+    tradable = {s: ctx.bars[s] for s in ctx.params.symbols if s not in ctx.untradable}
+    made = {s.symbol: s for s in make_signals(ctx.model, tradable, ctx.session,
+                                              ctx.params.confidence_threshold)} if tradable else {}
+    ctx.signals = [made.get(s) or Signal(s, "HOLD", None, bar_date=ctx.checks[s].last_date,
+                                         note=f"{ctx.checks[s].status}: {ctx.checks[s].reason}")
+                   for s in ctx.params.symbols]
     for s in ctx.signals:
         ctx.db.add(SignalRow(run_id=ctx.run_id, as_of=ctx.as_of, bar_date=s.bar_date,
                              symbol=s.symbol, action=s.action, confidence=s.confidence,
                              probabilities=s.probabilities, features=s.features,
                              model_sha256=ctx.model.sha256, price=s.price, note=s.note))
     log.info("signals_computed", run_id=ctx.run_id, **action_map(ctx.signals))
-    return signals_frame(ctx.signals)
+    return ctx.signals
 
 # %% ../nbs/11_trade.ipynb #e81d4f7f
-SESSION_EQUITY = "session_start_equity"
+def _loss_tracker(ctx: RunContext, equity_now: float):
+    "The session's daily-loss tracker, continued from `system_state` or started now."
+    from stockstock.risk import DailyLossTracker
+    tracker = DailyLossTracker.from_dict(ctx.db.get_state(DAILY_LOSS))
+    if tracker.snapshot().session != str(ctx.session):
+        start = datetime.combine(ctx.session, time(0), tzinfo=NEW_YORK)
+        snap = ctx.db.last_snapshot(before=start)
+        tracker.start_session(str(ctx.session), snap.equity if snap is not None else equity_now)
+    return tracker
 
-def _prices(ctx: RunContext) -> dict[str, float]:
-    day = pd.Timestamp(ctx.session)
-    return {s: float(b.loc[day, "close"]) for s, b in ctx.bars.items() if day in b.index}
-
-def session_start_equity(ctx: RunContext, equity_now: float) -> float:
-    "Equity at the start of the run's session (stored on the session's first run)."
-    stored = ctx.db.get_state(SESSION_EQUITY)
-    if stored and stored.get("session") == str(ctx.session): return float(stored["equity"])
-    session_start = datetime.combine(ctx.session, time(0), tzinfo=NEW_YORK)
-    snap = ctx.db.last_snapshot(before=session_start)
-    start = snap.equity if snap is not None else equity_now
-    ctx.db.set_state(SESSION_EQUITY, {"session": str(ctx.session), "equity": start})
-    return start
-
+@run_step
 def decide_orders(ctx: RunContext) -> pd.DataFrame:
-    "Risk-approved orders for the signals (recorded events; halt on daily loss); the table."
-    if not ctx.active: return pd.DataFrame()
+    "Risk-approved orders for the signals (events recorded; halt on daily loss); the table."
     from stockstock.backtest import Book, decide_day
     from stockstock.risk import Position, RiskLimits
     from stockstock.signals import action_map
     ctx.before = ctx.broker.balance()
-    positions = {s: Position(s, p.qty, p.avg_price) for s, p in ctx.before.positions.items()}
-    portfolio = Book(ctx.before.cash, positions).portfolio(_prices(ctx))
-    ctx.start_equity = session_start_equity(ctx, portfolio.equity)
+    held = {s: Position(s, p.qty, p.avg_price) for s, p in ctx.before.positions.items()}
+    portfolio = Book(ctx.before.cash, held).portfolio(marks(ctx))
+    tracker = _loss_tracker(ctx, portfolio.equity)
     ctx.decision = decide_day(action_map(ctx.signals), portfolio,
-                              RiskLimits.from_params(ctx.params), ctx.start_equity)
-    for e in ctx.decision.events:
-        ctx.db.add(RiskEvent(run_id=ctx.run_id, as_of=ctx.as_of, kind=e.kind, symbol=e.symbol,
-                             detail=e.detail))
+                              RiskLimits.from_params(ctx.params), tracker,
+                              halted=ctx.halted is not None,
+                              untradable=ctx.untradable | (set(held) - set(ctx.bars)))
+    ctx.db.set_state(DAILY_LOSS, tracker.to_dict())
+    ctx.loss = tracker.snapshot()
+    for e in ctx.decision.events: _record_event(ctx, e.kind, e.symbol, e.detail)
     if any(e.kind == "daily_loss_halt" for e in ctx.decision.events):
         set_halt(ctx.db, "daily_loss", ctx.session)
+        ctx.halted = "daily_loss"
     return pd.DataFrame([vars(o) for o in ctx.decision.orders],
                         columns=["symbol", "side", "qty", "limit_price", "reason"])
 
@@ -290,17 +344,19 @@ def _send(ctx: RunContext, row: Trade) -> str:
     _crash_point("after_submit")
     return _record_status(ctx.db, row.client_key, st).status
 
+ALREADY_DECIDED = "already decided in this slot"
+
+@run_step
 def submit_orders(ctx: RunContext) -> pd.DataFrame:
     "Send the approved orders once each (intent first); one row per order with its outcome."
-    if not ctx.active or ctx.decision is None: return pd.DataFrame()
-    for o in ctx.decision.orders:
+    for o in ctx.decision.orders if ctx.decision else []:
         key = client_key(ctx.slot, o.symbol, o.side)
         row, created = ctx.db.add_trade_intent(
             key, run_id=ctx.run_id, slot=ctx.slot, symbol=o.symbol, side=o.side, qty=o.qty,
             limit_price=o.limit_price, order_type=ctx.params.order_type, reason=o.reason)
         _crash_point("after_intent")
         if not created and (row.status != "intent" or ctx.broker.find_order(key) is not None):
-            status, note = row.status, "already decided in this slot"
+            status, note = row.status, ALREADY_DECIDED
         else:   # a new intent, or one a crashed run wrote and never sent: send what it says
             status = _send(ctx, row)
             note = None if created else "sent the intent recorded earlier in this slot"
@@ -311,143 +367,87 @@ def submit_orders(ctx: RunContext) -> pd.DataFrame:
                                              "limit_price", "reason", "status", "note"])
 
 # %% ../nbs/11_trade.ipynb #eca48d28
+@run_step
 def take_snapshot(ctx: RunContext) -> pd.DataFrame:
     "Record the portfolio after the run; a table of cash and positions."
-    if not ctx.active: return pd.DataFrame()
     ctx.after = ctx.broker.balance()
-    prices = _prices(ctx)
-    positions = {s: dict(qty=p.qty, avg_price=p.avg_price, price=prices.get(s))
+    prices = marks(ctx)
+    positions = {s: dict(qty=p.qty, avg_price=p.avg_price, price=prices.get(s, p.avg_price))
                  for s, p in ctx.after.positions.items()}
-    pnl = ctx.after.equity - ctx.start_equity if ctx.start_equity is not None else None
+    equity = ctx.after.cash + sum(v["qty"] * v["price"] for v in positions.values())
+    pnl = equity - ctx.loss.start_equity if ctx.loss is not None else None
     ctx.db.add(PortfolioSnapshot(run_id=ctx.run_id, as_of=ctx.as_of, cash=ctx.after.cash,
-                                 equity=ctx.after.equity, positions=positions, daily_pnl=pnl))
-    rows = [dict(symbol=s, **v, value=v["qty"] * (v["price"] or v["avg_price"]))
-            for s, v in positions.items()]
-    rows.append(dict(symbol="cash", qty=None, avg_price=None, price=None, value=ctx.after.cash))
-    return pd.DataFrame(rows).set_index("symbol")
+                                 equity=equity, positions=positions, daily_pnl=pnl))
+    ctx.summary.update(equity=equity, pnl=pnl)
+    rows = [dict(symbol=s, **v, value=v["qty"] * v["price"]) for s, v in positions.items()]
+    return pd.DataFrame(rows, columns=["symbol", "qty", "avg_price", "price", "value"])
 
+# %% ../nbs/11_trade.ipynb #36ed14e1
+def _order_outcomes(ctx: RunContext) -> dict[str, str]:
+    "Symbol -> outcome for every order of the run (a stop-loss first wins)."
+    out: dict[str, str] = {}
+    resized = {e.symbol: e.detail for e in (ctx.decision.events if ctx.decision else [])
+               if e.kind == "order_resized"}
+    for o in ctx.orders:
+        what = "stop-loss exit" if o["reason"] == "stop_loss" else "order sent"
+        status = o["note"] if o["note"] == ALREADY_DECIDED else f"-> {o['status']}"
+        cut = resized.get(o["symbol"]) if o["side"] == "BUY" else None
+        why = f" (resized for cash: {o['qty']} of {cut['cap_qty']} shares)" if cut else ""
+        out.setdefault(o["symbol"], f"{what}: {o['side']} {o['qty']} @ {o['limit_price']:.2f} "
+                                    f"{status}{why}")
+    return out
+
+_REJECTIONS = {"position_cap": "capped: position already at the {pct:.0%} maximum",
+               "insufficient_cash": "no cash", "halted": "entries halted ({halted})",
+               "stopped_out": "stopped out today", "no_price": "no price",
+               "untradable": "untradable today"}
+
+def signal_outcomes(ctx: RunContext) -> dict[str, str]:
+    "What became of each signal, and why: symbol -> a short sentence."
+    out = _order_outcomes(ctx)
+    events = {(e.kind, e.symbol): e for e in (ctx.decision.events if ctx.decision else [])}
+    for s in ctx.signals:
+        if s.symbol in out: continue
+        rejected = events.get(("order_rejected", s.symbol))
+        if s.confidence is None: out[s.symbol] = s.note or "no prediction"
+        elif rejected is not None:
+            out[s.symbol] = _REJECTIONS.get(rejected.detail["reason"], rejected.detail["reason"]) \
+                .format(pct=ctx.params.max_position_pct, halted=ctx.halted)
+        elif s.action == "SELL": out[s.symbol] = "nothing to sell"
+        elif s.action == "HOLD":
+            out[s.symbol] = (f"below threshold ({s.confidence:.2f} < "
+                             f"{ctx.params.confidence_threshold:.2f})")
+        else: out[s.symbol] = "no order"
+    return out
+
+# %% ../nbs/11_trade.ipynb #ad6adc0c
 def finish_run(ctx: RunContext) -> dict[str, Any]:
-    "Record the run as ok with its counts; the summary."
+    "Record each signal's outcome and the run as ok with its counts; the summary."
     if not ctx.active:
         return dict(run_id=ctx.run_id, status="skipped", reason=ctx.skipped)
     _crash_point("before_finish")
-    n_orders = sum(1 for o in ctx.orders if o["note"] != "already decided in this slot")
-    summary = dict(run_id=ctx.run_id, status="ok", as_of=ctx.as_of.isoformat(),
-                   session=str(ctx.session),
-                   n_signals=sum(1 for s in ctx.signals if s.action != "HOLD"),
-                   n_orders=n_orders, equity=ctx.after.equity if ctx.after else None,
-                   pnl=(ctx.after.equity - ctx.start_equity) if ctx.after else None)
-    ctx.db.finish_run(ctx.run_id, "ok", n_signals=summary["n_signals"], n_orders=n_orders,
-                      equity=summary["equity"], pnl=summary["pnl"])
-    if ctx.params.mode == "sim": ctx.db.set_state(SIM_CLOCK, str(ctx.session))
-    log.info("run_finished", **summary)
-    return summary
+    ctx.outcomes = signal_outcomes(ctx)
+    with ctx.db.session() as s:
+        for row in s.query(SignalRow).filter(SignalRow.run_id == ctx.run_id):
+            row.outcome = ctx.outcomes.get(row.symbol)
+    n_orders = sum(1 for o in ctx.orders if o["note"] != ALREADY_DECIDED)
+    note = f"halted ({ctx.halted}): entries blocked" if ctx.halted else None
+    ctx.summary.update(run_id=ctx.run_id, status="ok", as_of=ctx.as_of.isoformat(),
+                       session=str(ctx.session), note=note, n_orders=n_orders,
+                       n_signals=sum(1 for s in ctx.signals if s.action != "HOLD"))
+    ctx.db.finish_run(ctx.run_id, "ok", reason=note, n_signals=ctx.summary["n_signals"],
+                      n_orders=n_orders, equity=ctx.summary.get("equity"),
+                      pnl=ctx.summary.get("pnl"))
+    if ctx.params.mode == "sim": sim_session_done(ctx.db, ctx.session)
+    log.info("run_finished", **ctx.summary)
+    return ctx.summary
 
-# %% ../nbs/11_trade.ipynb #1de3445c
-_COLORS = {"BUY": "#2ca02c", "SELL": "#d62728", "HOLD": "#7f7f7f"}
-
-def price_figure(ctx: RunContext, days: int = 120):
-    "Recent closes per symbol, with the run's signal marked on its bar."
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-    sigs = {s.symbol: s for s in ctx.signals}
-    syms = [s for s in ctx.params.symbols if len(ctx.bars.get(s, ()))]
-    titles = [_signal_title(sigs.get(s), s) for s in syms]
-    fig = make_subplots(rows=max(len(syms), 1), cols=1, subplot_titles=titles or ["no data"],
-                        vertical_spacing=0.3 / max(len(syms), 1))
-    for i, sym in enumerate(syms, start=1):
-        bars = ctx.bars[sym].iloc[-days:]
-        fig.add_trace(go.Scatter(x=bars.index, y=bars["close"], name=sym, mode="lines"),
-                      row=i, col=1)
-        if (sig := sigs.get(sym)) and sig.price is not None:
-            fig.add_trace(go.Scatter(x=[pd.Timestamp(sig.bar_date)], y=[sig.price], mode="markers",
-                                     marker=dict(size=12, color=_COLORS[sig.action]),
-                                     name=f"{sym} {sig.action}"), row=i, col=1)
-    fig.update_layout(height=220 * max(len(syms), 1), showlegend=False,
-                      margin=dict(l=40, r=20, t=40, b=30))
-    return fig
-
-def _signal_title(sig: Signal | None, sym: str) -> str:
-    if sig is None: return sym
-    if sig.confidence is None: return f"{sym}: HOLD ({sig.note})"
-    p = sig.probabilities
-    return (f"{sym}: {sig.action} — P(up) {p['UP']:.2f}, P(hold) {p['HOLD']:.2f}, "
-            f"P(down) {p['DOWN']:.2f}")
-
-def portfolio_figure(ctx: RunContext):
-    "Market value per position and cash, before and after the run's orders."
-    import plotly.graph_objects as go
-    prices = _prices(ctx)
-    fig = go.Figure()
-    for label, bal in (("before", ctx.before), ("after", ctx.after)):
-        if bal is None: continue
-        names = [*bal.positions, "cash"]
-        values = [p.qty * prices.get(s, p.avg_price) for s, p in bal.positions.items()]
-        fig.add_trace(go.Bar(x=names, y=[*values, bal.cash], name=label))
-    fig.update_layout(barmode="group", height=320, yaxis_title="USD",
-                      margin=dict(l=40, r=20, t=30, b=30))
-    return fig
-
-def show(fig, plotly_js: str = "../plotly.min.js") -> None:
-    "Display `fig` as plotly JSON plus offline HTML using a shared plotly.js at `plotly_js`."
-    import json
-
-    from IPython.display import display
-    html = fig.to_html(full_html=False, include_plotlyjs=plotly_js)
-    display({"application/vnd.plotly.v1+json": json.loads(fig.to_json()), "text/html": html},
-            raw=True)
-
-# %% ../nbs/11_trade.ipynb #b30e3de7
-def describe_run(ctx: RunContext) -> pd.DataFrame:
-    "The run's identity: id, mode, decision time in ET and KST, session, model, commit."
-    from stockstock.calendar import format_instant
-    rows = dict(run_id=ctx.run_id, mode=ctx.params.mode, as_of=format_instant(ctx.as_of),
-                session=str(ctx.session), slot=f"{ctx.slot:%Y-%m-%d %H:00} UTC",
-                symbols=", ".join(ctx.params.symbols),
-                model_sha256=ctx.model.sha256[:16] if ctx.model else None,
-                git_commit=(ctx.db.get_run(ctx.run_id).git_commit or "")[:12] or None)
-    return pd.DataFrame({"value": rows})
-
-def bars_summary(ctx: RunContext) -> pd.DataFrame:
-    "Per symbol: bars read, first and last date, last close."
-    rows = [dict(symbol=s, bars=len(b), first=b.index[0].date() if len(b) else None,
-                 last=b.index[-1].date() if len(b) else None,
-                 close=float(b["close"].iloc[-1]) if len(b) else None)
-            for s, b in ctx.bars.items()]
-    return pd.DataFrame(rows, columns=["symbol", "bars", "first", "last", "close"])
-
-def risk_events_table(ctx: RunContext) -> pd.DataFrame:
-    "The risk manager's events of this run (stop-losses, resizes, rejections, halts)."
-    events = ctx.decision.events if ctx.decision else []
-    return pd.DataFrame([dict(kind=e.kind, symbol=e.symbol, **e.detail) for e in events])
-
-def show_prices(ctx: RunContext, days: int = 120) -> None:
-    "Display the price/signal chart (nothing for a skipped run)."
-    if ctx.active and ctx.bars: show(price_figure(ctx, days))
-
-def show_portfolio(ctx: RunContext) -> None:
-    "Display the before/after portfolio chart (nothing for a skipped run)."
-    if ctx.active and ctx.after is not None: show(portfolio_figure(ctx))
-
-# %% ../nbs/11_trade.ipynb #a5de1da5
-def collect_params(namespace: dict[str, Any]) -> dict[str, Any]:
-    "The `TradingParams` fields present in `namespace` (e.g. the notebook's `globals()`)."
-    return {k: namespace[k] for k in TradingParams.model_fields if k in namespace}
-
-# %% ../nbs/11_trade.ipynb #c5a91de2
-def preload() -> None:
-    "Import what a run needs before its first cell asks (the run's kernel calls this at start-up)."
-    import atexit
-    import gc
-    atexit.register(gc.freeze)          # the process ends after the run: skip its last collections
-    if "lightgbm" not in sys.modules and "sklearn" not in sys.modules:
-        sys.modules["sklearn"] = None   # type: ignore[assignment]  # `import sklearn` now fails
-        try:
-            import lightgbm  # noqa: F401
-        finally:
-            del sys.modules["sklearn"]
-    import plotly.graph_objects  # noqa: F401
-    import plotly.subplots  # noqa: F401
-
-    import stockstock.model  # noqa: F401
-    market_status(datetime.now(UTC))    # builds the exchange calendar's schedule
+# %% ../nbs/11_trade.ipynb #bb1b41df
+def run_steps(parameters: dict[str, Any], run_id: str | None = None,
+              ) -> tuple[RunContext, dict[str, Any]]:
+    "Every step of one run, in the notebook's order; the context and the summary."
+    ctx = start_run(parameters, run_id)
+    for step in (check_market, reconcile, load_bars, compute_signals, decide_orders,
+                 submit_orders, take_snapshot):
+        step(ctx)
+    return ctx, finish_run(ctx)

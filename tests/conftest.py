@@ -43,7 +43,7 @@ def _build_trading_template(root: Path) -> Path:
     from stockstock.db import init_db
     from stockstock.model import (DEFAULT_PARAMS, LGBMTradingModel, build_dataset, fit_booster,
                                   save_model)
-    from stockstock.trade import SIM_CLOCK
+    from stockstock.state import SIM_CLOCK
     db = init_db(f"sqlite:///{root}/data/stockstock.db")
     seed(db, TRADING_SYMBOLS, progress=False)
     bars = {s: db.load_ohlcv(s) for s in TRADING_SYMBOLS}

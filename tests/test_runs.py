@@ -65,9 +65,11 @@ def test_twenty_runs_index_and_agreement_with_backtest(trading_home):
     listing = stockstock("runs", "--limit", "50", home=home)
     assert listing.returncode == 0
     assert sum(run_id in listing.stdout for run_id, _, _ in runs) == 20
-    assert "KST" in listing.stdout and "EDT" in listing.stdout
+    assert listing.stdout.startswith("decision (ET)")
+    assert max(len(line) for line in listing.stdout.splitlines()[:-1]) <= 100   # not the path
     index = (home / "outputs/index.html").read_text()
-    assert index.count("<tr style=") == 20 and "20 runs: 20 ok" in index
+    assert index.count("<tr class='run ok sim'") == 20 and "20 runs: 20 ok" in index
+    assert "KST" in index and "EDT" in index
     for nb_path, in _query(home, "SELECT notebook_path FROM runs"):
         assert Path(home / nb_path).with_suffix(".html").exists()
 
