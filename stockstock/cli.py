@@ -275,7 +275,8 @@ def _trade_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--live", action="store_true", help="allow mode=live (sets confirm_live)")
 
 def _print_outcome(o) -> None:
-    print(f"run {o.run_id}: {o.status}" + (f" ({o.reason})" if o.reason else "") +
+    print(f"run {o.run_id or '(not recorded)'}: {o.status}" +
+          (f" ({o.reason})" if o.reason else "") +
           f" in {o.duration_s:.1f} s")
     if o.notebook: print(f"notebook {o.notebook}")
     if o.html: print(f"report   {o.html}")

@@ -64,7 +64,7 @@ def model_cutoff(params: TradingParams) -> date | None:
     cutoff = json.loads(meta.read_text()).get("cutoff")
     return date.fromisoformat(cutoff) if cutoff else None
 
-# %% ../nbs/12_runs.ipynb #f7592f1f
+# %% ../nbs/12_runs.ipynb #1b0b47e1
 def hide_unused_imports() -> None:
     "Keep jsonschema from compiling rfc3987-syntax's grammars in this process."
     if "jsonschema" not in sys.modules: sys.modules.setdefault("rfc3987_syntax", None)
@@ -91,7 +91,7 @@ def preload() -> None:
     from stockstock.calendar import market_status
     market_status(datetime.now(UTC))    # builds the exchange calendar's schedule
 
-# %% ../nbs/12_runs.ipynb #983a5860
+# %% ../nbs/12_runs.ipynb #4a198804
 ATOMIC = "atomic://"
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -123,20 +123,21 @@ def register_atomic_io() -> None:
     if not any(scheme == ATOMIC for scheme, _ in papermill_io._handlers):
         papermill_io.register(ATOMIC, AtomicLocalHandler())
 
-# %% ../nbs/12_runs.ipynb #3c9e38ba
+# %% ../nbs/12_runs.ipynb #ed94389b
 _BANNER_STYLE = ("color:red; font-family:Helvetica Neue, Helvetica, Arial, sans-serif; "
                  "font-size:2em;")
 _ERROR_TAG = "papermill-error-cell-tag"
 
 def _stopped_cell(cells: list) -> int | None:
-    "Index of the code cell a run stopped in: the one running or erroring, else the first not run."
+    "Index of the code cell a run stopped in: running or erroring, else the last one started."
     code = [i for i, c in enumerate(cells) if c.cell_type == "code"]
     for i in code:
         meta = cells[i].metadata.get("papermill", {})
         if meta.get("status") == "running" or any(o.get("output_type") == "error"
                                                   for o in cells[i].get("outputs", [])):
             return i
-    return next((i for i in code if cells[i].get("execution_count") is None), None)
+    started = [i for i in code if cells[i].get("execution_count") is not None]
+    return started[-1] if started else (code[0] if code else None)
 
 def mark_stopped(path: Path, reason: str, ename: str = "RunStopped") -> bool:
     "Mark in notebook `path` where and why the run stopped (no-op if papermill marked it)."
@@ -223,7 +224,7 @@ def render_html(notebook: Path) -> Path:
     "Render `notebook` to HTML next to it."
     return HtmlRenderer().render(notebook)
 
-# %% ../nbs/12_runs.ipynb #333ee2ad
+# %% ../nbs/12_runs.ipynb #cc962399
 LAUNCHER_PID = "STOCKSTOCK_LAUNCHER_PID"
 _kernel_lock: FileLock | None = None     # held by a run's kernel for its whole life
 
@@ -255,7 +256,7 @@ def wait_for_kernels(timeout: float = 30.0) -> bool:
     lock.release()
     return True
 
-# %% ../nbs/12_runs.ipynb #2c1b301c
+# %% ../nbs/12_runs.ipynb #5233165b
 PRELOAD = "import stockstock.runs as _run; _run.kernel_startup(); del _run"
 
 class RunKernel:
@@ -360,7 +361,7 @@ def _record_skip(params: TradingParams, replay_of: str | None, reason: str) -> R
     log.warning("run_overlap_skipped", run_id=run_id, reason=reason)
     return RunOutcome(run_id, "skipped", reason)
 
-# %% ../nbs/12_runs.ipynb #e3d89ea2
+# %% ../nbs/12_runs.ipynb #af1d905e
 def _finalise_notebook(out: Path, run_id: str, status: str, mode: str, as_of: datetime,
                        replay_of: str | None = None, stopped: tuple[str, str] | None = None,
                        renderer: HtmlRenderer | None = None) -> dict[str, Any]:
@@ -388,7 +389,7 @@ def close_interrupted_runs(db: Database) -> list[str]:
         log.warning("run_interrupted", run_id=run.run_id)
     return [r.run_id for r in stale]
 
-# %% ../nbs/12_runs.ipynb #bd746476
+# %% ../nbs/12_runs.ipynb #9168d424
 def _prepare(db: Database, params: TradingParams, replay_of: str | None,
              ) -> tuple[TradingParams, str, bool]:
     "Decide and check the run's `as_of`, record it; `(params with as_of, run_id, unpinned)`."
@@ -423,7 +424,7 @@ def _settle(db: Database, params: TradingParams, run_id: str, unpinned: bool,
     db.update_run(run_id, **files)
     return run.status, run.reason, files
 
-# %% ../nbs/12_runs.ipynb #56e7c822
+# %% ../nbs/12_runs.ipynb #2126b2ca
 def execute_run(params: TradingParams, replay_of: str | None = None,
                 cell_timeout: int = 600) -> RunOutcome:
     "Run the scheduled notebook once (one run at a time); record and render the outcome."
@@ -491,7 +492,7 @@ def to_session(as_of: datetime) -> date:
     from stockstock.calendar import to_et
     return to_et(as_of).date()
 
-# %% ../nbs/12_runs.ipynb #5147a64e
+# %% ../nbs/12_runs.ipynb #ce484168
 def _busy_outcome(db: Database, params: TradingParams, run_id: str | None,
                   replay_of: str | None, reason: str, started: float) -> RunOutcome:
     "End a run the database's lock defeated: finalise its notebook, record failure if possible."

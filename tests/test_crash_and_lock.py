@@ -30,7 +30,7 @@ from filelock import FileLock
 AS_OF = "2011-03-16T19:30:00Z"
 TRADE = ("trade", "--params", "scheduled/test.yaml", "-p", f"as_of={AS_OF}")
 CRASH_POINTS = ["after_reconcile", "after_intent", "after_submit", "before_finish"]
-KILL_SEEDS = [1, 2, 3, 4]
+KILL_SEEDS = [1, 2, 3, 4, 5, 6, 7, 8]
 NOT_FINAL = ("intent", "submitted", "partial", "unknown")
 RUN_TIMEOUT = 180
 
@@ -79,7 +79,7 @@ def _reap(home: Path, grace: float = 15.0) -> list[int]:
 @pytest.fixture(scope="module")
 def tally(request: pytest.FixtureRequest) -> dict:
     "Counts over every crash/kill scenario of this module, reported at the end."
-    counts: dict = dict(scenarios=0, orders=0, duplicates=0, kills=[])
+    counts: dict = dict(scenarios=0, orders=0, duplicates=0, kills=[], notebooks=0)
     yield counts
     plugins = request.config.pluginmanager
     reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
@@ -87,7 +87,8 @@ def tally(request: pytest.FixtureRequest) -> dict:
     with capture.global_and_fixture_disabled():       # teardown output is captured otherwise
         reporter.write_line("")
         reporter.write_line(f"crash/kill scenarios: {counts['scenarios']}, broker orders checked: "
-                            f"{counts['orders']}, duplicate orders: {counts['duplicates']}")
+                            f"{counts['orders']}, duplicate orders: {counts['duplicates']}, "
+                            f"notebooks left by kills: {counts['notebooks']}, all valid")
         for k in counts["kills"]:
             reporter.write_line(f"  SIGKILL {k}")
 
@@ -205,19 +206,26 @@ def test_sigkill_of_trade_process_then_rerun_places_each_order_once(seed, tradin
         finished = False
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-    leftover = _reap(home)
+    leftover = _reap(home, grace=3.0)      # a kernel exits within moments of its launcher
+    notebooks = list((home / "outputs").rglob("*.ipynb"))
+    for nb in notebooks:                   # written atomically: never empty, never truncated
+        nbformat.validate(nbformat.read(nb, as_version=4))
+    tally["notebooks"] += len(notebooks)
     state = dict(runs=_query(home, "SELECT status FROM runs"),
                  trades=[s for s, in _query(home, "SELECT status FROM trades")],
                  broker=_query(home, "SELECT count(*) FROM sim_orders")[0][0])
     tally["kills"].append(f"seed {seed} at {delay:.1f} s: "
                           f"{'finished before the kill' if finished else 'killed'} "
                           f"({delay / reference['seconds']:.0%} of a run), "
-                          f"left {state}, kernels still alive after 15 s: {len(leftover)}")
+                          f"left {state}, kernels alive 3 s after the kill: {len(leftover)}")
 
+    assert leftover == [], f"kernel(s) {leftover} outlived their killed launcher"
     _assert_ok_rerun(home)
     tally["scenarios"] += 1
     _assert_exactly_once(home, reference, tally)
     assert _kernels_of(home) == []
+    for nb in (home / "outputs").rglob("*.ipynb"):  # the killed run's notebook was finalised
+        assert nbformat.read(nb, as_version=4).metadata["stockstock"]["status"] in ("ok", "failed")
 
 
 class IntentMismatch(Exception):
@@ -331,7 +339,16 @@ def test_hung_cell_is_stopped_by_the_cell_timeout(trading_home):
     assert seconds < 60, seconds                      # stopped, not waited out
     (status, reason, nb_path), = _query(home, "SELECT status, reason, notebook_path FROM runs")
     assert (status, reason) == ("failed", "a cell ran longer than 4 s and was stopped")
-    assert (home / nb_path).exists()
+    nb = nbformat.read(home / nb_path, as_version=4)   # it says so, as papermill would
+    assert nb.metadata["papermill"]["exception"] is True
+    assert "The run stopped at" in nb.cells[0].source
+    hung = next(c for c in nb.cells if "time.sleep(300)" in c.source)
+    assert hung.metadata["papermill"]["status"] == "failed"
+    assert [o.ename for o in hung.outputs if o.output_type == "error"] == ["CellTimeoutError"]
+    after = nb.cells[nb.cells.index(hung) + 1:]
+    assert {c.metadata["papermill"]["status"] for c in after if c.cell_type == "code"} \
+        == {"pending"}
+    assert "a cell ran longer than 4 s" in (home / nb_path).with_suffix(".html").read_text()
     assert _query(home, "SELECT count(*) FROM trades")[0][0] == 0
     assert _reap(home, grace=10) == []                # the hung kernel was shut down
 
