@@ -28,8 +28,9 @@ from .log import get_logger
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'Side', 'OrderState', 'BrokerError', 'Quote', 'BrokerPosition', 'Balance', 'OrderStatus', 'Broker', 'SimBroker',
-           'fill_outcome', 'sim_fill_price', 'apply_fill']
+__all__ = ['log', 'Side', 'OrderState', 'BrokerError', 'Quote', 'BrokerPosition', 'AmbiguousOrder', 'Balance', 'Fill',
+           'OrderStatus', 'OrderQuery', 'MarketData', 'Broker', 'SimBroker', 'fill_outcome', 'sim_fill_price',
+           'apply_fill']
 
 # %% ../nbs/05_broker.ipynb #a393935a
 Side = Literal["BUY", "SELL"]
@@ -40,10 +41,14 @@ class BrokerError(Exception):
 
 @dataclass(frozen=True)
 class Quote:
-    "The last price of `symbol` and the instant it refers to."
+    "The last price of `symbol` and the instant it refers to (with the day so far, if known)."
     symbol: str
     price: float     # USD, > 0
     as_of: datetime  # aware (UTC): when this price was the last trade (sim: the bar's close)
+    day_open: float | None = None     # today's open, high, low and volume so far (KIS quotes
+    day_high: float | None = None     # carry them; the run builds the session's provisional
+    day_low: float | None = None      # bar from them)
+    day_volume: float | None = None
 
 @dataclass(frozen=True)
 class BrokerPosition:
@@ -51,6 +56,10 @@ class BrokerPosition:
     symbol: str
     qty: int          # whole shares, > 0
     avg_price: float  # average purchase price, commissions excluded
+    price: float | None = None   # the broker's current price of the symbol, when it reports one
+
+class AmbiguousOrder(Exception):
+    "Several broker orders match one intent: the caller must not guess which is its own."
 
 # %% ../nbs/05_broker.ipynb #a59cec19
 @dataclass(frozen=True)
@@ -61,10 +70,17 @@ class Balance:
     equity: float                            # cash + every position at its last price
 
 @dataclass(frozen=True)
+class Fill:
+    "One execution of (part of) an order."
+    qty: int                      # shares traded, > 0
+    price: float                  # USD per share
+    at: datetime | None = None    # when, if the broker says
+
+@dataclass(frozen=True)
 class OrderStatus:
     "One order as the broker knows it."
     order_id: str                 # the broker's id
-    client_key: str               # the caller's idempotency key (see `Broker`)
+    client_key: str | None        # the caller's idempotency key (None: the broker keeps none)
     symbol: str
     side: Side
     qty: int                      # shares ordered
@@ -74,36 +90,59 @@ class OrderStatus:
     avg_fill_price: float | None = None  # None until something traded
     commission: float = 0.0       # USD charged so far
     reason: str | None = None     # why rejected / expired / not cancelled
+    ordered_at: datetime | None = None     # when the broker accepted it (aware)
+    last_fill_at: datetime | None = None   # when it last traded
+    fills: tuple[Fill, ...] = ()           # the executions, oldest first, when known
 
     @property
     def is_final(self) -> bool:
         "True when the broker will never change this order again."
         return self.status in FINAL_ORDER_STATES
 
+    @property
+    def remaining_qty(self) -> int:
+        "Shares that may still trade (0 once final)."
+        return 0 if self.is_final else max(self.qty - self.filled_qty, 0)
+
+@dataclass(frozen=True)
+class OrderQuery:
+    "What the caller recorded of an order (its intent), to look the order up at the broker."
+    client_key: str
+    symbol: str
+    side: Side
+    qty: int
+    limit_price: float
+    placed_after: datetime             # the intent was written then: the order cannot be older
+    broker_order_id: str | None = None # once the broker's answer was recorded
+
 # %% ../nbs/05_broker.ipynb #ecf529ac
 @runtime_checkable
+class MarketData(Protocol):
+    "Prices the trading run needs (sim: the embedded bars; KIS: its real domain)."
+
+    def quote(self, symbol: str) -> Quote:
+        "Last price of `symbol`; `LookupError` for a symbol the market data does not know."
+        ...
+
+    def daily_bars(self, symbol: str, end: date, count: int) -> pd.DataFrame:
+        "Up to `count` completed daily bars of `symbol` ending on or before `end`, oldest first."
+        ...
+
+@runtime_checkable
 class Broker(Protocol):
-    "What the trading run needs from a broker (sim, KIS paper, KIS live)."
+    "The account and its orders (sim, KIS paper, KIS live)."
 
     def balance(self) -> Balance:
         "Cash, positions and equity now."
         ...
 
-    def quote(self, symbol: str) -> Quote:
-        "Last price of `symbol`; `LookupError` for a symbol the broker does not know."
-        ...
-
-    def daily_bars(self, symbol: str, end: date, count: int) -> pd.DataFrame:
-        "Up to `count` daily bars of `symbol` ending on or before `end`, oldest first."
-        ...
-
     def submit_order(self, symbol: str, side: Side, qty: int, limit_price: float,
                      client_key: str) -> OrderStatus:
-        "Place a day limit order once per `client_key`; a known key returns the existing order."
+        "Place a day limit order for the intent `client_key`."
         ...
 
-    def find_order(self, client_key: str) -> OrderStatus | None:
-        "The order placed with `client_key`, or None if the broker never received it."
+    def find_order(self, query: OrderQuery) -> OrderStatus | None:
+        "The order of a recorded intent, None if the broker has none; `AmbiguousOrder` if unsure."
         ...
 
     def todays_orders(self) -> list[OrderStatus]:
@@ -250,10 +289,12 @@ def _precheck(self, s: Session, symbol: str, qty: int, limit_price: float) -> st
 
 # %% ../nbs/05_broker.ipynb #d5bffc03
 def _to_status(row: SimOrder) -> OrderStatus:
-    "The `OrderStatus` of a `sim_orders` row."
+    "The `OrderStatus` of a `sim_orders` row (a sim fill is whole, at the order's instant)."
+    fills = (Fill(row.filled_qty, row.fill_price, row.created_at),) if row.filled_qty else ()
     return OrderStatus(row.order_id, row.client_key, row.symbol, row.side, row.qty,
                        row.limit_price, row.status, row.filled_qty, row.fill_price,
-                       row.commission, row.reject_reason)
+                       row.commission, row.reject_reason, ordered_at=row.created_at,
+                       last_fill_at=row.created_at if fills else None, fills=fills)
 
 def sim_fill_price(close: float, side: Side, slippage_pct: float) -> float:
     "The close moved against the order by the slippage (shared with the backtest)."
@@ -341,8 +382,9 @@ def _log_order(self, st: OrderStatus, cash: float) -> None:
 
 # %% ../nbs/05_broker.ipynb #441879ef
 @patch_to(SimBroker)
-def find_order(self, client_key: str) -> OrderStatus | None:
-    "The order placed with `client_key` (any day), or None."
+def find_order(self, query: OrderQuery | str) -> OrderStatus | None:
+    "The order placed with the intent's client key (any day), or None."
+    client_key = query if isinstance(query, str) else query.client_key
     with self.db.session() as s:
         row = s.scalar(select(SimOrder).where(SimOrder.client_key == client_key))
         return None if row is None else _to_status(row)

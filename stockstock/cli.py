@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from datetime import date
 from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
@@ -87,6 +88,7 @@ def _error_line(command: str, e: ConfigError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     "Entry point of the `stockstock` console script; returns the exit status."
+    from stockstock.broker import BrokerError
     from stockstock.db import DatabaseBusy
     parser = build_parser()
     try:
@@ -105,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(_error_line(args.command, e), file=sys.stderr)
         return 2
-    except DatabaseBusy as e:
+    except (DatabaseBusy, BrokerError) as e:
         print(f"stockstock {args.command}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -129,25 +131,53 @@ def _print_table(rows: list[dict], file=None) -> None:
     for r in rows: print("  ".join(str(r[c]).ljust(width[c]) for c in cols), file=file)
 
 def _seed_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--symbols", help="comma-separated subset of the embedded symbols")
+    p.add_argument("--symbols", help="comma-separated symbols (default: sim: the embedded ones; "
+                                     "paper/live: the parameters' symbols)")
+    p.add_argument("--since", help="paper/live: first date to backfill (default: 10 years ago)")
+    p.add_argument("--until", help="paper/live: last date (default: the last completed session)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-@command("seed", "load the embedded daily bars into the database (idempotent)", _seed_args,
-         example="stockstock seed --symbols AAPL,MSFT")
+def _date_arg(text: str | None, name: str) -> date | None:
+    if text is None: return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not a date YYYY-MM-DD") from None
+
+@command("seed", "load daily bars into the database: embedded (sim) or from KIS (paper/live)",
+         _seed_args, example="stockstock seed --params scheduled/paper.yaml --since 2015-01-01")
 def seed_command(args: argparse.Namespace) -> int:
     from stockstock.data import EMBEDDED_SYMBOLS, seed
     from stockstock.db import init_db
     params = params_from(args)
-    symbols = args.symbols.split(",") if args.symbols else list(EMBEDDED_SYMBOLS)
+    since, until = _date_arg(args.since, "--since"), _date_arg(args.until, "--until")
+    default = list(EMBEDDED_SYMBOLS) if params.mode == "sim" else params.symbols
+    symbols = args.symbols.split(",") if args.symbols else default
     db = init_db(params.db_url)
     try:
-        results = seed(db, symbols, progress=not args.quiet)
-        _print_table([vars(r) for r in results])
+        if params.mode == "sim": rows = [vars(r) for r in seed(db, symbols, not args.quiet)]
+        else: rows = _seed_from_kis(db, params, symbols, since, until, not args.quiet)
+        _print_table(rows)
         total = db.ohlcv_summary()["rows"].sum()
         print(f"database {db.url.removeprefix('sqlite:///')}: {total} bars")
     finally:
         db.close()
     return 0
+
+def _seed_from_kis(db, params: TradingParams, symbols: list[str], since: date | None,
+                   until: date | None, progress: bool) -> list[dict]:
+    "Backfill `symbols` from KIS (resumable, idempotent); one row per symbol."
+    from datetime import UTC, datetime, timedelta
+
+    from stockstock.calendar import last_completed_session
+    from stockstock.kis import KisBroker, seed_from_broker
+    until = until or last_completed_session(datetime.now(UTC))
+    since = since or until - timedelta(days=3652)
+    market, broker = KisBroker.from_params(db, datetime.now(UTC), params)
+    try:
+        return [vars(r) for r in seed_from_broker(db, market, symbols, since, until, progress)]
+    finally:
+        broker.conn.close()
 
 # %% ../nbs/15_cli.ipynb #a90de943
 @command("config", "show the effective parameters and which credentials are set",

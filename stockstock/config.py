@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 __all__ = ['PROJECT_MARKER', 'SYMBOL_PATTERN', 'Fraction', 'Rate', 'ConfigError', 'project_home', 'resolve_path', 'Secrets',
            'load_secrets', 'TradingParams', 'describe_errors', 'parse_overrides', 'load_params', 'as_papermill']
 
-# %% ../nbs/00_config.ipynb #6f71e7cf
+# %% ../nbs/00_config.ipynb #a782b2ed
 class ConfigError(ValueError):
     "Invalid configuration (parameters, parameter file, environment), as one human-readable line."
 
@@ -115,6 +115,10 @@ class _ParamFields(BaseModel):
     order_type: Literal["MARKET", "LIMIT"] = "MARKET"  # MARKET = marketable limit (see kis-api)
     limit_buffer_pct: Fraction = 0.005     # marketable-limit distance from the last price
     confidence_threshold: Fraction = 0.6
+    decision_time: str = "15:30"           # New York time of the session's one model decision
+    max_model_age_days: int = Field(120, ge=1, le=3650)  # paper/live: older models only protect
+    request_timeout_s: float = Field(10.0, gt=0, le=120)  # one broker request (KIS)
+    paper_requests_per_s: float = Field(2.0, gt=0, le=20)  # KIS virtual domain pace (see kis)
     lookback_days: int = Field(400, ge=260, le=20000)  # bars fed to the features
     commission_rate: Rate = 0.0025
     slippage_pct: Rate = 0.0005
@@ -155,6 +159,13 @@ class TradingParams(_ParamFields):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"{value!r} is not an IANA time zone such as 'Asia/Seoul'") from None
+        return value
+
+    @field_validator("decision_time")
+    @classmethod
+    def _check_decision_time(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", str(value)):
+            raise ValueError(f"{value!r} is not a time of day HH:MM (New York), e.g. '15:30'")
         return value
 
     @field_validator("as_of")
@@ -209,7 +220,7 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
         out[key] = raw if isinstance(value, (datetime, date)) else value
     return out
 
-# %% ../nbs/00_config.ipynb #b191b4e7
+# %% ../nbs/00_config.ipynb #0574f310
 def _read_params_file(path: str | Path) -> dict[str, Any]:
     "The mapping in YAML file `path` (`ConfigError` naming the file and the problem)."
     p = resolve_path(path)

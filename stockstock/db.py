@@ -26,8 +26,9 @@ from .config import ConfigError, resolve_path
 
 # %% auto #0
 __all__ = ['ORDER_STATES', 'FINAL_ORDER_STATES', 'TRADE_STATES', 'BUSY_TIMEOUT_S', 'BAR_COLUMNS', 'RUN_STATES', 'UTCDateTime',
-           'utcnow', 'Base', 'Ohlcv', 'Run', 'Signal', 'Trade', 'PortfolioSnapshot', 'RiskEvent', 'SystemState',
-           'SimAccount', 'SimPosition', 'SimOrder', 'DatabaseBusy', 'busy_timeout_s', 'Database', 'init_db']
+           'utcnow', 'Base', 'Ohlcv', 'Run', 'Signal', 'Trade', 'Listing', 'PortfolioSnapshot', 'RiskEvent',
+           'SystemState', 'SimAccount', 'SimPosition', 'SimOrder', 'DatabaseBusy', 'busy_timeout_s', 'Database',
+           'init_db']
 
 # %% ../nbs/03_db.ipynb #598357f9
 class UTCDateTime(TypeDecorator):
@@ -128,8 +129,21 @@ class Trade(Base):
     avg_fill_price: Mapped[float | None] = mapped_column(Float, nullable=True)
     commission: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    intent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # run's clock
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_fill_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    fills: Mapped[list] = mapped_column(JSON, default=list)            # [{qty, price, at}]
+    replaces: Mapped[str | None] = mapped_column(String(96), nullable=True)  # a cancelled key
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+class Listing(Base):
+    "Where a symbol trades, as the broker resolved it once (then cached: one lookup per symbol)."
+    __tablename__ = "listings"
+    symbol: Mapped[str] = mapped_column(String(8), primary_key=True)
+    exchange: Mapped[str] = mapped_column(String(4))         # KIS codes: NAS / NYS / AMS
+    name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    resolved_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 class PortfolioSnapshot(Base):
     "Cash, positions and equity at the end of a run."
@@ -226,7 +240,7 @@ def _add_missing_columns(engine: Engine) -> list[str]:
             added.append(f"{table.name}.{col.name}")
     return added
 
-# %% ../nbs/03_db.ipynb #5cc4adbf
+# %% ../nbs/03_db.ipynb #4821f736
 def _sqlite_url(url: str) -> str:
     "`url` checked and with its relative file path made absolute (folder created)."
     from sqlalchemy.engine import make_url
@@ -431,6 +445,22 @@ def open_trades(self) -> list[Trade]:
     with self.session() as s:
         q = select(Trade).where(Trade.status.not_in(FINAL_ORDER_STATES)).order_by(Trade.id)
         return list(s.scalars(q))
+
+# %% ../nbs/03_db.ipynb #73d47a53
+@patch_to(Database)
+def get_listing(self, symbol: str) -> Listing | None:
+    "The cached listing of `symbol`, or None."
+    with self.session() as s:
+        return s.get(Listing, symbol)
+
+@patch_to(Database)
+def set_listing(self, symbol: str, exchange: str, name: str | None = None) -> Listing:
+    "Cache where `symbol` trades (insert or replace)."
+    with self.session() as s:
+        row = s.get(Listing, symbol) or Listing(symbol=symbol)
+        row.exchange, row.name, row.resolved_at = exchange, name, utcnow()
+        s.add(row)
+    return row
 
 # %% ../nbs/03_db.ipynb #6888af5c
 @patch_to(Database)

@@ -62,10 +62,13 @@ class Position:
 
 @dataclass
 class Portfolio:
-    "Cash, positions and last prices at the moment of the decision."
+    "Cash, positions, last prices and still-open orders at the moment of the decision."
     cash: float                                                    # USD available for buys
     positions: dict[str, Position] = field(default_factory=dict)   # symbol -> position
     prices: dict[str, float] = field(default_factory=dict)         # symbol -> last price, > 0
+    pending_buy: dict[str, int] = field(default_factory=dict)      # shares on open buy orders
+    pending_sell: dict[str, int] = field(default_factory=dict)     # shares on open sell orders
+    reserved_cash: float = 0.0                                     # cash the open buys may use
 
     def __post_init__(self):
         for sym, pos in self.positions.items():
@@ -79,6 +82,14 @@ class Portfolio:
         "Shares of `symbol` held (0 when none)."
         pos = self.positions.get(symbol)
         return pos.qty if pos else 0
+
+    def committed(self, symbol: str) -> int:
+        "Shares held or on open buy orders: what counts toward the position cap."
+        return self.held(symbol) + self.pending_buy.get(symbol, 0)
+
+    def sellable(self, symbol: str) -> int:
+        "Shares held and not already on an open sell order."
+        return max(self.held(symbol) - self.pending_sell.get(symbol, 0), 0)
 
     def value(self, symbol: str) -> float:
         "Market value of the `symbol` position at its last price."
@@ -236,24 +247,24 @@ def _stop_loss_exits(pf: Portfolio, limits: RiskLimits, d: RiskDecision,
     exited = set()
     for sym, pos in pf.positions.items():
         last = pf.prices.get(sym, 0.0)
-        if not stop_loss_hit(pos, last, limits.stop_loss_pct): continue
+        if not stop_loss_hit(pos, last, limits.stop_loss_pct) or not pf.sellable(sym): continue
         if sym in untradable:
             d.events.append(RiskEvent("stop_loss_blocked", sym, {
                 "qty": pos.qty, "avg_price": pos.avg_price, "last": last,
                 "reason": "untradable: no trustworthy bar for the session"}))
             continue
         price = limit_price(last, "SELL", limits, marketable=True)
-        d.orders.append(OrderRequest(sym, "SELL", pos.qty, price, "stop_loss"))
+        d.orders.append(OrderRequest(sym, "SELL", pf.sellable(sym), price, "stop_loss"))
         d.events.append(RiskEvent("stop_loss", sym, {
-            "qty": pos.qty, "avg_price": pos.avg_price, "last": last, "limit_price": price,
+            "qty": pf.sellable(sym), "avg_price": pos.avg_price, "last": last, "limit_price": price,
             "stop_price": pos.avg_price * (1 - limits.stop_loss_pct)}))
         exited.add(sym)
     return exited
 
 # %% ../nbs/09_risk.ipynb #a48def4f
 def _signal_sell(sym: str, pf: Portfolio, limits: RiskLimits, d: RiskDecision):
-    "Sell the whole held position of `sym`; nothing held, nothing to do."
-    qty = pf.held(sym)
+    "Sell the whole held position of `sym` (less what open sells cover); nothing held, nothing."
+    qty = pf.sellable(sym)
     if qty > 0:
         price = limit_price(pf.prices[sym], "SELL", limits)
         d.orders.append(OrderRequest(sym, "SELL", qty, price, "signal"))
@@ -265,7 +276,7 @@ def _signal_buy(sym: str, pf: Portfolio, limits: RiskLimits, d: RiskDecision,
                 cash: float, equity: float) -> float:
     "Append the largest allowed buy of `sym` (or a rejection); the cash left afterwards."
     if sym not in pf.prices: _reject(d, sym, "no_price"); return cash
-    price, held = limit_price(pf.prices[sym], "BUY", limits), pf.held(sym)
+    price, held = limit_price(pf.prices[sym], "BUY", limits), pf.committed(sym)
     rate = limits.commission_rate
     by_cap = _cap_qty(price, equity, held, limits.max_position_pct)
     qty = min(by_cap, _cash_qty(price, cash, rate))  # == max_buy_qty(...), both parts kept
@@ -297,7 +308,7 @@ def evaluate(signals: dict[str, str], # symbol -> "BUY" | "SELL" | "HOLD", in de
         d.halted = True
     for sym, sig in signals.items():
         if sig == "SELL" and sym not in exited: _signal_sell(sym, portfolio, limits, d)
-    cash, equity = portfolio.cash, portfolio.equity
+    cash, equity = portfolio.cash - portfolio.reserved_cash, portfolio.equity
     for sym, sig in signals.items():
         if sig != "BUY": continue
         if d.halted: _reject(d, sym, "halted")

@@ -16,15 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .broker import Balance, Broker, BrokerError, SimBroker
-from .calendar import NEW_YORK, MarketStatus, market_status, to_et
+from .broker import (AmbiguousOrder, Balance, Broker, BrokerError, MarketData,
+                               OrderQuery, SimBroker)
+from .calendar import (NEW_YORK, MarketStatus, market_status, previous_session,
+                                 session_open_close, sessions_between, to_et)
 from .config import ConfigError, TradingParams, load_params, load_secrets, resolve_path
 from .data import BarCheck, check_bars, data_hash, validate_bars
 from .db import Database, PortfolioSnapshot, RiskEvent, Trade, init_db
 from .db import Signal as SignalRow
 from .log import configure_logging, get_logger
-from .state import (DAILY_LOSS, halt_reason, next_sim_session, set_halt,
-                              sim_decision_instant, sim_session_done)
+from .state import (BROKER_BASELINE, DAILY_LOSS, DECIDED, halt_reason,
+                              next_sim_session, set_halt, sim_decision_instant, sim_session_done)
 
 if TYPE_CHECKING:  # the model stack (lightgbm, TA-Lib) loads when a run first needs it
     from stockstock.model import TradingModel
@@ -35,10 +37,11 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'ALREADY_DECIDED', 'resolve_as_of', 'check_run', 'decision_slot', 'client_key', 'RunContext', 'run_step',
-           'git_commit', 'new_run_id', 'make_broker', 'model_cutoff_of', 'start_run', 'collect_params',
-           'market_closed_reason', 'skip_run', 'check_market', 'reconcile', 'load_bars', 'marks', 'session_prices',
-           'compute_signals', 'decide_orders', 'submit_orders', 'take_snapshot', 'signal_outcomes', 'finish_run',
-           'run_steps']
+           'git_commit', 'new_run_id', 'make_broker', 'model_cutoff_of', 'model_issue', 'start_run', 'collect_params',
+           'decision_instant', 'decides_now', 'market_closed_reason', 'skip_run', 'check_market', 'order_query',
+           'reconcile', 'implied_account', 'compare_with_broker', 'manage_open_orders', 'load_bars', 'marks',
+           'session_prices', 'compute_signals', 'decide_orders', 'submit_orders', 'take_snapshot', 'signal_outcomes',
+           'finish_run', 'run_steps']
 
 # %% ../nbs/11_trade.ipynb #68eb7934
 def resolve_as_of(params: TradingParams, db: Database, model_cutoff: date | None) -> datetime:
@@ -47,7 +50,7 @@ def resolve_as_of(params: TradingParams, db: Database, model_cutoff: date | None
     if params.mode == "sim": return sim_decision_instant(next_sim_session(db, model_cutoff))
     return datetime.now(UTC)
 
-# %% ../nbs/11_trade.ipynb #22ba5183
+# %% ../nbs/11_trade.ipynb #dea297a5
 def check_run(params: TradingParams, db: Database, as_of: datetime,
               model_cutoff: date | None) -> None:
     "Raise `ConfigError` when a run at `as_of` with `params` must not start."
@@ -55,7 +58,10 @@ def check_run(params: TradingParams, db: Database, as_of: datetime,
         market_status(as_of)
     except ValueError as e:
         raise ConfigError(f"as_of: {e}") from None
-    if params.mode != "sim": return
+    if params.mode != "sim":
+        from stockstock.kis import check_credentials
+        check_credentials(load_secrets(), params.mode)   # every missing variable, no request
+        return
     day = to_et(as_of).date()
     if model_cutoff is not None and day <= model_cutoff:
         raise ConfigError(f"as_of: {day} is on or before the model's training cut-off "
@@ -86,8 +92,11 @@ class RunContext:
     model: TradingModel | None
     session: date                     # New York date of as_of
     slot: datetime                    # decision slot (as_of to the hour)
+    market: MarketData | None = None  # prices (the sim broker itself; KIS's real domain)
     skipped: str | None = None        # why the run does nothing (market closed)
     halted: str | None = None         # why new entries are blocked (daily loss, /stop)
+    model_issue: str | None = None    # why the model may not decide (stale, unreadable)
+    decides: bool = False             # this run makes the session's model decision
     status: MarketStatus | None = None
     bars: dict[str, pd.DataFrame] = field(default_factory=dict)
     checks: dict[str, BarCheck] = field(default_factory=dict)
@@ -98,6 +107,8 @@ class RunContext:
     after: Balance | None = None
     loss: DailyLossState | None = None
     orders: list[dict] = field(default_factory=list)
+    cancelled: list[dict] = field(default_factory=list)   # stale orders cancelled this run
+    mismatches: list[dict] = field(default_factory=list)  # broker vs what our trades imply
     marks: dict[str, float] = field(default_factory=dict)
     outcomes: dict[str, str] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -110,7 +121,7 @@ class RunContext:
         "Symbols that get no order this run (bars quarantined or missing)."
         return {s for s, c in self.checks.items() if not c.tradable}
 
-# %% ../nbs/11_trade.ipynb #b4d843d8
+# %% ../nbs/11_trade.ipynb #fa3dbb17
 def run_step(fn: Callable | None = None, *, skip_result: Any = pd.DataFrame) -> Callable:
     "A step of the run: a no-op (returning `skip_result()`) once the run is skipped."
     if fn is None: return functools.partial(run_step, skip_result=skip_result)
@@ -120,7 +131,7 @@ def run_step(fn: Callable | None = None, *, skip_result: Any = pd.DataFrame) -> 
         return fn(ctx, *args, **kwargs)
     return step
 
-# %% ../nbs/11_trade.ipynb #80c2f4de
+# %% ../nbs/11_trade.ipynb #6a6f7c72
 def git_commit() -> str | None:
     "The current git commit of the project home, or None outside a repository."
     try:
@@ -135,14 +146,13 @@ def new_run_id(as_of: datetime, mode: str) -> str:
     return f"{as_of.astimezone(UTC):%Y%m%dT%H%M}-{mode}-{os.urandom(3).hex()}"
 
 # %% ../nbs/11_trade.ipynb #6de31545
-def make_broker(params: TradingParams, db: Database, as_of: datetime) -> Broker:
-    "The broker of `params.mode` at `as_of`."
-    if params.mode == "sim": return SimBroker.from_params(db, as_of, params)
-    try:
-        from stockstock.kis import KisBroker  # the KIS broker (paper / live)
-    except ImportError:
-        raise BrokerError(f"mode {params.mode!r} needs the KIS broker (stockstock.kis), which "
-                          "this installation does not have; use mode 'sim'") from None
+def make_broker(params: TradingParams, db: Database, as_of: datetime,
+                ) -> tuple[MarketData, Broker]:
+    "`(market data, broker)` of `params.mode` at `as_of`."
+    if params.mode == "sim":
+        sim = SimBroker.from_params(db, as_of, params)
+        return sim, sim
+    from stockstock.kis import KisBroker    # paper / live
     return KisBroker.from_params(db, as_of, params)
 
 def _crash_point(name: str) -> None:
@@ -151,20 +161,43 @@ def _crash_point(name: str) -> None:
         log.warning("crash_injected", point=name)
         os._exit(86)
 
+def _record_event(ctx: RunContext, kind: str, symbol: str | None, detail: dict) -> None:
+    "Write a `risk_events` row of this run."
+    ctx.db.add(RiskEvent(run_id=ctx.run_id, as_of=ctx.as_of, kind=kind, symbol=symbol,
+                         detail=detail))
+
 # %% ../nbs/11_trade.ipynb #fb940837
 def model_cutoff_of(model: Any) -> date | None:
     "The training cut-off recorded in a model's metadata, if any."
-    cutoff = getattr(model, "meta", {}).get("cutoff")
+    meta = getattr(model, "meta", {}) or {}
+    cutoff = meta.get("cutoff") or meta.get("train_to")
     return date.fromisoformat(cutoff) if cutoff else None
+
+def model_issue(model: Any, session: date, params: TradingParams) -> str | None:
+    "Why a paper/live run must not let `model` decide on `session` (too old), or None."
+    cutoff = model_cutoff_of(model)
+    if params.mode == "sim" or cutoff is None: return None
+    age = (session - cutoff).days
+    if age <= params.max_model_age_days: return None
+    return (f"model stale: trained on data up to {cutoff}, {age} days before this session "
+            f"(max_model_age_days {params.max_model_age_days}); seed from KIS and retrain")
+
+def _load_run_model(params: TradingParams) -> tuple[Any, str | None]:
+    "The run's model, or (paper/live) None and why it cannot be used; sim raises."
+    from stockstock.model import ModelError, load_model
+    try:
+        return load_model(resolve_path(params.model_path)), None
+    except ModelError as e:
+        if params.mode == "sim": raise
+        return None, f"model unusable: {e}"
 
 def start_run(parameters: dict[str, Any], run_id: str | None = None) -> RunContext:
     "Validate `parameters`, open DB, model and broker, and record the run (ad hoc without id)."
-    from stockstock.model import load_model
     params = load_params(overrides=parameters)
     configure_logging(log_file=resolve_path("data/logs/stockstock.jsonl"), stream=sys.stderr,
                       stream_level="WARNING", secrets=load_secrets().secret_values())
     db = init_db(params.db_url)
-    model = load_model(resolve_path(params.model_path))
+    model, issue = _load_run_model(params)
     as_of = resolve_as_of(params, db, model_cutoff_of(model))
     check_run(params, db, as_of, model_cutoff_of(model))
     params = params.model_copy(update={"as_of": as_of})
@@ -172,16 +205,34 @@ def start_run(parameters: dict[str, Any], run_id: str | None = None) -> RunConte
     if db.get_run(run_id) is None:
         db.start_run(run_id, as_of, params.mode, params.model_dump(mode="json"))
     db.update_run(run_id, params=params.model_dump(mode="json"), as_of=as_of,
-                  git_commit=git_commit(), model_sha256=model.sha256)
-    ctx = RunContext(run_id, params, as_of, db, make_broker(params, db, as_of), model,
-                     to_et(as_of).date(), decision_slot(as_of))
+                  git_commit=git_commit(), model_sha256=model.sha256 if model else None)
+    market, broker = make_broker(params, db, as_of)
+    session = to_et(as_of).date()
+    ctx = RunContext(run_id, params, as_of, db, broker, model, session, decision_slot(as_of),
+                     market, model_issue=issue or model_issue(model, session, params))
+    if ctx.model_issue: log.warning("model_not_used", run_id=run_id, reason=ctx.model_issue)
     log.info("run_started", run_id=run_id, mode=params.mode, as_of=as_of.isoformat())
     return ctx
 
-# %% ../nbs/11_trade.ipynb #b38eb706
+# %% ../nbs/11_trade.ipynb #8669cf9e
 def collect_params(namespace: dict[str, Any]) -> dict[str, Any]:
     "The `TradingParams` fields present in `namespace` (e.g. the notebook's `globals()`)."
     return {k: namespace[k] for k in TradingParams.model_fields if k in namespace}
+
+# %% ../nbs/11_trade.ipynb #be7d782d
+def decision_instant(session: date, decision_time: str = "15:30") -> datetime:
+    "When `session`'s model decision is due: `decision_time` New York, by 30 min before close."
+    opened, closed = session_open_close(session)
+    hh, mm = (int(x) for x in decision_time.split(":"))
+    at = datetime.combine(session, time(hh, mm), tzinfo=NEW_YORK).astimezone(UTC)
+    latest = (closed - pd.Timedelta(minutes=30)).to_pydatetime()
+    return max(opened.to_pydatetime(), min(at, latest))
+
+def decides_now(ctx: RunContext) -> bool:
+    "Does this run make its session's model decision?"
+    if ctx.params.mode == "sim": return True
+    if ctx.as_of < decision_instant(ctx.session, ctx.params.decision_time): return False
+    return ctx.db.get_state(DECIDED) != str(ctx.session)
 
 # %% ../nbs/11_trade.ipynb #8458f4dd
 def market_closed_reason(as_of: datetime) -> str | None:
@@ -198,32 +249,60 @@ def skip_run(ctx: RunContext, reason: str) -> None:
 
 @run_step(skip_result=None)
 def check_market(ctx: RunContext) -> MarketStatus:
-    "Skip the run when the market is closed at `as_of`; note a halt (entries blocked)."
+    "Skip the run when the market is closed; note a halt; decide whether this run decides."
     ctx.status = market_status(ctx.as_of)
     if (why := market_closed_reason(ctx.as_of)) is not None:
         skip_run(ctx, why)
         return ctx.status
     ctx.halted = halt_reason(ctx.db, ctx.session)
     if ctx.halted: log.warning("entries_blocked", run_id=ctx.run_id, halted=ctx.halted)
+    ctx.decides = decides_now(ctx)
     return ctx.status
 
 # %% ../nbs/11_trade.ipynb #bffbfc9f
 def _record_status(db: Database, key: str, st) -> Trade:
-    return db.update_trade(key, status=st.status, broker_order_id=st.order_id,
+    fills = [dict(qty=f.qty, price=f.price, at=f.at.isoformat() if f.at else None)
+             for f in st.fills]
+    return db.update_trade(key, status=st.status, broker_order_id=st.order_id or None,
                            filled_qty=st.filled_qty, avg_fill_price=st.avg_fill_price,
-                           commission=st.commission, error=st.reason)
+                           commission=st.commission, error=st.reason, fills=fills,
+                           last_fill_at=st.last_fill_at or (st.fills[-1].at if st.fills else None))
+
+def order_query(t: Trade) -> OrderQuery:
+    "What we recorded of trade `t`, to find its order at the broker."
+    placed = t.intent_at or t.slot
+    return OrderQuery(t.client_key, t.symbol, t.side, t.qty, t.limit_price, placed,
+                      t.broker_order_id)
+
+def _find(ctx: RunContext, t: Trade) -> Any:
+    "The broker's status of trade `t`'s order, None if it has none (raises as the broker does)."
+    query = order_query(t)
+    if isinstance(ctx.broker, SimBroker): return ctx.broker.find_order(query)
+    linked = {x.broker_order_id for x in ctx.db.rows(Trade) if x.broker_order_id
+              and x.client_key != t.client_key}
+    return ctx.broker.find_order(query, exclude=linked)
+
+def _unresolved(ctx: RunContext, t: Trade, why: str) -> str:
+    _record_event(ctx, "order_unresolved", t.symbol, {"client_key": t.client_key,
+                                                      "status": t.status, "why": why})
+    log.warning("order_unresolved", client_key=t.client_key, status=t.status, why=why)
+    return t.status
 
 def _reconcile_one(ctx: RunContext, t: Trade) -> str:
     "The status of open trade `t` after asking the broker (unchanged when it cannot answer)."
     try:
-        st = ctx.broker.find_order(t.client_key)
+        st = _find(ctx, t)
+    except AmbiguousOrder as e:
+        return _unresolved(ctx, t, str(e))
     except BrokerError as e:
         log.warning("reconcile_failed", client_key=t.client_key, error=str(e))
         return t.status
     if st is not None: return _record_status(ctx.db, t.client_key, st).status
     if t.status == "intent" and t.slot == ctx.slot: return "intent"   # sent below, exactly once
-    return ctx.db.update_trade(t.client_key, status="expired",
-                               error="never reached the broker").status
+    if t.status == "intent":
+        return ctx.db.update_trade(t.client_key, status="expired",
+                                   error="never reached the broker").status
+    return _unresolved(ctx, t, "the broker has no such order; it is asked again next run")
 
 @run_step
 def reconcile(ctx: RunContext) -> pd.DataFrame:
@@ -237,21 +316,84 @@ def reconcile(ctx: RunContext) -> pd.DataFrame:
     return pd.DataFrame(ctx.reconciled, columns=["client_key", "symbol", "side", "qty", "was",
                                                  "now"])
 
-# %% ../nbs/11_trade.ipynb #8e25917d
-def _record_event(ctx: RunContext, kind: str, symbol: str | None, detail: dict) -> None:
-    ctx.db.add(RiskEvent(run_id=ctx.run_id, as_of=ctx.as_of, kind=kind, symbol=symbol,
-                         detail=detail))
+# %% ../nbs/11_trade.ipynb #3789488d
+def implied_account(db: Database, commission_rate: float) -> tuple[dict[str, int], float]:
+    "Positions and cash flow implied by the fills of our trades alone."
+    qty: dict[str, int] = {}
+    cash = 0.0
+    for t in db.rows(Trade):
+        if not t.filled_qty: continue
+        sign = 1 if t.side == "BUY" else -1
+        qty[t.symbol] = qty.get(t.symbol, 0) + sign * t.filled_qty
+        value = t.filled_qty * (t.avg_fill_price or t.limit_price)
+        fee = t.commission or value * commission_rate
+        cash += -value - fee if t.side == "BUY" else value - fee
+    return qty, cash
 
+@run_step(skip_result=list)
+def compare_with_broker(ctx: RunContext) -> list[dict]:
+    "Record how the broker's account differs from what our trades imply; the broker wins."
+    bal = ctx.before = ctx.broker.balance()
+    qty, flow = implied_account(ctx.db, ctx.params.commission_rate)
+    base = ctx.db.get_state(BROKER_BASELINE)
+    actual = {s: p.qty for s, p in bal.positions.items()}
+    if base is not None:
+        implied = {s: qty.get(s, 0) + base["positions"].get(s, 0)
+                   for s in {*qty, *base["positions"]}}
+        for sym in sorted({*implied, *actual}):
+            if implied.get(sym, 0) != actual.get(sym, 0):
+                ctx.mismatches.append(dict(what=sym, ours=implied.get(sym, 0),
+                                           broker=actual.get(sym, 0)))
+        ours_cash = base["cash"] + flow
+        if abs(ours_cash - bal.cash) > max(1.0, 0.005 * abs(bal.cash)):
+            ctx.mismatches.append(dict(what="cash", ours=round(ours_cash, 2),
+                                       broker=round(bal.cash, 2)))
+    for m in ctx.mismatches:
+        _record_event(ctx, "broker_mismatch", None if m["what"] == "cash" else m["what"], m)
+        log.warning("broker_mismatch", run_id=ctx.run_id, **m)
+    ctx.db.set_state(BROKER_BASELINE, {
+        "positions": {s: actual.get(s, 0) - qty.get(s, 0) for s in {*qty, *actual}},
+        "cash": bal.cash - flow})
+    return ctx.mismatches
+
+# %% ../nbs/11_trade.ipynb #873f2e0c
+def _open_trades_of_session(ctx: RunContext) -> list[Trade]:
+    "Our trades of this session the broker still has open."
+    start = datetime.combine(ctx.session, time(0), tzinfo=NEW_YORK)
+    return [t for t in ctx.db.open_trades() if t.status in ("submitted", "partially_filled")
+            and t.slot >= start and t.broker_order_id]
+
+@run_step(skip_result=list)
+def manage_open_orders(ctx: RunContext) -> list[dict]:
+    "Cancel (and confirm) this session's orders left open by earlier slots; the rest re-sent."
+    for t in _open_trades_of_session(ctx):
+        if t.slot >= ctx.slot: continue                     # this slot's own: still fresh
+        try:
+            st = ctx.broker.cancel(t.broker_order_id)
+        except (BrokerError, LookupError) as e:
+            log.warning("cancel_failed", client_key=t.client_key, error=str(e))
+            continue
+        row = _record_status(ctx.db, t.client_key, st)
+        rest = t.qty - st.filled_qty
+        if st.is_final and rest > 0:
+            ctx.cancelled.append(dict(client_key=t.client_key, symbol=t.symbol, side=t.side,
+                                      rest=rest, reason=t.reason, status=row.status))
+        log.info("stale_order_handled", client_key=t.client_key, now=row.status, rest=rest)
+    return ctx.cancelled
+
+# %% ../nbs/11_trade.ipynb #8e25917d
 @run_step(skip_result=dict)
 def load_bars(ctx: RunContext) -> dict[str, pd.DataFrame]:
     "Each symbol's bars up to the run's session (inclusive), checked; untradable ones recorded."
-    if ctx.params.mode != "sim":
-        for sym in ctx.params.symbols:
-            fresh = ctx.broker.daily_bars(sym, ctx.session, ctx.params.lookback_days)
-            if len(fresh): ctx.db.upsert_ohlcv(sym, fresh, source="broker")
+    problems = _refresh_cache(ctx) if ctx.params.mode != "sim" else {}
     ctx.bars = {s: ctx.db.load_ohlcv(s, end=ctx.session) for s in ctx.params.symbols}
+    if ctx.params.mode != "sim": _add_live_bars(ctx, problems)
     ctx.checks = {s: check_bars(s, b, ctx.session, ctx.params.max_bar_move_pct)
                   for s, b in ctx.bars.items()}
+    for sym, why in problems.items():          # what the broker sent failed validation
+        if ctx.checks[sym].tradable:
+            ctx.checks[sym] = BarCheck(sym, "quarantined", why, ctx.checks[sym].last_date,
+                                       ctx.checks[sym].bars)
     for c in ctx.checks.values():
         if c.tradable: continue
         _record_event(ctx, f"bar_{c.status}", c.symbol,
@@ -260,6 +402,52 @@ def load_bars(ctx: RunContext) -> dict[str, pd.DataFrame]:
     ctx.marks = _marks(ctx.bars, ctx.checks, ctx.session)
     ctx.db.update_run(ctx.run_id, data_hash=data_hash(ctx.bars))
     return ctx.bars
+
+def _refresh_cache(ctx: RunContext) -> dict[str, str]:
+    "Fetch the completed bars the `ohlcv` cache lacks (paper/live); symbol -> problem."
+    done, problems = previous_session(ctx.session), {}
+    summary = ctx.db.ohlcv_summary()
+    for sym in ctx.params.symbols:
+        last = summary.loc[sym, "last"] if sym in summary.index else None
+        if last is not None and last >= done: continue           # the steady state: cached
+        count = len(sessions_between(last + pd.Timedelta(days=1), done)) if last is not None \
+            else ctx.params.lookback_days
+        try:
+            fresh = ctx.market.daily_bars(sym, done, count)
+        except (BrokerError, LookupError) as e:
+            problems[sym] = f"bars unavailable from the broker: {e}"
+            continue
+        clean, bad = validate_bars(fresh)
+        if len(clean): ctx.db.upsert_ohlcv(sym, clean, source="kis")
+        if len(bad):
+            problems[sym] = (f"{len(bad)} bad bar(s) from the broker, first on "
+                             f"{bad.index[0].date()}: {bad['reason'].iloc[0]}")
+    return problems
+
+def _quotes(market: MarketData, symbols: list[str]) -> dict[str, Any]:
+    "Live quotes of `symbols` (several at once when the market data can), errors in place."
+    if hasattr(market, "quotes"): return market.quotes(symbols)
+    out: dict[str, Any] = {}
+    for s in symbols:
+        try:
+            out[s] = market.quote(s)
+        except (BrokerError, LookupError) as e:
+            out[s] = e
+    return out
+
+def _add_live_bars(ctx: RunContext, problems: dict[str, str]) -> None:
+    "Append the session's provisional bar (the live quote as its close) to each symbol's bars."
+    for sym, q in _quotes(ctx.market, ctx.params.symbols).items():
+        if isinstance(q, Exception):
+            problems.setdefault(sym, f"no live quote: {q}")
+            continue
+        bars = ctx.bars[sym]
+        volume = q.day_volume if q.day_volume else (bars["volume"].iloc[-1] if len(bars) else 0.0)
+        row = dict(open=q.day_open or q.price, high=max(q.day_high or q.price, q.price),
+                   low=min(q.day_low or q.price, q.price), close=q.price, volume=volume)
+        today = pd.DataFrame([row], index=pd.DatetimeIndex([pd.Timestamp(ctx.session)],
+                                                           name="date"))
+        ctx.bars[sym] = pd.concat([bars[bars.index < pd.Timestamp(ctx.session)], today])
 
 def _marks(bars: dict[str, pd.DataFrame], checks: dict[str, BarCheck], session: date,
            ) -> dict[str, float]:
@@ -279,11 +467,12 @@ def session_prices(ctx: RunContext) -> dict[str, float]:
     "The session's close of every tradable symbol (what orders are priced from)."
     return {s: float(ctx.bars[s]["close"].iloc[-1]) for s, c in ctx.checks.items() if c.tradable}
 
-# %% ../nbs/11_trade.ipynb #e78f55b9
+# %% ../nbs/11_trade.ipynb #ab0c53bb
 @run_step(skip_result=list)
 def compute_signals(ctx: RunContext) -> list[Signal]:
     "Signals of the model for the run's session (HOLD for untradable symbols), recorded."
     from stockstock.signals import Signal, action_map, make_signals
+    if not ctx.decides or ctx.model_issue: return []       # protection-only run
     tradable = {s: ctx.bars[s] for s in ctx.params.symbols if s not in ctx.untradable}
     made = {s.symbol: s for s in make_signals(ctx.model, tradable, ctx.session,
                                               ctx.params.confidence_threshold)} if tradable else {}
@@ -309,20 +498,51 @@ def _loss_tracker(ctx: RunContext, equity_now: float):
         tracker.start_session(str(ctx.session), snap.equity if snap is not None else equity_now)
     return tracker
 
+def _pending(ctx: RunContext) -> tuple[dict[str, int], dict[str, int], float]:
+    "Shares on open buys and sells per symbol, and the cash the open buys may use."
+    buy: dict[str, int] = {}
+    sell: dict[str, int] = {}
+    reserved = 0.0
+    for t in ctx.db.open_trades():
+        if t.status not in ("submitted", "partially_filled", "unknown"): continue
+        rest = max(t.qty - t.filled_qty, 0)
+        side = buy if t.side == "BUY" else sell
+        side[t.symbol] = side.get(t.symbol, 0) + rest
+        if t.side == "BUY": reserved += rest * t.limit_price * (1 + ctx.params.commission_rate)
+    return buy, sell, reserved
+
+def _actions(ctx: RunContext) -> dict[str, str]:
+    "What the decision acts on: the model's signals, or the re-sends of cancelled orders."
+    from stockstock.signals import action_map
+    if ctx.decides: return action_map(ctx.signals)
+    return {c["symbol"]: c["side"] for c in ctx.cancelled if c["reason"] == "signal"}
+
+def _clip_resends(ctx: RunContext) -> None:
+    "A re-sent order never exceeds what was cancelled of its original."
+    from dataclasses import replace
+    rest = {(c["symbol"], c["side"]): c["rest"] for c in ctx.cancelled}
+    if ctx.decides or ctx.decision is None: return
+    ctx.decision.orders = [replace(o, qty=min(o.qty, rest[(o.symbol, o.side)]))
+                           if o.reason == "signal" and (o.symbol, o.side) in rest else o
+                           for o in ctx.decision.orders]
+
 @run_step
 def decide_orders(ctx: RunContext) -> pd.DataFrame:
     "Risk-approved orders for the signals (events recorded; halt on daily loss); the table."
     from stockstock.backtest import Book, decide_day
     from stockstock.risk import Position, RiskLimits
-    from stockstock.signals import action_map
-    ctx.before = ctx.broker.balance()
+    if ctx.before is None or ctx.cancelled: ctx.before = ctx.broker.balance()   # else as compared
     held = {s: Position(s, p.qty, p.avg_price) for s, p in ctx.before.positions.items()}
-    portfolio = Book(ctx.before.cash, held).portfolio(marks(ctx))
+    prices = {**{s: p.price for s, p in ctx.before.positions.items() if p.price}, **marks(ctx)}
+    buy, sell, reserved = _pending(ctx)
+    portfolio = Book(ctx.before.cash, held).portfolio(prices)
+    portfolio.pending_buy, portfolio.pending_sell, portfolio.reserved_cash = buy, sell, reserved
     tracker = _loss_tracker(ctx, portfolio.equity)
-    ctx.decision = decide_day(action_map(ctx.signals), portfolio,
+    ctx.decision = decide_day(_actions(ctx), portfolio,
                               RiskLimits.from_params(ctx.params), tracker,
                               halted=ctx.halted is not None,
                               untradable=ctx.untradable | (set(held) - set(ctx.bars)))
+    _clip_resends(ctx)
     ctx.db.set_state(DAILY_LOSS, tracker.to_dict())
     ctx.loss = tracker.snapshot()
     for e in ctx.decision.events: _record_event(ctx, e.kind, e.symbol, e.detail)
@@ -333,38 +553,54 @@ def decide_orders(ctx: RunContext) -> pd.DataFrame:
                         columns=["symbol", "side", "qty", "limit_price", "reason"])
 
 # %% ../nbs/11_trade.ipynb #6c452b1f
-def _send(ctx: RunContext, row: Trade) -> str:
-    "Submit the order recorded in intent `row`; returns the recorded status."
+def _send(ctx: RunContext, row: Trade) -> Trade:
+    "Submit the order recorded in intent `row`; returns the trade as recorded after."
+    ctx.db.update_trade(row.client_key, submitted_at=datetime.now(UTC))
     try:
         st = ctx.broker.submit_order(row.symbol, row.side, row.qty, row.limit_price,
                                      row.client_key)
-    except BrokerError as e:
+    except (BrokerError, LookupError) as e:
         log.error("order_submit_failed", client_key=row.client_key, error=str(e))
-        return ctx.db.update_trade(row.client_key, status="unknown", error=str(e)).status
+        return ctx.db.update_trade(row.client_key, status="unknown", error=str(e))
     _crash_point("after_submit")
-    return _record_status(ctx.db, row.client_key, st).status
+    return _record_status(ctx.db, row.client_key, st)
 
 ALREADY_DECIDED = "already decided in this slot"
 
 @run_step
+def _seen_by_broker(ctx: RunContext, row: Trade) -> bool | None:
+    "Has the broker got the order of an intent a crashed run wrote? None: cannot tell now."
+    if row.status != "intent": return True
+    try:
+        return _find(ctx, row) is not None
+    except (BrokerError, AmbiguousOrder) as e:
+        log.warning("intent_unverified", client_key=row.client_key, error=str(e))
+        return None
+
 def submit_orders(ctx: RunContext) -> pd.DataFrame:
     "Send the approved orders once each (intent first); one row per order with its outcome."
+    replaces = {(c["symbol"], c["side"]): c["client_key"] for c in ctx.cancelled}
     for o in ctx.decision.orders if ctx.decision else []:
         key = client_key(ctx.slot, o.symbol, o.side)
         row, created = ctx.db.add_trade_intent(
             key, run_id=ctx.run_id, slot=ctx.slot, symbol=o.symbol, side=o.side, qty=o.qty,
-            limit_price=o.limit_price, order_type=ctx.params.order_type, reason=o.reason)
+            limit_price=o.limit_price, order_type=ctx.params.order_type, reason=o.reason,
+            intent_at=ctx.as_of, replaces=replaces.get((o.symbol, o.side)))
         _crash_point("after_intent")
-        if not created and (row.status != "intent" or ctx.broker.find_order(key) is not None):
-            status, note = row.status, ALREADY_DECIDED
+        seen = None if created else _seen_by_broker(ctx, row)
+        if seen is None and not created:
+            note = "not sent: the broker could not confirm it lacks it"
+        elif seen:
+            note = ALREADY_DECIDED
         else:   # a new intent, or one a crashed run wrote and never sent: send what it says
-            status = _send(ctx, row)
+            row = _send(ctx, row)
             note = None if created else "sent the intent recorded earlier in this slot"
         ctx.orders.append(dict(client_key=key, symbol=row.symbol, side=row.side, qty=row.qty,
-                               limit_price=row.limit_price, reason=row.reason, status=status,
-                               note=note))
+                               limit_price=row.limit_price, reason=row.reason, status=row.status,
+                               order_id=row.broker_order_id or "", note=note))
     return pd.DataFrame(ctx.orders, columns=["client_key", "symbol", "side", "qty",
-                                             "limit_price", "reason", "status", "note"])
+                                             "limit_price", "reason", "status", "order_id",
+                                             "note"])
 
 # %% ../nbs/11_trade.ipynb #eca48d28
 @run_step
@@ -382,7 +618,7 @@ def take_snapshot(ctx: RunContext) -> pd.DataFrame:
     rows = [dict(symbol=s, **v, value=v["qty"] * v["price"]) for s, v in positions.items()]
     return pd.DataFrame(rows, columns=["symbol", "qty", "avg_price", "price", "value"])
 
-# %% ../nbs/11_trade.ipynb #36ed14e1
+# %% ../nbs/11_trade.ipynb #7ffd5759
 def _order_outcomes(ctx: RunContext) -> dict[str, str]:
     "Symbol -> outcome for every order of the run (a stop-loss first wins)."
     out: dict[str, str] = {}
@@ -420,7 +656,7 @@ def signal_outcomes(ctx: RunContext) -> dict[str, str]:
         else: out[s.symbol] = "no order"
     return out
 
-# %% ../nbs/11_trade.ipynb #ad6adc0c
+# %% ../nbs/11_trade.ipynb #7c49c4a5
 def finish_run(ctx: RunContext) -> dict[str, Any]:
     "Record each signal's outcome and the run as ok with its counts; the summary."
     if not ctx.active:
@@ -430,8 +666,9 @@ def finish_run(ctx: RunContext) -> dict[str, Any]:
     with ctx.db.session() as s:
         for row in s.query(SignalRow).filter(SignalRow.run_id == ctx.run_id):
             row.outcome = ctx.outcomes.get(row.symbol)
-    n_orders = sum(1 for o in ctx.orders if o["note"] != ALREADY_DECIDED)
-    note = f"halted ({ctx.halted}): entries blocked" if ctx.halted else None
+    n_orders = sum(1 for o in ctx.orders if o["note"] not in (ALREADY_DECIDED,)
+                   and not str(o["note"] or "").startswith("not sent"))
+    note = _run_note(ctx)
     ctx.summary.update(run_id=ctx.run_id, status="ok", as_of=ctx.as_of.isoformat(),
                        session=str(ctx.session), note=note, n_orders=n_orders,
                        n_signals=sum(1 for s in ctx.signals if s.action != "HOLD"))
@@ -439,15 +676,26 @@ def finish_run(ctx: RunContext) -> dict[str, Any]:
                       n_orders=n_orders, equity=ctx.summary.get("equity"),
                       pnl=ctx.summary.get("pnl"))
     if ctx.params.mode == "sim": sim_session_done(ctx.db, ctx.session)
+    if ctx.decides and not ctx.model_issue: ctx.db.set_state(DECIDED, str(ctx.session))
     log.info("run_finished", **ctx.summary)
     return ctx.summary
 
-# %% ../nbs/11_trade.ipynb #bb1b41df
+def _run_note(ctx: RunContext) -> str | None:
+    "What a person should know of an ok run: halted, model unfit, not the decision run."
+    notes = []
+    if ctx.halted: notes.append(f"halted ({ctx.halted}): entries blocked")
+    if ctx.model_issue: notes.append(f"{ctx.model_issue}; protection only")
+    elif not ctx.decides:
+        notes.append(f"protection only: the model decides once per session, at "
+                     f"{ctx.params.decision_time} New York")
+    return "; ".join(notes) or None
+
+# %% ../nbs/11_trade.ipynb #73b9df00
 def run_steps(parameters: dict[str, Any], run_id: str | None = None,
               ) -> tuple[RunContext, dict[str, Any]]:
     "Every step of one run, in the notebook's order; the context and the summary."
     ctx = start_run(parameters, run_id)
-    for step in (check_market, reconcile, load_bars, compute_signals, decide_orders,
-                 submit_orders, take_snapshot):
+    for step in (check_market, reconcile, compare_with_broker, manage_open_orders, load_bars,
+                 compute_signals, decide_orders, submit_orders, take_snapshot):
         step(ctx)
     return ctx, finish_run(ctx)

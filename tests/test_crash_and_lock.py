@@ -417,10 +417,14 @@ def test_secrets_appear_nowhere(trading_home):
     shown = stockstock("config", home=home, env=secrets, timeout=60)   # they are really read
     assert shown.returncode == 0 and "kis_app_secret: set" in shown.stdout, shown.stderr
     assert "telegram_bot_token: set" in shown.stdout
-    # as_of pins a market-open instant: without it paper would use "now" and may skip
+    # paper mode with the secrets, pointed at a loopback port nothing listens on: the run must
+    # fail on the unreachable broker without printing, logging or storing any of them
+    dead = {"KIS_REAL_URL": "http://127.0.0.1:9", "KIS_VIRTUAL_URL": "http://127.0.0.1:9"}
     paper = stockstock("trade", "-p", "mode=paper", "--params", "scheduled/test.yaml",
-                       "-p", f"as_of={AS_OF}", home=home, env=secrets, timeout=RUN_TIMEOUT)
-    assert paper.returncode == 1 and "KIS broker" in paper.stdout, paper.stdout + paper.stderr
+                       "-p", f"as_of={AS_OF}", "-p", "request_timeout_s=1", home=home,
+                       env={**secrets, **dead}, timeout=RUN_TIMEOUT)
+    assert paper.returncode == 1 and "connection lost" in paper.stdout, \
+        paper.stdout + paper.stderr
     sim = stockstock(*TRADE, home=home, env=secrets, timeout=RUN_TIMEOUT)
     assert sim.returncode == 0 and ": ok in" in sim.stdout, sim.stdout + sim.stderr
     assert [s for s, in _query(home, "SELECT status FROM runs ORDER BY started_at")] \

@@ -374,7 +374,8 @@ def test_a_database_locked_during_the_run_ends_it_failed_with_its_notebook(tradi
     nb.cells.insert(at + 1, nbformat.v4.new_code_cell(
         "import subprocess, sys\n"
         f"holder = subprocess.Popen([sys.executable, '-c', {HOLD_LOCK!r}, "
-        f"{str(home / 'data/stockstock.db')!r}, '5'], stdout=subprocess.PIPE, text=True)\n"
+        f"{str(home / 'data/stockstock.db')!r}, '5'], stdout=subprocess.PIPE, text=True, "
+        "stderr=subprocess.DEVNULL)\n"
         "assert holder.stdout.readline().strip() == 'locked'"))
     nbformat.write(nb, home / "scheduled/hourly_trade.ipynb")
     r = stockstock("trade", "--params", "scheduled/test.yaml", home=home,

@@ -1,0 +1,533 @@
+"""The KIS broker against the loopback fake KIS server: python-kis's real HTTP code, every fault,
+the rate limits measured at the server, hourly runs inside a session, and the paper mode end to
+end through the real `stockstock` commands (seed, train, trade, crashes)."""
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import time
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import stockstock
+from fake_kis import FakeKis
+from pydantic import SecretStr
+
+from stockstock.broker import BrokerError, OrderQuery
+from stockstock.config import Secrets
+from stockstock.data import embedded_bars
+from stockstock.db import RiskEvent, Trade, init_db
+from stockstock.model import (DEFAULT_PARAMS, LGBMTradingModel, build_dataset, fit_booster,
+                              save_model)
+
+SYMBOLS = {"AAPL": "NAS", "MSFT": "NAS", "GOOG": "NAS", "IBM": "NYS"}
+DAY = "2013-02-05"            # a Tuesday the test model buys AAPL, MSFT and GOOG on
+NOW = f"{DAY}T20:35:00Z"      # 15:35 EST: the session's decision run
+EARLY = f"{DAY}T15:35:00Z"    # 10:35 EST: before the decision time
+RUN_TIMEOUT = 240
+
+
+def _bars(symbol: str) -> pd.DataFrame:
+    "The embedded bars at KIS's precision (4 decimals), as the fake serves them."
+    return embedded_bars(symbol).loc[:"2013-03-01"].round(4)
+
+
+def _close(symbol: str, day: str) -> float:
+    return float(_bars(symbol).loc[day, "close"])
+
+
+@pytest.fixture(scope="module")
+def kis_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    "An over-fitted model (cut-off 2013-01-31) that trades at a 0.4 threshold."
+    folder = tmp_path_factory.mktemp("kis_model")
+    bars = {s: _bars(s) for s in SYMBOLS}
+    ds = build_dataset(bars, cutoff=date(2013, 1, 31))
+    save_model(LGBMTradingModel(fit_booster(ds.X, ds.y, DEFAULT_PARAMS, 300),
+                                {"cutoff": "2013-01-31"}), folder / "lgbm.txt")
+    return folder
+
+
+def _make_fake(**kw) -> FakeKis:
+    fake = FakeKis(NOW, **{"rate_limits": {"real": 20, "virtual": 10}, **kw})
+    for sym, exchange in SYMBOLS.items():
+        fake.add_symbol(sym, exchange, last=_close(sym, DAY), bars=_bars(sym),
+                        adjusted=_bars(sym))
+    return fake
+
+
+@pytest.fixture
+def fake():
+    with _make_fake() as f:
+        yield f
+
+
+def kis_env(fake: FakeKis) -> dict[str, str]:
+    "The environment a `stockstock` process needs to trade the fake's accounts."
+    real, virtual = fake.creds["real"], fake.creds["virtual"]
+    return dict(KIS_APP_KEY=real.appkey, KIS_APP_SECRET=real.secretkey, KIS_ACCOUNT=real.account,
+                KIS_VIRTUAL_APP_KEY=virtual.appkey, KIS_VIRTUAL_APP_SECRET=virtual.secretkey,
+                KIS_VIRTUAL_ACCOUNT=virtual.account, KIS_HTS_ID=real.id,
+                KIS_REAL_URL=fake.real_url, KIS_VIRTUAL_URL=fake.virtual_url)
+
+
+def kis_secrets(fake: FakeKis) -> Secrets:
+    env = kis_env(fake)
+    return Secrets(_env_file=None, **{k.lower(): (v if k.endswith("_URL") else SecretStr(v))
+                                      for k, v in env.items()})
+
+
+PAPER_YAML = ("mode: paper\nsymbols: [AAPL, MSFT, GOOG, IBM]\nconfidence_threshold: 0.4\n"
+              "paper_requests_per_s: 10\nrequest_timeout_s: 2\n")
+
+
+@pytest.fixture
+def kis_home(home: Path, fake: FakeKis, kis_model: Path, monkeypatch) -> Path:
+    "A project home trading the fake's paper account: model, warm bar cache, parameters."
+    for k, v in kis_env(fake).items(): monkeypatch.setenv(k, v)
+    shutil.copytree(kis_model, home / "models")
+    db = init_db(f"sqlite:///{home}/data/stockstock.db")
+    for sym in SYMBOLS:
+        db.upsert_ohlcv(sym, _bars(sym).loc[:"2013-02-04"], source="kis")
+    db.close()
+    (home / "scheduled").mkdir()
+    (home / "scheduled/paper.yaml").write_text(PAPER_YAML)
+    return home
+
+
+def _params(**extra) -> dict:
+    return {**dict(mode="paper", symbols=list(SYMBOLS), confidence_threshold=0.4,
+                   paper_requests_per_s=10, request_timeout_s=2, as_of=NOW), **extra}
+
+
+def _run(fake: FakeKis, **extra):
+    "One paper run in-process at `as_of` (default NOW), the fake's clock set to the same instant."
+    from stockstock import trade
+    fake.set_time(extra.get("as_of", NOW))
+    return trade.run_steps(_params(**extra))
+
+
+def _rates_kept(fake: FakeKis, virtual: float = 10) -> None:
+    "The server saw no rate-limit breach and no sliding second above the limits."
+    assert fake.count(msg_cd="EGW00201") == 0, fake.dump()
+    assert fake.requests_per_second_max("real") <= 20
+    assert fake.requests_per_second_max("virtual") <= virtual
+
+
+def _db(home: Path):
+    return init_db(f"sqlite:///{home}/data/stockstock.db")
+
+
+# ---------------------------------------------------------------------------------------------
+# credentials
+
+
+def test_missing_credentials_are_one_line_before_any_request(home, fake):
+    (home / "scheduled").mkdir()
+    (home / "scheduled/paper.yaml").write_text(PAPER_YAML)
+    env = {"KIS_APP_KEY": fake.creds["real"].appkey, "KIS_APP_SECRET": "too-short",
+           "KIS_REAL_URL": fake.real_url, "KIS_VIRTUAL_URL": fake.virtual_url}
+    r = stockstock("trade", "--params", "scheduled/paper.yaml", "-p", f"as_of={NOW}", home=home,
+                   env=env, timeout=60)
+    assert r.returncode == 2, r.stdout + r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert ("missing KIS_HTS_ID, KIS_VIRTUAL_APP_KEY, KIS_VIRTUAL_APP_SECRET, KIS_VIRTUAL_ACCOUNT; "
+            "malformed KIS_APP_SECRET (expected 180 characters)") in line, line
+    assert "too-short" not in line
+    assert fake.count() == 0                                        # not a single request
+    assert not (home / "data/stockstock.db").exists() or \
+        sqlite3.connect(home / "data/stockstock.db").execute("SELECT count(*) FROM runs") \
+        .fetchone() == (0,)
+
+
+# ---------------------------------------------------------------------------------------------
+# the connection: every fault, bounded
+
+
+def _conn(fake: FakeKis, monkeypatch, home: Path, **kw):
+    from stockstock.kis import KisConnection
+    monkeypatch.setenv("STOCKSTOCK_HOME", str(home))
+    return KisConnection(kis_secrets(fake), "paper", **{"request_timeout_s": 1.0,
+                                                         "rates": {"real": 20, "virtual": 10},
+                                                         **kw})
+
+
+def _market(conn, home: Path):
+    from stockstock.kis import KisMarketData
+    return KisMarketData(conn, init_db(f"sqlite:///{home}/data/stockstock.db"))
+
+
+def test_rate_limit_answers_are_backed_off_and_bounded(fake, home, monkeypatch):
+    market = _market(_conn(fake, monkeypatch, home), home)
+    market.quote("AAPL")                                            # token, listing
+    f = fake.inject("rate_limit", path="price-detail", times=3)
+    assert market.quote("AAPL").price == _close("AAPL", DAY)       # retried after back-off
+    assert f.hits == 3
+    fake.inject("rate_limit", path="price-detail", times=None)
+    started = time.monotonic()
+    with pytest.raises(BrokerError, match="quote AAPL"):
+        market.quote("AAPL")
+    assert time.monotonic() - started < 15                          # 3 attempts x 3 s deadline
+
+
+def test_expired_token_is_reissued_once_and_retried(fake, home, monkeypatch):
+    market = _market(_conn(fake, monkeypatch, home), home)
+    market.quote("AAPL")
+    tokens = fake.count(path="tokenP")
+    fake.advance(seconds=61)                                        # a new issuance is allowed
+    fake.inject("token_expired", path="price-detail")
+    assert market.quote("AAPL").price > 0
+    assert fake.count(path="tokenP") == tokens + 1
+
+
+def test_token_issuance_limit_waits_instead_of_hammering(fake, home, monkeypatch):
+    conn = _conn(fake, monkeypatch, home, token_wait_s=1.5)
+    fake.inject("token_limit", path="tokenP")                       # EGW00133 once
+    market = _market(conn, home)
+    started = time.monotonic()
+    assert market.quote("IBM").price == _close("IBM", DAY)
+    assert time.monotonic() - started >= 1.5                        # it waited, once
+    assert fake.count(path="tokenP", domain="real") == 2           # one refused, one retry
+
+
+@pytest.mark.parametrize("kind", ["http_500", "http_502", "http_503", "malformed_json"])
+def test_server_errors_are_retried_a_bounded_number_of_times(kind, fake, home, monkeypatch):
+    market = _market(_conn(fake, monkeypatch, home), home)
+    market.quote("MSFT")
+    fake.inject(kind, path="price-detail", times=2)
+    assert market.quote("MSFT").price > 0                           # third attempt answers
+    fake.inject(kind, path="price-detail", times=None)
+    fake.clear_log()
+    with pytest.raises(BrokerError, match="quote MSFT"):
+        market.quote("MSFT")
+    assert fake.count(path="price-detail") == 3                     # attempts, not forever
+
+
+def test_a_silent_server_is_a_timeout_not_a_hang(fake, home, monkeypatch):
+    market = _market(_conn(fake, monkeypatch, home), home)
+    market.quote("GOOG")
+    fake.inject("delay", path="price-detail", seconds=5, times=None)
+    started = time.monotonic()
+    with pytest.raises(BrokerError, match="no answer in time"):
+        market.quote("GOOG")
+    assert time.monotonic() - started < 8                           # 3 x 1 s + back-off
+
+
+def test_exchange_is_resolved_once_and_cached(fake, home, monkeypatch):
+    market = _market(_conn(fake, monkeypatch, home), home)
+    assert market.exchange("IBM") == "NYS"
+    first = fake.count(path="quotations/price")
+    assert market.exchange("IBM") == "NYS" and market.quote("IBM").price > 0
+    assert fake.count(path="quotations/price") == first == 2       # NAS, then NYS: once
+    assert _db(home).get_listing("IBM").exchange == "NYS"
+    with pytest.raises(LookupError, match="not listed"):
+        market.exchange("ZZZZ")
+
+
+def test_daily_bars_are_adjusted_and_dated_by_session(fake, home, monkeypatch):
+    market = _market(_conn(fake, monkeypatch, home), home)
+    bars = market.daily_bars("AAPL", date(2013, 2, 4), 250)
+    want = _bars("AAPL").loc[:"2013-02-04"].iloc[-250:]
+    assert list(bars.index) == list(want.index)                     # session dates, not KST
+    assert list(bars.columns) == list(want.columns)
+    assert (abs(bars.to_numpy() - want.to_numpy()) <= 1e-6 * abs(want.to_numpy())).all()
+    assert {r.params["MODP"] for r in fake.requests(path="dailyprice")} == {"1"}
+
+
+# ---------------------------------------------------------------------------------------------
+# the account: orders, rejections, partial fills, lost answers
+
+
+def _broker(fake, monkeypatch, home):
+    from stockstock.kis import KisBroker
+    conn = _conn(fake, monkeypatch, home)
+    return KisBroker(conn, _market(conn, home), pd.Timestamp(NOW).to_pydatetime())
+
+
+def test_orders_rejections_and_lookups(fake, home, monkeypatch):
+    broker = _broker(fake, monkeypatch, home)
+    limit = round(_close("AAPL", DAY) * 1.005, 2)                  # a marketable limit
+    st = broker.submit_order("AAPL", "BUY", 10, limit, "k-aapl")
+    assert st.status == "submitted" and len(st.order_id) == 10
+    assert fake.holding("virtual", "AAPL")[0] == 10                 # marketable: filled
+    sent = fake.requests(path="trading/order")[-1]
+    assert (sent.body["ORD_DVSN"], sent.body["OVRS_ORD_UNPR"]) == ("00", f"{limit:.4f}")
+    query = OrderQuery("k-aapl", "AAPL", "BUY", 10, limit,
+                       pd.Timestamp(NOW).to_pydatetime())
+    found = broker.find_order(query)
+    assert (found.order_id, found.status, found.filled_qty) == (st.order_id, "filled", 10)
+    rejected = broker.submit_order("MSFT", "BUY", 10_000_000, 27.5, "k-big")
+    assert rejected.status == "rejected" and "APBK0952" in rejected.reason
+    fake.set_time("2013-02-09T17:00:00Z")                           # Saturday
+    closed = broker.submit_order("IBM", "BUY", 1, 210.0, "k-closed")
+    assert (closed.status, closed.reason) == ("rejected", "market_closed")
+
+
+def test_ambiguous_matches_are_never_guessed(fake, home, monkeypatch):
+    from stockstock.broker import AmbiguousOrder
+    broker = _broker(fake, monkeypatch, home)
+    fake.fill_mode = "never"
+    for _ in range(2): fake.place_order("virtual", "IBM", "buy", 3, 200)
+    query = OrderQuery("k-ibm", "IBM", "BUY", 3, 200.0, pd.Timestamp(NOW).to_pydatetime()
+                       - pd.Timedelta(hours=1))
+    with pytest.raises(AmbiguousOrder):
+        broker.find_order(query)
+
+
+# ---------------------------------------------------------------------------------------------
+# hourly runs in a real session (in-process, the paper account of the fake)
+
+
+def test_a_paper_session_decides_once_and_protects_every_hour(kis_home, fake):
+    db = _db(kis_home)
+    early, s0 = _run(fake, as_of=EARLY)
+    assert s0["status"] == "ok" and not early.signals and not early.orders
+    assert "the model decides once per session, at 15:30" in s0["note"]
+    ctx, s1 = _run(fake)
+    assert {o["symbol"] for o in ctx.orders} == {"AAPL", "MSFT", "GOOG"}
+    trades = db.rows(Trade, run_id=ctx.run_id)
+    assert all(t.broker_order_id and len(t.broker_order_id) == 10 for t in trades)
+    assert {t.status for t in trades} == {"submitted"}
+    later, s2 = _run(fake, as_of=f"{DAY}T20:50:00Z")                      # same session, decided
+    assert not later.signals and not later.orders                  # once per session
+    assert {t.status for t in db.rows(Trade)} == {"filled"}        # reconciled
+    assert len(fake.orders) == 3
+    for sym in ("AAPL", "MSFT", "GOOG"):
+        (qty, _), price = fake.holding("virtual", sym), _close(sym, DAY)
+        assert qty * price <= 0.10 * 100_000 + 1
+    _rates_kept(fake)
+
+
+def test_a_rerun_of_the_same_slot_sends_nothing_new(kis_home, fake):
+    _run(fake)
+    n = len(fake.orders)
+    ctx, summary = _run(fake)
+    assert len(fake.orders) == n and summary["n_orders"] == 0
+
+
+def test_steady_state_asks_kis_once_per_symbol(kis_home, fake):
+    _run(fake)                                                          # decision run, warm cache
+    fake.clear_log()
+    _run(fake, as_of=f"{DAY}T20:55:00Z")
+    real = fake.counts_by_path("real")
+    assert sum(n for p, n in real.items() if "dailyprice" in p) == 0    # the cache has them
+    assert sum(n for p, n in real.items() if "price-detail" in p) == len(SYMBOLS)
+    assert sum(real.values()) == len(SYMBOLS)                       # one request per symbol
+
+
+def test_seven_hourly_runs_never_hold_more_than_the_cap(kis_home, fake):
+    "A BUY decided at the open, orders that fill 5 shares at a time or not at all, 7 runs."
+    fake.fill_mode = "partial"
+    fake.partial_qty = 5
+    db = _db(kis_home)
+    equity = 100_000.0
+    for hour in range(14, 21):                                      # 09:35 ... 15:35 EST
+        fake.set_time(f"{DAY}T{hour:02d}:35:00Z")
+        if hour == 17: fake.fill_mode = "never"                     # then nothing fills
+        ctx, summary = _run(fake, as_of=f"{DAY}T{hour:02d}:35:00Z", decision_time="09:30")
+        assert summary["status"] == "ok"
+        for sym in ("AAPL", "MSFT", "GOOG"):
+            held = fake.holding("virtual", sym)[0]
+            open_qty = sum(o.remaining for o in fake.open_orders("virtual") if o.symbol == sym)
+            assert (held + open_qty) * _close(sym, DAY) <= 0.10 * equity + 1, (hour, sym)
+            assert sum(o.symbol == sym for o in fake.open_orders("virtual")) <= 1
+    resends = [t for t in db.rows(Trade) if t.replaces]
+    assert resends
+    for t in resends:                    # never more than what was cancelled of the original
+        old = db.rows(Trade, client_key=t.replaces)[0]
+        assert t.qty <= old.qty - old.filled_qty, (t.client_key, t.qty, old.qty, old.filled_qty)
+    _rates_kept(fake)
+
+
+def test_partial_fills_keep_position_and_cash_right(kis_home, fake):
+    fake.fill_mode = "partial"
+    fake.partial_qty = 7
+    ctx, _ = _run(fake)
+    db = _db(kis_home)
+    bal = ctx.broker.balance()
+    for t in db.rows(Trade, run_id=ctx.run_id):
+        later = ctx.broker.find_order(OrderQuery(t.client_key, t.symbol, t.side, t.qty,
+                                                 t.limit_price, t.intent_at, t.broker_order_id))
+        assert (later.status, later.filled_qty) == ("partially_filled", 7)
+        assert bal.positions[t.symbol].qty == 7
+    spent = sum(7 * _close(t.symbol, DAY) for t in db.rows(Trade, run_id=ctx.run_id))
+    assert bal.cash == pytest.approx(100_000 - spent)
+    _, _ = _run(fake, as_of=f"{DAY}T20:55:00Z")
+    assert {t.status for t in db.rows(Trade, run_id=ctx.run_id)} == {"partially_filled"}
+
+
+def test_a_rejected_order_is_recorded_and_the_others_go_on(kis_home, fake):
+    fake.inject("reject", path="trading/order", times=1)
+    ctx, summary = _run(fake)
+    statuses = {o["symbol"]: o["status"] for o in ctx.orders}
+    assert sorted(statuses.values()) == ["rejected", "submitted", "submitted"]
+    rejected = next(t for t in _db(kis_home).rows(Trade) if t.status == "rejected")
+    assert "APBK0952" in rejected.error
+
+
+def test_a_lost_answer_is_unknown_until_the_broker_says(kis_home, fake):
+    fake.fill_mode = "never"
+    fake.inject("lose_answer", path="trading/order", times=1)
+    ctx, _ = _run(fake)
+    db = _db(kis_home)
+    lost = [t for t in db.rows(Trade) if t.status == "unknown"]
+    assert len(lost) == 1 and len(fake.orders) == 3                # the broker has all three
+    _run(fake, as_of=f"{DAY}T20:50:00Z")                            # same slot, reconciled
+    row = db.rows(Trade, client_key=lost[0].client_key)[0]
+    assert row.status == "submitted" and row.broker_order_id in fake.orders
+    assert len(fake.orders) == 3                                    # never sent twice
+
+
+def test_an_unknown_order_the_broker_lacks_stays_unresolved(kis_home, fake):
+    db = _db(kis_home)
+    db.add_trade_intent("20130204T20-IBM-BUY", run_id="r0", slot=pd.Timestamp(
+        "2013-02-04T20:00Z").to_pydatetime(), symbol="IBM", side="BUY", qty=2,
+        limit_price=205.0, intent_at=pd.Timestamp("2013-02-04T20:35Z").to_pydatetime())
+    db.update_trade("20130204T20-IBM-BUY", status="unknown", error="connection lost")
+    for as_of in (NOW, f"{DAY}T20:55:00Z"):
+        ctx, _ = _run(fake, as_of=as_of)
+        assert db.rows(Trade, client_key="20130204T20-IBM-BUY")[0].status == "unknown"
+        assert ("order_unresolved", "IBM") in [(e.kind, e.symbol) for e in
+                                               db.rows(RiskEvent, run_id=ctx.run_id)]
+    assert not any(o.symbol == "IBM" and o.qty == 2 for o in fake.orders.values())
+
+
+def test_a_trade_made_by_hand_is_recorded_once_and_the_broker_wins(kis_home, fake):
+    _run(fake, as_of=EARLY)                                               # baseline
+    fake.set_holding("virtual", "IBM", 7, 150)                      # the owner, in the KIS app
+    ctx, _ = _run(fake)
+    events = [(e.kind, e.symbol) for e in _db(kis_home).rows(RiskEvent, run_id=ctx.run_id)]
+    assert ("broker_mismatch", "IBM") in events
+    assert ctx.before.positions["IBM"].qty == 7
+    again, _ = _run(fake, as_of=f"{DAY}T20:55:00Z")
+    assert not [e for e in _db(kis_home).rows(RiskEvent, run_id=again.run_id)
+                if e.kind == "broker_mismatch"]
+
+
+def test_a_stale_model_protects_but_never_decides(kis_home, fake):
+    import json
+    meta = kis_home / "models/lgbm.meta.json"
+    data = json.loads(meta.read_text())
+    data["cutoff"] = "2011-02-28"
+    meta.write_text(json.dumps(data))
+    fake.set_holding("virtual", "AAPL", 10, 600.0)                  # bought far above: stop hit
+    ctx, summary = _run(fake)
+    assert "model stale: trained on data up to 2011-02-28" in summary["note"]
+    assert not ctx.signals
+    assert [(o["symbol"], o["side"], o["reason"]) for o in ctx.orders] == \
+        [("AAPL", "SELL", "stop_loss")]
+
+
+# ---------------------------------------------------------------------------------------------
+# paper mode end to end, through the real commands
+
+
+@pytest.mark.slow
+def test_paper_end_to_end_seed_train_trade(home, fake, kis_model):
+    env = kis_env(fake)
+    (home / "scheduled").mkdir()
+    (home / "scheduled/paper.yaml").write_text(PAPER_YAML.replace("request_timeout_s: 2",
+                                                                  "request_timeout_s: 5"))
+    fake.set_time("2013-02-05T14:00:00Z")                           # before the open
+    seed = ("seed", "--params", "scheduled/paper.yaml", "--since", "2009-01-01", "--until",
+            "2013-02-04", "--quiet")
+    seeded = stockstock(*seed, home=home, env=env, timeout=RUN_TIMEOUT)
+    assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+    db = _db(home)
+    summary = db.ohlcv_summary()
+    assert set(summary.index) == set(SYMBOLS) and (summary["last"] == date(2013, 2, 4)).all()
+    pages = fake.count(path="dailyprice")
+    again = stockstock(*seed, home=home, env=env, timeout=RUN_TIMEOUT)
+    assert again.returncode == 0 and fake.count(path="dailyprice") == pages   # nothing new
+    trained = stockstock("train", "--params", "scheduled/paper.yaml", "--cutoff", "2013-01-31",
+                         "--quiet", home=home, env=env, timeout=RUN_TIMEOUT)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    shutil.copy(kis_model / "lgbm.txt", home / "models/lgbm.txt")  # a model that trades here
+    shutil.copy(kis_model / "lgbm.meta.json", home / "models/lgbm.meta.json")
+    fake.set_time(NOW)
+    fake.clear_log()
+    r = stockstock("trade", "--params", "scheduled/paper.yaml", "-p", f"as_of={NOW}",
+                   "-p", "paper_requests_per_s=2", home=home, env=env, timeout=RUN_TIMEOUT)
+    assert r.returncode == 0 and ": ok in" in r.stdout, r.stdout + r.stderr
+    con = sqlite3.connect(home / "data/stockstock.db")
+    rows = con.execute("SELECT symbol, broker_order_id, run_id FROM trades").fetchall()
+    assert {s for s, _, _ in rows} == {"AAPL", "MSFT", "GOOG"}
+    assert all(oid in fake.orders and run_id for _, oid, run_id in rows)
+    (nb_path,) = [p for p, in con.execute("SELECT notebook_path FROM runs")]
+    html = (home / nb_path).with_suffix(".html").read_text()
+    assert all(oid in html for _, oid, _ in rows)                   # KIS order numbers shown
+    assert fake.requests_per_second_max("virtual") <= 2            # the paper pace, measured
+    assert fake.count(msg_cd="EGW00201") == 0
+    n = len(fake.orders)
+    rerun = stockstock("trade", "--params", "scheduled/paper.yaml", "-p", f"as_of={NOW}",
+                       home=home, env=env, timeout=RUN_TIMEOUT)
+    assert rerun.returncode == 0 and len(fake.orders) == n, rerun.stdout + rerun.stderr
+
+
+@pytest.mark.slow
+def test_seeding_resumes_after_an_interruption(home, fake):
+    "`stockstock seed` killed half-way, then run again: the same bars as one clean run."
+    import signal
+    import subprocess
+    from conftest import BIN
+    env = {**os.environ, **kis_env(fake), "STOCKSTOCK_HOME": str(home)}
+    (home / "scheduled").mkdir()
+    (home / "scheduled/paper.yaml").write_text(PAPER_YAML)
+    seed = ["seed", "--params", "scheduled/paper.yaml", "--since", "2005-01-01", "--until",
+            "2013-02-04", "--quiet"]
+    fake.inject("delay", path="dailyprice", seconds=0.2, times=None)    # slow enough to kill
+    proc = subprocess.Popen([str(BIN / "stockstock"), *seed], cwd=home, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db_file = home / "data/stockstock.db"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:                                  # some years are in
+        if _bars_in(db_file) > 600: break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL); proc.wait()
+    partial = _bars_in(db_file)
+    fake.clear_faults()
+    done = stockstock(*seed[:-1], home=home, env=kis_env(fake), timeout=RUN_TIMEOUT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for sym in SYMBOLS:                                                 # exactly the bars
+        got = _db(home).load_ohlcv(sym, date(2005, 1, 1))
+        want = _bars(sym).loc["2005-01-01":"2013-02-04"]
+        assert list(got.index) == list(want.index), sym
+    assert 600 < partial < sum(len(_bars(s).loc["2005":"2013-02-04"]) for s in SYMBOLS)
+
+
+def _bars_in(db_file: Path) -> int:
+    "Bars in the `ohlcv` table of `db_file` (0 before it exists)."
+    if not db_file.exists(): return 0
+    con = sqlite3.connect(db_file)
+    try:
+        return con.execute("SELECT count(*) FROM ohlcv").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()
+
+
+CRASH_POINTS = ["after_reconcile", "after_intent", "after_submit", "before_finish"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_a_crash_at_each_point_sends_no_order_twice_to_kis(point, kis_home, fake):
+    env = kis_env(fake)
+    trade = ("trade", "--params", "scheduled/paper.yaml", "-p", f"as_of={NOW}")
+    crashed = stockstock(*trade, home=kis_home, env={**env, "STOCKSTOCK_CRASH_AT": point},
+                         timeout=RUN_TIMEOUT)
+    assert crashed.returncode == 1, crashed.stdout + crashed.stderr
+    rerun = stockstock(*trade, home=kis_home, env=env, timeout=RUN_TIMEOUT)
+    assert rerun.returncode == 0 and ": ok in" in rerun.stdout, rerun.stdout + rerun.stderr
+    sent = [(o.symbol, o.side) for o in fake.orders.values() if o.kind == "order"]
+    assert sorted(sent) == sorted({*sent}) and len(sent) == 3, sent   # each once
+    con = sqlite3.connect(kis_home / "data/stockstock.db")
+    rows = con.execute("SELECT broker_order_id, status FROM trades").fetchall()
+    assert sorted(o for o, _ in rows) == sorted(o.odno for o in fake.orders.values()
+                                                if o.kind == "order")
+    assert {s for _, s in rows} <= {"submitted", "filled"}
+    _rates_kept(fake)
+    assert os.environ.get("STOCKSTOCK_CRASH_AT") is None
