@@ -105,7 +105,7 @@ def main() -> None:
             # issue it before the clock starts, as a warm install would have it
             from stockstock.config import load_secrets
             from stockstock.kis import KisConnection
-            KisConnection(load_secrets(), "live").kis.token
+            _ = KisConnection(load_secrets(), "live").kis.token
             time.sleep(1.1)
             fake.clear_log()
             started = time.perf_counter()
