@@ -44,33 +44,34 @@ def embedded_bars(symbol: str, adjusted: bool = True) -> pd.DataFrame:
 # %% ../nbs/04_data.ipynb #0a1bc8d9
 _TOL = 1e-9
 
-def _bar_problems(bars: pd.DataFrame) -> pd.Series:
-    "The first problem of each row ('' when the row is good)."
-    op, hi, lo, cl, vol = (bars[k] for k in BAR_COLUMNS)
-    checks = [
-        ("missing or non-finite value", ~np.isfinite(bars[BAR_COLUMNS]).all(axis=1)),
-        ("non-positive price", (bars[["open", "high", "low", "close"]] <= 0).any(axis=1)),
-        ("high below low", hi < lo),
-        ("high below open/close", hi < np.maximum(op, cl) * (1 - _TOL)),
-        ("low above open/close", lo > np.minimum(op, cl) * (1 + _TOL)),
-        ("non-positive volume", ~(vol > 0)),
-        ("duplicate date", pd.Series(bars.index.duplicated(keep="first"), index=bars.index)),
-    ]
-    reason = pd.Series("", index=bars.index, dtype=object)
-    for label, bad in reversed(checks):
-        reason = reason.mask(bad.to_numpy(), label)
-    return reason
+_PROBLEMS = ("missing or non-finite value", "non-positive price", "high below low",
+             "high below open/close", "low above open/close", "non-positive volume",
+             "duplicate date")
+
+def _bar_problems(bars: pd.DataFrame) -> np.ndarray:
+    "The first problem of each row as an index into `_PROBLEMS` (-1: the row is good)."
+    v = bars[BAR_COLUMNS].to_numpy(dtype=float)      # numpy throughout: a run checks every bar
+    op, hi, lo, cl, vol = v.T
+    with np.errstate(invalid="ignore"):
+        checks = [~np.isfinite(v).all(axis=1), (v[:, :4] <= 0).any(axis=1), hi < lo,
+                  hi < np.maximum(op, cl) * (1 - _TOL), lo > np.minimum(op, cl) * (1 + _TOL),
+                  ~(vol > 0), bars.index.duplicated(keep="first")]
+    first = np.full(len(v), -1)
+    for k in range(len(checks) - 1, -1, -1): first[checks[k]] = k
+    return first
 
 def validate_bars(bars: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     "`(clean, rejected)`: sorted good bars, and the dropped rows with a `reason` column."
     missing = [c for c in BAR_COLUMNS if c not in bars.columns]
     if missing: raise ValueError(f"bars lack columns {missing}")
-    bars = bars[BAR_COLUMNS].astype(float).sort_index(kind="stable")
-    reason = _bar_problems(bars)
-    bad = reason.to_numpy() != ""
-    return bars[~bad], bars[bad].assign(reason=reason[bad].to_numpy())
+    bars = bars[BAR_COLUMNS].astype(float)
+    if not bars.index.is_monotonic_increasing: bars = bars.sort_index(kind="stable")
+    problem = _bar_problems(bars)
+    bad = problem >= 0
+    if not bad.any(): return bars, bars.iloc[:0].assign(reason=pd.Series(dtype=object))
+    return bars[~bad], bars[bad].assign(reason=[_PROBLEMS[k] for k in problem[bad]])
 
-# %% ../nbs/04_data.ipynb #57db8678
+# %% ../nbs/04_data.ipynb #b22ddea1
 @dataclass(frozen=True)
 class BarCheck:
     "Whether a run may trade `symbol` on its session's bars, and why not."
@@ -79,6 +80,7 @@ class BarCheck:
     reason: str | None = None   # for a person: what is wrong, with the date
     last_date: date | None = None
     bars: int = 0
+    mark: float | None = None   # the last close to value a position at (a valid bar's)
 
     @property
     def tradable(self) -> bool: return self.status == "ok"
@@ -96,19 +98,21 @@ def check_bars(symbol: str, bars: pd.DataFrame, session: date, max_move: float =
                ) -> BarCheck:
     "Can a run trade `symbol` on `session` with `bars` (history up to the session)?"
     if bars.empty: return BarCheck(symbol, "missing", f"no bars of {symbol} at all")
-    _, rejected = validate_bars(bars)
-    last = bars.index[-1].date()
+    clean, rejected = validate_bars(bars)
+    last, n = bars.index[-1].date(), len(bars)
+    before = clean[clean.index < pd.Timestamp(session)]["close"]
+    earlier = float(before.iloc[-1]) if len(before) else None      # the mark when quarantined
     if len(rejected):
         first = rejected.iloc[0]
         why = (f"{len(rejected)} bad bar(s), first on {rejected.index[0].date()}: "
                f"{first['reason']}")
-        return BarCheck(symbol, "quarantined", why, last, len(bars))
+        return BarCheck(symbol, "quarantined", why, last, n, earlier)
     if last != session:
-        return BarCheck(symbol, "missing", f"no bar for {session} (last bar {last})", last,
-                        len(bars))
+        return BarCheck(symbol, "missing", f"no bar for {session} (last bar {last})", last, n,
+                        float(clean["close"].iloc[-1]))
     if (why := _move_problem(bars, max_move)) is not None:
-        return BarCheck(symbol, "quarantined", why, last, len(bars))
-    return BarCheck(symbol, "ok", None, last, len(bars))
+        return BarCheck(symbol, "quarantined", why, last, n, earlier)
+    return BarCheck(symbol, "ok", None, last, n, float(bars["close"].iloc[-1]))
 
 # %% ../nbs/04_data.ipynb #d13e6c46
 @dataclass

@@ -240,7 +240,7 @@ def _add_missing_columns(engine: Engine) -> list[str]:
             added.append(f"{table.name}.{col.name}")
     return added
 
-# %% ../nbs/03_db.ipynb #4821f736
+# %% ../nbs/03_db.ipynb #c108fe92
 def _sqlite_url(url: str) -> str:
     "`url` checked and with its relative file path made absolute (folder created)."
     from sqlalchemy.engine import make_url
@@ -347,6 +347,25 @@ def ohlcv_summary(self) -> pd.DataFrame:
         rows = s.execute(q).all()
     return pd.DataFrame(rows, columns=["symbol", "rows", "first", "last"]).set_index("symbol")
 
+# %% ../nbs/03_db.ipynb #9f63725e
+@patch_to(Database)
+def load_ohlcv_many(self, symbols: list[str], end: date | None = None,
+                    ) -> dict[str, pd.DataFrame]:
+    "`{symbol: bars}` up to `end` (inclusive) for every symbol in `symbols` (empty when none)."
+    sql = (f"SELECT symbol, date, {', '.join(BAR_COLUMNS)} FROM ohlcv WHERE symbol IN "
+           f"({', '.join('?' * len(symbols))})" + (" AND date <= ?" if end else "") +
+           " ORDER BY symbol, date")
+    with self.engine.connect() as c:
+        rows = c.exec_driver_sql(sql, (*symbols, *([str(end)] if end else []))).fetchall()
+    df = pd.DataFrame(rows, columns=["symbol", "date", *BAR_COLUMNS])
+    out = {}
+    for sym in symbols:
+        part = df[df["symbol"] == sym]
+        bars = part[BAR_COLUMNS].astype(float)
+        bars.index = pd.DatetimeIndex(pd.to_datetime(part["date"]), name="date").as_unit("s")
+        out[sym] = bars
+    return out
+
 # %% ../nbs/03_db.ipynb #dddd7b93
 RUN_STATES = ("running", "ok", "failed", "skipped")
 
@@ -404,6 +423,13 @@ def add(self, row: Base) -> Base:
     return row
 
 @patch_to(Database)
+def add_all(self, rows: list[Base]) -> list[Base]:
+    "Insert many model instances in one transaction."
+    with self.session() as s:
+        s.add_all(rows)
+    return rows
+
+@patch_to(Database)
 def rows(self, model: type[Base], **where: Any) -> list[Any]:
     "All rows of `model` matching the equality filters in `where`, in insertion order."
     q = select(model).filter_by(**where)
@@ -446,7 +472,7 @@ def open_trades(self) -> list[Trade]:
         q = select(Trade).where(Trade.status.not_in(FINAL_ORDER_STATES)).order_by(Trade.id)
         return list(s.scalars(q))
 
-# %% ../nbs/03_db.ipynb #73d47a53
+# %% ../nbs/03_db.ipynb #b8d9045b
 @patch_to(Database)
 def get_listing(self, symbol: str) -> Listing | None:
     "The cached listing of `symbol`, or None."

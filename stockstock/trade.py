@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+from concurrent.futures import ThreadPoolExecutor
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from .calendar import (NEW_YORK, MarketStatus, market_status, previous_session,
                                  session_open_close, sessions_between, to_et)
 from .config import ConfigError, TradingParams, load_params, load_secrets, resolve_path
 from .data import BarCheck, check_bars, data_hash, validate_bars
-from .db import Database, PortfolioSnapshot, RiskEvent, Trade, init_db
+from .db import BAR_COLUMNS, Database, PortfolioSnapshot, RiskEvent, Trade, init_db
 from .db import Signal as SignalRow
 from .log import configure_logging, get_logger
 from .state import (BROKER_BASELINE, DAILY_LOSS, DECIDED, halt_reason,
@@ -50,7 +51,7 @@ def resolve_as_of(params: TradingParams, db: Database, model_cutoff: date | None
     if params.mode == "sim": return sim_decision_instant(next_sim_session(db, model_cutoff))
     return datetime.now(UTC)
 
-# %% ../nbs/11_trade.ipynb #dea297a5
+# %% ../nbs/11_trade.ipynb #3e150786
 def check_run(params: TradingParams, db: Database, as_of: datetime,
               model_cutoff: date | None) -> None:
     "Raise `ConfigError` when a run at `as_of` with `params` must not start."
@@ -110,6 +111,7 @@ class RunContext:
     cancelled: list[dict] = field(default_factory=list)   # stale orders cancelled this run
     mismatches: list[dict] = field(default_factory=list)  # broker vs what our trades imply
     marks: dict[str, float] = field(default_factory=dict)
+    quotes: Any = None                # paper/live: the live quotes, being fetched (a future)
     outcomes: dict[str, str] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -121,7 +123,7 @@ class RunContext:
         "Symbols that get no order this run (bars quarantined or missing)."
         return {s for s, c in self.checks.items() if not c.tradable}
 
-# %% ../nbs/11_trade.ipynb #fa3dbb17
+# %% ../nbs/11_trade.ipynb #5ef2a449
 def run_step(fn: Callable | None = None, *, skip_result: Any = pd.DataFrame) -> Callable:
     "A step of the run: a no-op (returning `skip_result()`) once the run is skipped."
     if fn is None: return functools.partial(run_step, skip_result=skip_result)
@@ -131,7 +133,7 @@ def run_step(fn: Callable | None = None, *, skip_result: Any = pd.DataFrame) -> 
         return fn(ctx, *args, **kwargs)
     return step
 
-# %% ../nbs/11_trade.ipynb #6a6f7c72
+# %% ../nbs/11_trade.ipynb #2fab9081
 def git_commit() -> str | None:
     "The current git commit of the project home, or None outside a repository."
     try:
@@ -214,12 +216,12 @@ def start_run(parameters: dict[str, Any], run_id: str | None = None) -> RunConte
     log.info("run_started", run_id=run_id, mode=params.mode, as_of=as_of.isoformat())
     return ctx
 
-# %% ../nbs/11_trade.ipynb #8669cf9e
+# %% ../nbs/11_trade.ipynb #b7b155c9
 def collect_params(namespace: dict[str, Any]) -> dict[str, Any]:
     "The `TradingParams` fields present in `namespace` (e.g. the notebook's `globals()`)."
     return {k: namespace[k] for k in TradingParams.model_fields if k in namespace}
 
-# %% ../nbs/11_trade.ipynb #be7d782d
+# %% ../nbs/11_trade.ipynb #a1aa4779
 def decision_instant(session: date, decision_time: str = "15:30") -> datetime:
     "When `session`'s model decision is due: `decision_time` New York, by 30 min before close."
     opened, closed = session_open_close(session)
@@ -257,6 +259,9 @@ def check_market(ctx: RunContext) -> MarketStatus:
     ctx.halted = halt_reason(ctx.db, ctx.session)
     if ctx.halted: log.warning("entries_blocked", run_id=ctx.run_id, halted=ctx.halted)
     ctx.decides = decides_now(ctx)
+    if ctx.params.mode != "sim":      # live quotes start now, on threads, while the run goes on
+        ctx.quotes = ThreadPoolExecutor(max_workers=1).submit(_quotes, ctx.market,
+                                                               ctx.params.symbols)
     return ctx.status
 
 # %% ../nbs/11_trade.ipynb #bffbfc9f
@@ -316,7 +321,7 @@ def reconcile(ctx: RunContext) -> pd.DataFrame:
     return pd.DataFrame(ctx.reconciled, columns=["client_key", "symbol", "side", "qty", "was",
                                                  "now"])
 
-# %% ../nbs/11_trade.ipynb #3789488d
+# %% ../nbs/11_trade.ipynb #33c5fc9f
 def implied_account(db: Database, commission_rate: float) -> tuple[dict[str, int], float]:
     "Positions and cash flow implied by the fills of our trades alone."
     qty: dict[str, int] = {}
@@ -356,7 +361,7 @@ def compare_with_broker(ctx: RunContext) -> list[dict]:
         "cash": bal.cash - flow})
     return ctx.mismatches
 
-# %% ../nbs/11_trade.ipynb #873f2e0c
+# %% ../nbs/11_trade.ipynb #72b32b85
 def _open_trades_of_session(ctx: RunContext) -> list[Trade]:
     "Our trades of this session the broker still has open."
     start = datetime.combine(ctx.session, time(0), tzinfo=NEW_YORK)
@@ -385,9 +390,13 @@ def manage_open_orders(ctx: RunContext) -> list[dict]:
 @run_step(skip_result=dict)
 def load_bars(ctx: RunContext) -> dict[str, pd.DataFrame]:
     "Each symbol's bars up to the run's session (inclusive), checked; untradable ones recorded."
-    problems = _refresh_cache(ctx) if ctx.params.mode != "sim" else {}
-    ctx.bars = {s: ctx.db.load_ohlcv(s, end=ctx.session) for s in ctx.params.symbols}
-    if ctx.params.mode != "sim": _add_live_bars(ctx, problems)
+    live = ctx.params.mode != "sim"
+    problems = _refresh_cache(ctx) if live else {}
+    ctx.bars = ctx.db.load_ohlcv_many(ctx.params.symbols, end=ctx.session)
+    if live:                          # the quotes `check_market` started fetching
+        if ctx.quotes is None: ctx.quotes = ThreadPoolExecutor(max_workers=1).submit(
+            _quotes, ctx.market, ctx.params.symbols)
+        _add_live_bars(ctx, ctx.quotes.result(), problems)
     ctx.checks = {s: check_bars(s, b, ctx.session, ctx.params.max_bar_move_pct)
                   for s, b in ctx.bars.items()}
     for sym, why in problems.items():          # what the broker sent failed validation
@@ -399,7 +408,7 @@ def load_bars(ctx: RunContext) -> dict[str, pd.DataFrame]:
         _record_event(ctx, f"bar_{c.status}", c.symbol,
                       {"reason": c.reason, "last_bar": str(c.last_date) if c.last_date else None})
         log.warning(f"bar_{c.status}", run_id=ctx.run_id, symbol=c.symbol, reason=c.reason)
-    ctx.marks = _marks(ctx.bars, ctx.checks, ctx.session)
+    ctx.marks = {s: c.mark for s, c in ctx.checks.items() if c.mark is not None}
     ctx.db.update_run(ctx.run_id, data_hash=data_hash(ctx.bars))
     return ctx.bars
 
@@ -435,29 +444,23 @@ def _quotes(market: MarketData, symbols: list[str]) -> dict[str, Any]:
             out[s] = e
     return out
 
-def _add_live_bars(ctx: RunContext, problems: dict[str, str]) -> None:
+def _add_live_bars(ctx: RunContext, quotes: dict[str, Any], problems: dict[str, str]) -> None:
     "Append the session's provisional bar (the live quote as its close) to each symbol's bars."
-    for sym, q in _quotes(ctx.market, ctx.params.symbols).items():
+    import numpy as np
+    day = pd.Timestamp(ctx.session)
+    for sym, q in quotes.items():
         if isinstance(q, Exception):
             problems.setdefault(sym, f"no live quote: {q}")
             continue
         bars = ctx.bars[sym]
-        volume = q.day_volume if q.day_volume else (bars["volume"].iloc[-1] if len(bars) else 0.0)
-        row = dict(open=q.day_open or q.price, high=max(q.day_high or q.price, q.price),
-                   low=min(q.day_low or q.price, q.price), close=q.price, volume=volume)
-        today = pd.DataFrame([row], index=pd.DatetimeIndex([pd.Timestamp(ctx.session)],
-                                                           name="date"))
-        ctx.bars[sym] = pd.concat([bars[bars.index < pd.Timestamp(ctx.session)], today])
-
-def _marks(bars: dict[str, pd.DataFrame], checks: dict[str, BarCheck], session: date,
-           ) -> dict[str, float]:
-    "Each symbol's valuation price: its last valid close (before the session if quarantined)."
-    out = {}
-    for sym, b in bars.items():
-        clean, _ = validate_bars(b)
-        if checks[sym].status == "quarantined": clean = clean[clean.index < pd.Timestamp(session)]
-        if len(clean): out[sym] = float(clean["close"].iloc[-1])
-    return out
+        hist = bars[bars.index < day]
+        volume = q.day_volume or (float(hist["volume"].iloc[-1]) if len(hist) else 0.0)
+        row = [q.day_open or q.price, max(q.day_high or q.price, q.price),
+               min(q.day_low or q.price, q.price), q.price, volume]
+        ctx.bars[sym] = pd.DataFrame(np.vstack([hist.to_numpy(dtype=float), [row]]),
+                                     columns=BAR_COLUMNS,
+                                     index=hist.index.append(pd.DatetimeIndex([day], name="date")
+                                                             .as_unit(hist.index.unit)))
 
 def marks(ctx: RunContext) -> dict[str, float]:
     "Price of each symbol for valuation (computed by `load_bars`)."
@@ -467,7 +470,7 @@ def session_prices(ctx: RunContext) -> dict[str, float]:
     "The session's close of every tradable symbol (what orders are priced from)."
     return {s: float(ctx.bars[s]["close"].iloc[-1]) for s, c in ctx.checks.items() if c.tradable}
 
-# %% ../nbs/11_trade.ipynb #ab0c53bb
+# %% ../nbs/11_trade.ipynb #e2dd7c30
 @run_step(skip_result=list)
 def compute_signals(ctx: RunContext) -> list[Signal]:
     "Signals of the model for the run's session (HOLD for untradable symbols), recorded."
@@ -479,11 +482,11 @@ def compute_signals(ctx: RunContext) -> list[Signal]:
     ctx.signals = [made.get(s) or Signal(s, "HOLD", None, bar_date=ctx.checks[s].last_date,
                                          note=f"{ctx.checks[s].status}: {ctx.checks[s].reason}")
                    for s in ctx.params.symbols]
-    for s in ctx.signals:
-        ctx.db.add(SignalRow(run_id=ctx.run_id, as_of=ctx.as_of, bar_date=s.bar_date,
-                             symbol=s.symbol, action=s.action, confidence=s.confidence,
-                             probabilities=s.probabilities, features=s.features,
-                             model_sha256=ctx.model.sha256, price=s.price, note=s.note))
+    ctx.db.add_all([SignalRow(run_id=ctx.run_id, as_of=ctx.as_of, bar_date=s.bar_date,
+                              symbol=s.symbol, action=s.action, confidence=s.confidence,
+                              probabilities=s.probabilities, features=s.features,
+                              model_sha256=ctx.model.sha256, price=s.price, note=s.note)
+                    for s in ctx.signals])
     log.info("signals_computed", run_id=ctx.run_id, **action_map(ctx.signals))
     return ctx.signals
 
@@ -618,7 +621,7 @@ def take_snapshot(ctx: RunContext) -> pd.DataFrame:
     rows = [dict(symbol=s, **v, value=v["qty"] * v["price"]) for s, v in positions.items()]
     return pd.DataFrame(rows, columns=["symbol", "qty", "avg_price", "price", "value"])
 
-# %% ../nbs/11_trade.ipynb #7ffd5759
+# %% ../nbs/11_trade.ipynb #243619ba
 def _order_outcomes(ctx: RunContext) -> dict[str, str]:
     "Symbol -> outcome for every order of the run (a stop-loss first wins)."
     out: dict[str, str] = {}
@@ -656,7 +659,7 @@ def signal_outcomes(ctx: RunContext) -> dict[str, str]:
         else: out[s.symbol] = "no order"
     return out
 
-# %% ../nbs/11_trade.ipynb #7c49c4a5
+# %% ../nbs/11_trade.ipynb #9286d1bd
 def finish_run(ctx: RunContext) -> dict[str, Any]:
     "Record each signal's outcome and the run as ok with its counts; the summary."
     if not ctx.active:
@@ -690,7 +693,7 @@ def _run_note(ctx: RunContext) -> str | None:
                      f"{ctx.params.decision_time} New York")
     return "; ".join(notes) or None
 
-# %% ../nbs/11_trade.ipynb #73b9df00
+# %% ../nbs/11_trade.ipynb #8654a57d
 def run_steps(parameters: dict[str, Any], run_id: str | None = None,
               ) -> tuple[RunContext, dict[str, Any]]:
     "Every step of one run, in the notebook's order; the context and the summary."

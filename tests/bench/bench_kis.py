@@ -95,7 +95,7 @@ def main() -> None:
     ap.add_argument("--symbols", type=int, default=500)
     args = ap.parse_args()
     symbols = tickers(args.symbols)
-    with FakeKis(NOW, rate_limits={"real": 20, "virtual": 2}) as fake:
+    with FakeKis(NOW, rate_limits={"real": 20, "virtual": 2}, token_min_interval=0) as fake:
         for run in ("in-process run_steps", "stockstock trade (CLI)"):
             root = Path(tempfile.mkdtemp(prefix="bench_kis_"))
             fake._symbols.clear()
