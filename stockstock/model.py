@@ -31,7 +31,7 @@ __all__ = ['log', 'CLASSES', 'HORIZON', 'VOLATILITY_LABEL_WIDTH', 'LABELS', 'DEF
            'DEFAULT_WEIGHTING', 'DEFAULT_PARAMS', 'OWNER_THRESHOLD', 'ROUND_TRIP_COST', 'MIN_CALL_SHARE', 'THRESHOLDS',
            'DRIFT_BINS', 'PSI_WATCH', 'DRIFT_LIMIT', 'DRIFT_SHARE', 'DRIFT_WINDOW', 'BIAS', 'forward_return',
            'make_labels', 'volatility_labels', 'Dataset', 'build_dataset', 'purged_splits', 'class_weights',
-           'label_uniqueness', 'sample_weights', 'available_cores', 'fit_booster', 'direction', 'score_fold',
+           'label_uniqueness', 'sample_weights', 'available_cores', 'fit_booster', 'direction', 'rank_ic', 'score_fold',
            'early_stopping_split', 'CrossValidation', 'cross_validate', 'Calibrator', 'fit_calibrator',
            'reliability_table', 'calibration_error', 'reliability_figure', 'buy_calls', 'threshold_table',
            'recommend_threshold', 'drift_reference', 'population_stability', 'drift_status', 'drift_table',
@@ -56,7 +56,7 @@ def make_labels(close: pd.Series, horizon: int = HORIZON, up: float = 0.02,
                        index=close.index)
     return labels.where(fwd.notna())
 
-# %% ../nbs/07_model.ipynb #e5a4ed9e
+# %% ../nbs/07_model.ipynb #948974fe
 VOLATILITY_LABEL_WIDTH = 0.5   # barrier in units of the symbol's `horizon`-day volatility
 
 def volatility_labels(close: pd.Series, horizon: int = HORIZON,
@@ -94,7 +94,7 @@ class Dataset:
         out.recipe = {**self.recipe, "cutoff": str(pd.Timestamp(cutoff).date())}
         return out
 
-# %% ../nbs/07_model.ipynb #aa898463
+# %% ../nbs/07_model.ipynb #60337f84
 DEFAULT_FEATURE_SET = "owner"   # the defaults follow the ablation in 02_model_experiment
 DEFAULT_LABEL = "fixed"
 
@@ -133,7 +133,7 @@ def purged_splits(dates: pd.DatetimeIndex, n_splits: int = 5, horizon: int = HOR
         out.append((train, test))
     return out
 
-# %% ../nbs/07_model.ipynb #e1a51f07
+# %% ../nbs/07_model.ipynb #9b526c79
 def class_weights(y: pd.Series) -> np.ndarray:
     "Per-row weights making each class weigh the same in total."
     counts = np.bincount(y.to_numpy(), minlength=3).astype(float)
@@ -153,7 +153,7 @@ def label_uniqueness(dates: pd.DatetimeIndex, label_end: pd.Series) -> np.ndarra
     inverse = np.concatenate([[0.0], np.cumsum(1.0 / np.maximum(np.cumsum(change)[:-1], 1.0))])
     return (inverse[stop] - inverse[first]) / (stop - first)
 
-# %% ../nbs/07_model.ipynb #ddc34947
+# %% ../nbs/07_model.ipynb #c8b2396d
 WEIGHTINGS = ("class", "uniqueness")
 DEFAULT_WEIGHTING = "class"
 
@@ -196,15 +196,19 @@ def direction(proba: np.ndarray) -> np.ndarray:
     "The model's directional score: P(UP) − P(DOWN)."
     return proba[:, CLASSES.index("UP")] - proba[:, CLASSES.index("DOWN")]
 
+def rank_ic(score: pd.Series | np.ndarray, forward: pd.Series) -> float:
+    "Spearman correlation of `score` with `forward`; 0 for a constant score."
+    score = pd.Series(np.asarray(score, dtype=float), index=forward.index)
+    return 0.0 if score.nunique() < 2 else float(score.corr(forward, method="spearman"))
+
 def score_fold(proba: np.ndarray, y: pd.Series, forward: pd.Series) -> dict[str, float]:
     "accuracy, macro_f1, log_loss and rank_ic of predicted probabilities against the truth."
     from sklearn.metrics import accuracy_score, f1_score, log_loss
     pred = proba.argmax(axis=1)
-    score = pd.Series(direction(proba), index=forward.index)
     return dict(accuracy=float(accuracy_score(y, pred)),
                 macro_f1=float(f1_score(y, pred, average="macro", labels=[0, 1, 2])),
                 log_loss=float(log_loss(y, proba, labels=[0, 1, 2])),
-                rank_ic=float(score.corr(forward, method="spearman")))
+                rank_ic=rank_ic(direction(proba), forward))
 
 # %% ../nbs/07_model.ipynb #38a4c949
 def early_stopping_split(dates: pd.DatetimeIndex, frac: float = 0.15, horizon: int = HORIZON,
@@ -228,7 +232,7 @@ class CrossValidation:
         "Mask of the rows some fold tested (the others have NaN probabilities)."
         return ~np.isnan(self.oof[:, 0])
 
-# %% ../nbs/07_model.ipynb #075782da
+# %% ../nbs/07_model.ipynb #4161ccb6
 def _fold_row(k: int, ds: Dataset, train: np.ndarray, test: np.ndarray, best: int,
               proba: np.ndarray) -> dict:
     d = ds.dates
@@ -258,7 +262,7 @@ def cross_validate(ds: Dataset, params: dict | None = None, n_splits: int = 5,
     table[["n_test", "best_iteration"]] = table[["n_test", "best_iteration"]].astype("Int64")
     return CrossValidation(table, best, oof)
 
-# %% ../nbs/07_model.ipynb #93bfad7e
+# %% ../nbs/07_model.ipynb #72137101
 @dataclass
 class Calibrator:
     "Matrix scaling of log-probabilities: `softmax(log(p) @ coef.T + intercept)`."
@@ -288,7 +292,7 @@ def fit_calibrator(proba: np.ndarray, y: pd.Series | np.ndarray) -> Calibrator:
     fit = LogisticRegression(C=1.0, max_iter=1000).fit(np.log(np.clip(proba, 1e-12, 1.0)), y)
     return Calibrator(fit.coef_.copy(), fit.intercept_.copy())
 
-# %% ../nbs/07_model.ipynb #2b70254c
+# %% ../nbs/07_model.ipynb #9aabec15
 def reliability_table(proba: np.ndarray, y: pd.Series | np.ndarray, bins: int = 10,
                       ) -> pd.DataFrame:
     "Per class, equal-count bins of its predicted probability: mean predicted vs observed share."
@@ -307,7 +311,7 @@ def calibration_error(table: pd.DataFrame) -> pd.Series:
     return (gap.groupby(table["class"]).sum() / table["rows"].groupby(table["class"]).sum()
             ).reindex(list(CLASSES))
 
-# %% ../nbs/07_model.ipynb #697343cf
+# %% ../nbs/07_model.ipynb #da0e5d2f
 def reliability_figure(table: pd.DataFrame, title: str = "Reliability"):
     "Plotly chart of a reliability table: observed vs predicted, one line per class."
     import plotly.graph_objects as go  # display only
@@ -322,7 +326,7 @@ def reliability_figure(table: pd.DataFrame, title: str = "Reliability"):
                       yaxis_title="observed share", margin=dict(l=40, r=20, t=40, b=40))
     return fig.update_xaxes(range=[0, top]).update_yaxes(range=[0, top])
 
-# %% ../nbs/07_model.ipynb #567813bb
+# %% ../nbs/07_model.ipynb #02d54874
 OWNER_THRESHOLD = 0.6       # the product owner's confidence_threshold
 ROUND_TRIP_COST = 0.006     # buy and sell: 2 × (0.25% commission + 0.05% slippage)
 MIN_CALL_SHARE = 0.01       # a recommended threshold calls BUY on at least 1% of rows
@@ -334,7 +338,7 @@ def buy_calls(proba: np.ndarray, threshold: float) -> np.ndarray:
     up, down = proba[:, CLASSES.index("UP")], proba[:, CLASSES.index("DOWN")]
     return (up >= threshold) & (up >= down)
 
-# %% ../nbs/07_model.ipynb #d4f784bd
+# %% ../nbs/07_model.ipynb #872588c1
 def threshold_table(proba: np.ndarray, forward: pd.Series | np.ndarray, horizon: int = HORIZON,
                     cost: float = ROUND_TRIP_COST, thresholds=THRESHOLDS) -> pd.DataFrame:
     "Per threshold: BUY calls, their mean forward return, net of `cost`, and its t-statistic."
@@ -354,7 +358,7 @@ def recommend_threshold(table: pd.DataFrame, min_share: float = MIN_CALL_SHARE) 
     ok = table[(table["call_share"] >= min_share) & (table["t_stat"] > 0)]
     return float(ok.loc[ok["t_stat"].idxmax(), "threshold"]) if len(ok) else OWNER_THRESHOLD
 
-# %% ../nbs/07_model.ipynb #2a63f0f1
+# %% ../nbs/07_model.ipynb #f9d87e4d
 DRIFT_BINS = 10          # deciles of the training values
 PSI_WATCH = 0.10         # below: ok
 DRIFT_LIMIT = 0.25       # above: drifted
@@ -379,7 +383,7 @@ def population_stability(expected: np.ndarray, actual: np.ndarray, floor: float 
     e, a = np.maximum(np.asarray(expected), floor), np.maximum(np.asarray(actual), floor)
     return float(np.sum((a - e) * np.log(a / e)))
 
-# %% ../nbs/07_model.ipynb #9d6f7d37
+# %% ../nbs/07_model.ipynb #a136464e
 def drift_status(psi: float) -> str:
     "ok below `PSI_WATCH`, watch up to `DRIFT_LIMIT`, drifted above it (unknown without data)."
     if np.isnan(psi): return "unknown"
@@ -399,7 +403,7 @@ def drifted_too_far(table: pd.DataFrame) -> bool:
     "True when more than `DRIFT_SHARE` of the features are drifted (the run's stale-model rule)."
     return bool(len(table)) and float((table["status"] == "drifted").mean()) > DRIFT_SHARE
 
-# %% ../nbs/07_model.ipynb #9502ff1a
+# %% ../nbs/07_model.ipynb #a87c06c5
 _STATUS_COLOURS = {"ok": "seagreen", "watch": "orange", "drifted": "indianred",
                    "unknown": "grey"}
 
@@ -456,7 +460,7 @@ class LGBMTradingModel:
         raw = self.raw_proba(X)
         return raw if self.calibrator is None else self.calibrator.apply(raw)
 
-# %% ../nbs/07_model.ipynb #edfa2e3a
+# %% ../nbs/07_model.ipynb #87c17042
 BIAS = "_bias"    # the key of the bias (expected raw score) next to the feature contributions
 
 @patch_to(LGBMTradingModel)
@@ -466,7 +470,7 @@ def contributions(self: LGBMTradingModel, X: pd.DataFrame) -> np.ndarray:
     out = np.asarray(self.booster.predict(values, pred_contrib=True))
     return out.reshape(len(values), len(self.classes), len(self.features) + 1)
 
-# %% ../nbs/07_model.ipynb #23b3af05
+# %% ../nbs/07_model.ipynb #68c38395
 def model_feature_panel(model: TradingModel, bars_by_symbol: dict[str, pd.DataFrame],
                         ) -> pd.DataFrame:
     "Rows of the feature set `model` was trained on, by (symbol, date)."
@@ -490,7 +494,7 @@ def drift(self: LGBMTradingModel, recent_rows: pd.DataFrame) -> pd.DataFrame:
     "PSI and status per feature of `recent_rows` against the training rows (see `drift_table`)."
     return drift_table(self.meta.get("drift_reference") or {}, recent_rows)
 
-# %% ../nbs/07_model.ipynb #f49b1d5a
+# %% ../nbs/07_model.ipynb #e85d6903
 def _calibration_check(raw: np.ndarray, calibrated: np.ndarray, y: np.ndarray) -> dict:
     "Out-of-fold log-loss (raw, calibrated, class prior) and calibration error per class."
     from sklearn.metrics import log_loss
@@ -541,7 +545,7 @@ def train_model(ds: Dataset, params: dict | None = None, n_splits: int = 5,
     return LGBMTradingModel(booster, meta, calibrator=calibrator,
                             feature_set=meta["feature_set"]), cv.table
 
-# %% ../nbs/07_model.ipynb #24396604
+# %% ../nbs/07_model.ipynb #046910c9
 def file_sha256(path: str | Path) -> str:
     "SHA-256 hex digest of a file."
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -610,7 +614,7 @@ def default_cutoff(trading_days: list[pd.Timestamp] | pd.DatetimeIndex, sessions
     days = pd.DatetimeIndex(sorted(set(pd.DatetimeIndex(trading_days))))
     return days[max(len(days) - 1 - sessions, 0)].date()
 
-# %% ../nbs/07_model.ipynb #0d683fc6
+# %% ../nbs/07_model.ipynb #caec77d9
 def retrain_schedule(sessions: pd.DatetimeIndex, start: date, end: date | None = None,
                      every: int = 63) -> list[tuple[pd.Timestamp, pd.DatetimeIndex]]:
     "Blocks of `every` sessions in [start, end], each with its eve (the last session before it)."
@@ -625,7 +629,7 @@ def retrain_schedule(sessions: pd.DatetimeIndex, start: date, end: date | None =
         out.append((before[-1], block))
     return out
 
-# %% ../nbs/07_model.ipynb #f5bca003
+# %% ../nbs/07_model.ipynb #aa58dfc5
 def _prediction_frame(model: LGBMTradingModel, rows: Dataset, block: int,
                       eve: pd.Timestamp) -> pd.DataFrame:
     "One block's predictions with truth, the model's threshold and its training class shares."
@@ -648,7 +652,7 @@ def walk_forward_predictions(ds: Dataset, start: date, end: date | None = None,
                                        k, eve))
     return pd.concat(parts)
 
-# %% ../nbs/07_model.ipynb #2a96cbe2
+# %% ../nbs/07_model.ipynb #51a8b005
 def bootstrap_mean_ci(values, level: float = 0.95, n_boot: int = 10_000, seed: int = 0,
                       ) -> tuple[float, float, float]:
     "Mean of `values` (NaN dropped) and its percentile bootstrap interval at `level`."
@@ -659,7 +663,7 @@ def bootstrap_mean_ci(values, level: float = 0.95, n_boot: int = 10_000, seed: i
     low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return float(v.mean()), float(low), float(high)
 
-# %% ../nbs/07_model.ipynb #9d726fbd
+# %% ../nbs/07_model.ipynb #cc1ca7c7
 def baseline_scores(bars_by_symbol: dict[str, pd.DataFrame], index: pd.MultiIndex,
                     seed: int = 0) -> pd.DataFrame:
     "Scores of simple rules on `index` rows: momentum, short-term reversal, random."
@@ -672,7 +676,7 @@ def baseline_scores(bars_by_symbol: dict[str, pd.DataFrame], index: pd.MultiInde
     out["random"] = np.random.default_rng(seed).random(len(out))
     return out
 
-# %% ../nbs/07_model.ipynb #afe623aa
+# %% ../nbs/07_model.ipynb #03e48c0d
 _P = ["p_down", "p_hold", "p_up"]
 _PRIOR = ["prior_down", "prior_hold", "prior_up"]
 
@@ -684,10 +688,8 @@ def block_table(preds: pd.DataFrame, baselines: pd.DataFrame | None = None) -> p
     for k, part in preds.groupby("block"):
         d, fwd = part.index.get_level_values("date"), part["forward"]
         row = dict(block=k, start=d.min().date(), end=d.max().date(), rows=len(part),
-                   model=pd.Series(direction(part[_P].to_numpy()), index=part.index).corr(
-                       fwd, method="spearman"))
-        for name in baselines.columns:
-            row[name] = baselines.loc[part.index, name].corr(fwd, method="spearman")
+                   model=rank_ic(direction(part[_P].to_numpy()), fwd))
+        for name in baselines.columns: row[name] = rank_ic(baselines.loc[part.index, name], fwd)
         row["log_loss_model"] = log_loss(part["label"], part[_P].to_numpy(), labels=[0, 1, 2])
         row["log_loss_hold"] = log_loss(part["label"], part[_PRIOR].to_numpy(), labels=[0, 1, 2])
         rows.append(row)
@@ -699,7 +701,7 @@ def summarise_blocks(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index",
                                   columns=["mean", "ci_low", "ci_high", "share_positive"])
 
-# %% ../nbs/07_model.ipynb #dd499967
+# %% ../nbs/07_model.ipynb #5190c00c
 def matched_calls(preds: pd.DataFrame, baselines: pd.DataFrame,
                   cost: float = ROUND_TRIP_COST) -> pd.DataFrame:
     "BUY calls of the model and, at the same count per block, of each baseline: what they earned."
