@@ -14,6 +14,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+# idle LightGBM (OpenMP) threads sleep instead of spinning; see "Training LightGBM" below
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -56,7 +58,7 @@ def make_labels(close: pd.Series, horizon: int = HORIZON, up: float = 0.02,
                        index=close.index)
     return labels.where(fwd.notna())
 
-# %% ../nbs/07_model.ipynb #948974fe
+# %% ../nbs/07_model.ipynb #f172ec88
 VOLATILITY_LABEL_WIDTH = 0.5   # barrier in units of the symbol's `horizon`-day volatility
 
 def volatility_labels(close: pd.Series, horizon: int = HORIZON,
@@ -94,7 +96,7 @@ class Dataset:
         out.recipe = {**self.recipe, "cutoff": str(pd.Timestamp(cutoff).date())}
         return out
 
-# %% ../nbs/07_model.ipynb #60337f84
+# %% ../nbs/07_model.ipynb #d5214bdc
 DEFAULT_FEATURE_SET = "owner"   # the defaults follow the ablation in 02_model_experiment
 DEFAULT_LABEL = "fixed"
 
@@ -133,7 +135,7 @@ def purged_splits(dates: pd.DatetimeIndex, n_splits: int = 5, horizon: int = HOR
         out.append((train, test))
     return out
 
-# %% ../nbs/07_model.ipynb #9b526c79
+# %% ../nbs/07_model.ipynb #1fdb7b39
 def class_weights(y: pd.Series) -> np.ndarray:
     "Per-row weights making each class weigh the same in total."
     counts = np.bincount(y.to_numpy(), minlength=3).astype(float)
@@ -153,7 +155,7 @@ def label_uniqueness(dates: pd.DatetimeIndex, label_end: pd.Series) -> np.ndarra
     inverse = np.concatenate([[0.0], np.cumsum(1.0 / np.maximum(np.cumsum(change)[:-1], 1.0))])
     return (inverse[stop] - inverse[first]) / (stop - first)
 
-# %% ../nbs/07_model.ipynb #c8b2396d
+# %% ../nbs/07_model.ipynb #c564359c
 WEIGHTINGS = ("class", "uniqueness")
 DEFAULT_WEIGHTING = "class"
 
@@ -232,7 +234,7 @@ class CrossValidation:
         "Mask of the rows some fold tested (the others have NaN probabilities)."
         return ~np.isnan(self.oof[:, 0])
 
-# %% ../nbs/07_model.ipynb #4161ccb6
+# %% ../nbs/07_model.ipynb #c8c13fe0
 def _fold_row(k: int, ds: Dataset, train: np.ndarray, test: np.ndarray, best: int,
               proba: np.ndarray) -> dict:
     d = ds.dates
@@ -262,7 +264,7 @@ def cross_validate(ds: Dataset, params: dict | None = None, n_splits: int = 5,
     table[["n_test", "best_iteration"]] = table[["n_test", "best_iteration"]].astype("Int64")
     return CrossValidation(table, best, oof)
 
-# %% ../nbs/07_model.ipynb #72137101
+# %% ../nbs/07_model.ipynb #3060c95c
 @dataclass
 class Calibrator:
     "Matrix scaling of log-probabilities: `softmax(log(p) @ coef.T + intercept)`."
@@ -292,7 +294,7 @@ def fit_calibrator(proba: np.ndarray, y: pd.Series | np.ndarray) -> Calibrator:
     fit = LogisticRegression(C=1.0, max_iter=1000).fit(np.log(np.clip(proba, 1e-12, 1.0)), y)
     return Calibrator(fit.coef_.copy(), fit.intercept_.copy())
 
-# %% ../nbs/07_model.ipynb #9aabec15
+# %% ../nbs/07_model.ipynb #0776e001
 def reliability_table(proba: np.ndarray, y: pd.Series | np.ndarray, bins: int = 10,
                       ) -> pd.DataFrame:
     "Per class, equal-count bins of its predicted probability: mean predicted vs observed share."
@@ -311,7 +313,7 @@ def calibration_error(table: pd.DataFrame) -> pd.Series:
     return (gap.groupby(table["class"]).sum() / table["rows"].groupby(table["class"]).sum()
             ).reindex(list(CLASSES))
 
-# %% ../nbs/07_model.ipynb #da0e5d2f
+# %% ../nbs/07_model.ipynb #69c6cc53
 def reliability_figure(table: pd.DataFrame, title: str = "Reliability"):
     "Plotly chart of a reliability table: observed vs predicted, one line per class."
     import plotly.graph_objects as go  # display only
@@ -326,7 +328,7 @@ def reliability_figure(table: pd.DataFrame, title: str = "Reliability"):
                       yaxis_title="observed share", margin=dict(l=40, r=20, t=40, b=40))
     return fig.update_xaxes(range=[0, top]).update_yaxes(range=[0, top])
 
-# %% ../nbs/07_model.ipynb #02d54874
+# %% ../nbs/07_model.ipynb #59cd74f4
 OWNER_THRESHOLD = 0.6       # the product owner's confidence_threshold
 ROUND_TRIP_COST = 0.006     # buy and sell: 2 × (0.25% commission + 0.05% slippage)
 MIN_CALL_SHARE = 0.01       # a recommended threshold calls BUY on at least 1% of rows
@@ -338,7 +340,7 @@ def buy_calls(proba: np.ndarray, threshold: float) -> np.ndarray:
     up, down = proba[:, CLASSES.index("UP")], proba[:, CLASSES.index("DOWN")]
     return (up >= threshold) & (up >= down)
 
-# %% ../nbs/07_model.ipynb #872588c1
+# %% ../nbs/07_model.ipynb #729a9af3
 def threshold_table(proba: np.ndarray, forward: pd.Series | np.ndarray, horizon: int = HORIZON,
                     cost: float = ROUND_TRIP_COST, thresholds=THRESHOLDS) -> pd.DataFrame:
     "Per threshold: BUY calls, their mean forward return, net of `cost`, and its t-statistic."
@@ -358,12 +360,12 @@ def recommend_threshold(table: pd.DataFrame, min_share: float = MIN_CALL_SHARE) 
     ok = table[(table["call_share"] >= min_share) & (table["t_stat"] > 0)]
     return float(ok.loc[ok["t_stat"].idxmax(), "threshold"]) if len(ok) else OWNER_THRESHOLD
 
-# %% ../nbs/07_model.ipynb #f9d87e4d
+# %% ../nbs/07_model.ipynb #28e8ac6d
 DRIFT_BINS = 10          # deciles of the training values
 PSI_WATCH = 0.10         # below: ok
 DRIFT_LIMIT = 0.25       # above: drifted
 DRIFT_SHARE = 0.25       # drifted too far: more than this share of features drifted
-DRIFT_WINDOW = 63        # sessions of recent rows a run compares (a quarter)
+DRIFT_WINDOW = 252       # sessions of recent rows a run compares (a year, all symbols)
 
 def _bin_shares(edges: np.ndarray, x: np.ndarray) -> np.ndarray:
     counts = np.bincount(np.searchsorted(edges, x, side="right"), minlength=len(edges) + 1)
@@ -383,7 +385,7 @@ def population_stability(expected: np.ndarray, actual: np.ndarray, floor: float 
     e, a = np.maximum(np.asarray(expected), floor), np.maximum(np.asarray(actual), floor)
     return float(np.sum((a - e) * np.log(a / e)))
 
-# %% ../nbs/07_model.ipynb #a136464e
+# %% ../nbs/07_model.ipynb #12c7653c
 def drift_status(psi: float) -> str:
     "ok below `PSI_WATCH`, watch up to `DRIFT_LIMIT`, drifted above it (unknown without data)."
     if np.isnan(psi): return "unknown"
@@ -403,7 +405,7 @@ def drifted_too_far(table: pd.DataFrame) -> bool:
     "True when more than `DRIFT_SHARE` of the features are drifted (the run's stale-model rule)."
     return bool(len(table)) and float((table["status"] == "drifted").mean()) > DRIFT_SHARE
 
-# %% ../nbs/07_model.ipynb #a87c06c5
+# %% ../nbs/07_model.ipynb #ebfccbb8
 _STATUS_COLOURS = {"ok": "seagreen", "watch": "orange", "drifted": "indianred",
                    "unknown": "grey"}
 
@@ -460,7 +462,7 @@ class LGBMTradingModel:
         raw = self.raw_proba(X)
         return raw if self.calibrator is None else self.calibrator.apply(raw)
 
-# %% ../nbs/07_model.ipynb #87c17042
+# %% ../nbs/07_model.ipynb #52cecae8
 BIAS = "_bias"    # the key of the bias (expected raw score) next to the feature contributions
 
 @patch_to(LGBMTradingModel)
@@ -470,7 +472,7 @@ def contributions(self: LGBMTradingModel, X: pd.DataFrame) -> np.ndarray:
     out = np.asarray(self.booster.predict(values, pred_contrib=True))
     return out.reshape(len(values), len(self.classes), len(self.features) + 1)
 
-# %% ../nbs/07_model.ipynb #68c38395
+# %% ../nbs/07_model.ipynb #73cb102c
 def model_feature_panel(model: TradingModel, bars_by_symbol: dict[str, pd.DataFrame],
                         ) -> pd.DataFrame:
     "Rows of the feature set `model` was trained on, by (symbol, date)."
@@ -494,7 +496,7 @@ def drift(self: LGBMTradingModel, recent_rows: pd.DataFrame) -> pd.DataFrame:
     "PSI and status per feature of `recent_rows` against the training rows (see `drift_table`)."
     return drift_table(self.meta.get("drift_reference") or {}, recent_rows)
 
-# %% ../nbs/07_model.ipynb #e85d6903
+# %% ../nbs/07_model.ipynb #a1f4eb73
 def _calibration_check(raw: np.ndarray, calibrated: np.ndarray, y: np.ndarray) -> dict:
     "Out-of-fold log-loss (raw, calibrated, class prior) and calibration error per class."
     from sklearn.metrics import log_loss
@@ -545,7 +547,7 @@ def train_model(ds: Dataset, params: dict | None = None, n_splits: int = 5,
     return LGBMTradingModel(booster, meta, calibrator=calibrator,
                             feature_set=meta["feature_set"]), cv.table
 
-# %% ../nbs/07_model.ipynb #046910c9
+# %% ../nbs/07_model.ipynb #13bbedd2
 def file_sha256(path: str | Path) -> str:
     "SHA-256 hex digest of a file."
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -614,7 +616,7 @@ def default_cutoff(trading_days: list[pd.Timestamp] | pd.DatetimeIndex, sessions
     days = pd.DatetimeIndex(sorted(set(pd.DatetimeIndex(trading_days))))
     return days[max(len(days) - 1 - sessions, 0)].date()
 
-# %% ../nbs/07_model.ipynb #caec77d9
+# %% ../nbs/07_model.ipynb #382ef90b
 def retrain_schedule(sessions: pd.DatetimeIndex, start: date, end: date | None = None,
                      every: int = 63) -> list[tuple[pd.Timestamp, pd.DatetimeIndex]]:
     "Blocks of `every` sessions in [start, end], each with its eve (the last session before it)."
@@ -629,7 +631,7 @@ def retrain_schedule(sessions: pd.DatetimeIndex, start: date, end: date | None =
         out.append((before[-1], block))
     return out
 
-# %% ../nbs/07_model.ipynb #aa58dfc5
+# %% ../nbs/07_model.ipynb #6d386272
 def _prediction_frame(model: LGBMTradingModel, rows: Dataset, block: int,
                       eve: pd.Timestamp) -> pd.DataFrame:
     "One block's predictions with truth, the model's threshold and its training class shares."
@@ -652,7 +654,7 @@ def walk_forward_predictions(ds: Dataset, start: date, end: date | None = None,
                                        k, eve))
     return pd.concat(parts)
 
-# %% ../nbs/07_model.ipynb #51a8b005
+# %% ../nbs/07_model.ipynb #54d8f35d
 def bootstrap_mean_ci(values, level: float = 0.95, n_boot: int = 10_000, seed: int = 0,
                       ) -> tuple[float, float, float]:
     "Mean of `values` (NaN dropped) and its percentile bootstrap interval at `level`."
@@ -663,7 +665,7 @@ def bootstrap_mean_ci(values, level: float = 0.95, n_boot: int = 10_000, seed: i
     low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return float(v.mean()), float(low), float(high)
 
-# %% ../nbs/07_model.ipynb #cc1ca7c7
+# %% ../nbs/07_model.ipynb #70428f17
 def baseline_scores(bars_by_symbol: dict[str, pd.DataFrame], index: pd.MultiIndex,
                     seed: int = 0) -> pd.DataFrame:
     "Scores of simple rules on `index` rows: momentum, short-term reversal, random."
@@ -676,7 +678,7 @@ def baseline_scores(bars_by_symbol: dict[str, pd.DataFrame], index: pd.MultiInde
     out["random"] = np.random.default_rng(seed).random(len(out))
     return out
 
-# %% ../nbs/07_model.ipynb #03e48c0d
+# %% ../nbs/07_model.ipynb #f27baebb
 _P = ["p_down", "p_hold", "p_up"]
 _PRIOR = ["prior_down", "prior_hold", "prior_up"]
 
@@ -701,17 +703,21 @@ def summarise_blocks(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index",
                                   columns=["mean", "ci_low", "ci_high", "share_positive"])
 
-# %% ../nbs/07_model.ipynb #5190c00c
-def matched_calls(preds: pd.DataFrame, baselines: pd.DataFrame,
+# %% ../nbs/07_model.ipynb #b16c6915
+def matched_calls(preds: pd.DataFrame, baselines: pd.DataFrame, share: float | None = None,
                   cost: float = ROUND_TRIP_COST) -> pd.DataFrame:
     "BUY calls of the model and, at the same count per block, of each baseline: what they earned."
     picks: dict[str, list] = {"model": [], **{c: [] for c in baselines.columns}}
     for _, part in preds.groupby("block"):
-        calls = buy_calls(part[_P].to_numpy(), float(part["threshold"].iloc[0]))
-        picks["model"].append(part["forward"][calls])
+        if share is None:
+            calls = buy_calls(part[_P].to_numpy(), float(part["threshold"].iloc[0]))
+            n, chosen = int(calls.sum()), part.index[calls]
+        else:
+            n = int(np.ceil(share * len(part)))
+            chosen = part["p_up"].nlargest(n).index
+        picks["model"].append(part.loc[chosen, "forward"])
         for c in baselines.columns:
-            top = baselines.loc[part.index, c].nlargest(int(calls.sum())).index
-            picks[c].append(part.loc[top, "forward"])
+            picks[c].append(part.loc[baselines.loc[part.index, c].nlargest(n).index, "forward"])
     picks["always_hold"] = [preds["forward"].iloc[:0]]
     picks["all_rows"] = [preds["forward"]]
     rows = {}
