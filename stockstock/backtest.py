@@ -119,7 +119,8 @@ def simulate(actions: pd.DataFrame, closes: pd.DataFrame, limits: RiskLimits,
     "Trade `actions` (date × symbol: BUY/SELL/HOLD) at `closes` under `limits`, day by day."
     book, equity, fills, events = Book(initial_cash), {}, [], []
     start_equity = initial_cash
-    act = actions.reindex(index=closes.index, columns=closes.columns).fillna("HOLD").to_numpy()
+    act = actions.reindex(index=closes.index, columns=closes.columns).astype(object)
+    act = act.where(act.notna(), "HOLD").to_numpy()
     px = closes.to_numpy(dtype=float)
     symbols = list(closes.columns)
     for i, ts in enumerate(closes.index):
@@ -166,7 +167,7 @@ def _last_sessions(ds: Dataset, n: int) -> Dataset:
     first = np.unique(ds.dates.values)[-n:][0]
     return ds.take(np.flatnonzero(ds.dates >= first))
 
-# %% ../nbs/10_backtest.ipynb #b320c49e
+# %% ../nbs/10_backtest.ipynb #941cf473
 def walk_forward(bars_by_symbol: dict[str, pd.DataFrame], start: date, end: date | None = None,
                  retrain_every: int = 63, window_days: int | None = None,
                  params: dict | None = None, max_rounds: int = 300,
