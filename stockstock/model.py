@@ -31,16 +31,16 @@ log = get_logger(__name__)
 # %% auto #0
 __all__ = ['log', 'CLASSES', 'HORIZON', 'VOLATILITY_LABEL_WIDTH', 'LABELS', 'DEFAULT_FEATURE_SET', 'DEFAULT_LABEL', 'WEIGHTINGS',
            'DEFAULT_WEIGHTING', 'DEFAULT_PARAMS', 'OWNER_THRESHOLD', 'ROUND_TRIP_COST', 'MIN_CALL_SHARE', 'THRESHOLDS',
-           'DRIFT_BINS', 'PSI_WATCH', 'DRIFT_LIMIT', 'DRIFT_SHARE', 'DRIFT_WINDOW', 'BIAS', 'forward_return',
-           'make_labels', 'volatility_labels', 'Dataset', 'build_dataset', 'purged_splits', 'class_weights',
-           'label_uniqueness', 'sample_weights', 'available_cores', 'fit_booster', 'direction', 'rank_ic', 'score_fold',
-           'early_stopping_split', 'CrossValidation', 'cross_validate', 'Calibrator', 'fit_calibrator',
-           'reliability_table', 'calibration_error', 'reliability_figure', 'buy_calls', 'threshold_table',
-           'recommend_threshold', 'drift_reference', 'population_stability', 'drift_status', 'drift_table',
-           'drifted_too_far', 'drift_figure', 'TradingModel', 'ModelError', 'LGBMTradingModel', 'model_feature_panel',
-           'train_model', 'file_sha256', 'save_model', 'load_model', 'default_cutoff', 'retrain_schedule',
-           'walk_forward_predictions', 'bootstrap_mean_ci', 'baseline_scores', 'block_table', 'summarise_blocks',
-           'matched_calls']
+           'DRIFT_BINS', 'PSI_WATCH', 'DRIFT_LIMIT', 'DRIFT_SHARE', 'DRIFT_WINDOW', 'DRIFT_MIN_ROWS', 'BIAS',
+           'forward_return', 'make_labels', 'volatility_labels', 'Dataset', 'build_dataset', 'purged_splits',
+           'class_weights', 'label_uniqueness', 'sample_weights', 'available_cores', 'fit_booster', 'direction',
+           'rank_ic', 'score_fold', 'early_stopping_split', 'CrossValidation', 'cross_validate', 'Calibrator',
+           'fit_calibrator', 'reliability_table', 'calibration_error', 'reliability_figure', 'buy_calls',
+           'threshold_table', 'recommend_threshold', 'drift_reference', 'population_stability', 'drift_status',
+           'drift_table', 'drifted_too_far', 'drift_figure', 'TradingModel', 'ModelError', 'LGBMTradingModel',
+           'model_feature_panel', 'train_model', 'file_sha256', 'save_model', 'load_model', 'default_cutoff',
+           'retrain_schedule', 'walk_forward_predictions', 'bootstrap_mean_ci', 'baseline_scores', 'block_table',
+           'summarise_blocks', 'matched_calls']
 
 # %% ../nbs/07_model.ipynb #518c1472
 CLASSES = ("DOWN", "HOLD", "UP")   # class index 0, 1, 2 — the order of predicted probabilities
@@ -58,7 +58,7 @@ def make_labels(close: pd.Series, horizon: int = HORIZON, up: float = 0.02,
                        index=close.index)
     return labels.where(fwd.notna())
 
-# %% ../nbs/07_model.ipynb #f172ec88
+# %% ../nbs/07_model.ipynb #a8ff0250
 VOLATILITY_LABEL_WIDTH = 0.5   # barrier in units of the symbol's `horizon`-day volatility
 
 def volatility_labels(close: pd.Series, horizon: int = HORIZON,
@@ -96,7 +96,7 @@ class Dataset:
         out.recipe = {**self.recipe, "cutoff": str(pd.Timestamp(cutoff).date())}
         return out
 
-# %% ../nbs/07_model.ipynb #d5214bdc
+# %% ../nbs/07_model.ipynb #1f5dffbe
 DEFAULT_FEATURE_SET = "owner"   # the defaults follow the ablation in 02_model_experiment
 DEFAULT_LABEL = "fixed"
 
@@ -135,7 +135,7 @@ def purged_splits(dates: pd.DatetimeIndex, n_splits: int = 5, horizon: int = HOR
         out.append((train, test))
     return out
 
-# %% ../nbs/07_model.ipynb #1fdb7b39
+# %% ../nbs/07_model.ipynb #8d03e9c3
 def class_weights(y: pd.Series) -> np.ndarray:
     "Per-row weights making each class weigh the same in total."
     counts = np.bincount(y.to_numpy(), minlength=3).astype(float)
@@ -155,7 +155,7 @@ def label_uniqueness(dates: pd.DatetimeIndex, label_end: pd.Series) -> np.ndarra
     inverse = np.concatenate([[0.0], np.cumsum(1.0 / np.maximum(np.cumsum(change)[:-1], 1.0))])
     return (inverse[stop] - inverse[first]) / (stop - first)
 
-# %% ../nbs/07_model.ipynb #c564359c
+# %% ../nbs/07_model.ipynb #46b9be05
 WEIGHTINGS = ("class", "uniqueness")
 DEFAULT_WEIGHTING = "class"
 
@@ -234,7 +234,7 @@ class CrossValidation:
         "Mask of the rows some fold tested (the others have NaN probabilities)."
         return ~np.isnan(self.oof[:, 0])
 
-# %% ../nbs/07_model.ipynb #c8c13fe0
+# %% ../nbs/07_model.ipynb #b472399b
 def _fold_row(k: int, ds: Dataset, train: np.ndarray, test: np.ndarray, best: int,
               proba: np.ndarray) -> dict:
     d = ds.dates
@@ -264,7 +264,7 @@ def cross_validate(ds: Dataset, params: dict | None = None, n_splits: int = 5,
     table[["n_test", "best_iteration"]] = table[["n_test", "best_iteration"]].astype("Int64")
     return CrossValidation(table, best, oof)
 
-# %% ../nbs/07_model.ipynb #3060c95c
+# %% ../nbs/07_model.ipynb #39b5c869
 @dataclass
 class Calibrator:
     "Matrix scaling of log-probabilities: `softmax(log(p) @ coef.T + intercept)`."
@@ -294,7 +294,7 @@ def fit_calibrator(proba: np.ndarray, y: pd.Series | np.ndarray) -> Calibrator:
     fit = LogisticRegression(C=1.0, max_iter=1000).fit(np.log(np.clip(proba, 1e-12, 1.0)), y)
     return Calibrator(fit.coef_.copy(), fit.intercept_.copy())
 
-# %% ../nbs/07_model.ipynb #0776e001
+# %% ../nbs/07_model.ipynb #e6029b1d
 def reliability_table(proba: np.ndarray, y: pd.Series | np.ndarray, bins: int = 10,
                       ) -> pd.DataFrame:
     "Per class, equal-count bins of its predicted probability: mean predicted vs observed share."
@@ -313,7 +313,7 @@ def calibration_error(table: pd.DataFrame) -> pd.Series:
     return (gap.groupby(table["class"]).sum() / table["rows"].groupby(table["class"]).sum()
             ).reindex(list(CLASSES))
 
-# %% ../nbs/07_model.ipynb #69c6cc53
+# %% ../nbs/07_model.ipynb #e1616626
 def reliability_figure(table: pd.DataFrame, title: str = "Reliability"):
     "Plotly chart of a reliability table: observed vs predicted, one line per class."
     import plotly.graph_objects as go  # display only
@@ -328,7 +328,7 @@ def reliability_figure(table: pd.DataFrame, title: str = "Reliability"):
                       yaxis_title="observed share", margin=dict(l=40, r=20, t=40, b=40))
     return fig.update_xaxes(range=[0, top]).update_yaxes(range=[0, top])
 
-# %% ../nbs/07_model.ipynb #59cd74f4
+# %% ../nbs/07_model.ipynb #b867c7a7
 OWNER_THRESHOLD = 0.6       # the product owner's confidence_threshold
 ROUND_TRIP_COST = 0.006     # buy and sell: 2 × (0.25% commission + 0.05% slippage)
 MIN_CALL_SHARE = 0.01       # a recommended threshold calls BUY on at least 1% of rows
@@ -340,7 +340,7 @@ def buy_calls(proba: np.ndarray, threshold: float) -> np.ndarray:
     up, down = proba[:, CLASSES.index("UP")], proba[:, CLASSES.index("DOWN")]
     return (up >= threshold) & (up >= down)
 
-# %% ../nbs/07_model.ipynb #729a9af3
+# %% ../nbs/07_model.ipynb #7190bbe4
 def threshold_table(proba: np.ndarray, forward: pd.Series | np.ndarray, horizon: int = HORIZON,
                     cost: float = ROUND_TRIP_COST, thresholds=THRESHOLDS) -> pd.DataFrame:
     "Per threshold: BUY calls, their mean forward return, net of `cost`, and its t-statistic."
@@ -360,12 +360,13 @@ def recommend_threshold(table: pd.DataFrame, min_share: float = MIN_CALL_SHARE) 
     ok = table[(table["call_share"] >= min_share) & (table["t_stat"] > 0)]
     return float(ok.loc[ok["t_stat"].idxmax(), "threshold"]) if len(ok) else OWNER_THRESHOLD
 
-# %% ../nbs/07_model.ipynb #28e8ac6d
+# %% ../nbs/07_model.ipynb #fc3c7fa8
 DRIFT_BINS = 10          # deciles of the training values
 PSI_WATCH = 0.10         # below: ok
 DRIFT_LIMIT = 0.25       # above: drifted
 DRIFT_SHARE = 0.25       # drifted too far: more than this share of features drifted
 DRIFT_WINDOW = 252       # sessions of recent rows a run compares (a year, all symbols)
+DRIFT_MIN_ROWS = 250     # fewer recent rows: PSI is mostly noise (about 9/rows), status unknown
 
 def _bin_shares(edges: np.ndarray, x: np.ndarray) -> np.ndarray:
     counts = np.bincount(np.searchsorted(edges, x, side="right"), minlength=len(edges) + 1)
@@ -385,10 +386,10 @@ def population_stability(expected: np.ndarray, actual: np.ndarray, floor: float 
     e, a = np.maximum(np.asarray(expected), floor), np.maximum(np.asarray(actual), floor)
     return float(np.sum((a - e) * np.log(a / e)))
 
-# %% ../nbs/07_model.ipynb #12c7653c
-def drift_status(psi: float) -> str:
-    "ok below `PSI_WATCH`, watch up to `DRIFT_LIMIT`, drifted above it (unknown without data)."
-    if np.isnan(psi): return "unknown"
+# %% ../nbs/07_model.ipynb #bf920ac9
+def drift_status(psi: float, rows: int = DRIFT_MIN_ROWS) -> str:
+    "ok below `PSI_WATCH`, watch up to `DRIFT_LIMIT`, drifted above; unknown on too few rows."
+    if np.isnan(psi) or rows < DRIFT_MIN_ROWS: return "unknown"
     return "ok" if psi < PSI_WATCH else "watch" if psi <= DRIFT_LIMIT else "drifted"
 
 def drift_table(reference: dict[str, dict], rows: pd.DataFrame) -> pd.DataFrame:
@@ -398,14 +399,14 @@ def drift_table(reference: dict[str, dict], rows: pd.DataFrame) -> pd.DataFrame:
         x = rows[name].to_numpy(dtype=float) if len(rows) else np.array([])
         psi = (population_stability(ref["share"], _bin_shares(np.asarray(ref["edges"]), x))
                if len(x) else np.nan)
-        out.append(dict(feature=name, psi=psi, status=drift_status(psi), rows=len(x)))
+        out.append(dict(feature=name, psi=psi, status=drift_status(psi, len(x)), rows=len(x)))
     return pd.DataFrame(out, columns=["feature", "psi", "status", "rows"]).set_index("feature")
 
 def drifted_too_far(table: pd.DataFrame) -> bool:
     "True when more than `DRIFT_SHARE` of the features are drifted (the run's stale-model rule)."
     return bool(len(table)) and float((table["status"] == "drifted").mean()) > DRIFT_SHARE
 
-# %% ../nbs/07_model.ipynb #ebfccbb8
+# %% ../nbs/07_model.ipynb #fe3a1305
 _STATUS_COLOURS = {"ok": "seagreen", "watch": "orange", "drifted": "indianred",
                    "unknown": "grey"}
 
@@ -462,7 +463,7 @@ class LGBMTradingModel:
         raw = self.raw_proba(X)
         return raw if self.calibrator is None else self.calibrator.apply(raw)
 
-# %% ../nbs/07_model.ipynb #52cecae8
+# %% ../nbs/07_model.ipynb #b4b9aa37
 BIAS = "_bias"    # the key of the bias (expected raw score) next to the feature contributions
 
 @patch_to(LGBMTradingModel)
@@ -472,7 +473,7 @@ def contributions(self: LGBMTradingModel, X: pd.DataFrame) -> np.ndarray:
     out = np.asarray(self.booster.predict(values, pred_contrib=True))
     return out.reshape(len(values), len(self.classes), len(self.features) + 1)
 
-# %% ../nbs/07_model.ipynb #73cb102c
+# %% ../nbs/07_model.ipynb #670a4da6
 def model_feature_panel(model: TradingModel, bars_by_symbol: dict[str, pd.DataFrame],
                         ) -> pd.DataFrame:
     "Rows of the feature set `model` was trained on, by (symbol, date)."
@@ -496,7 +497,7 @@ def drift(self: LGBMTradingModel, recent_rows: pd.DataFrame) -> pd.DataFrame:
     "PSI and status per feature of `recent_rows` against the training rows (see `drift_table`)."
     return drift_table(self.meta.get("drift_reference") or {}, recent_rows)
 
-# %% ../nbs/07_model.ipynb #a1f4eb73
+# %% ../nbs/07_model.ipynb #9ca6c416
 def _calibration_check(raw: np.ndarray, calibrated: np.ndarray, y: np.ndarray) -> dict:
     "Out-of-fold log-loss (raw, calibrated, class prior) and calibration error per class."
     from sklearn.metrics import log_loss
@@ -547,7 +548,7 @@ def train_model(ds: Dataset, params: dict | None = None, n_splits: int = 5,
     return LGBMTradingModel(booster, meta, calibrator=calibrator,
                             feature_set=meta["feature_set"]), cv.table
 
-# %% ../nbs/07_model.ipynb #13bbedd2
+# %% ../nbs/07_model.ipynb #b0f40ebd
 def file_sha256(path: str | Path) -> str:
     "SHA-256 hex digest of a file."
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -616,7 +617,7 @@ def default_cutoff(trading_days: list[pd.Timestamp] | pd.DatetimeIndex, sessions
     days = pd.DatetimeIndex(sorted(set(pd.DatetimeIndex(trading_days))))
     return days[max(len(days) - 1 - sessions, 0)].date()
 
-# %% ../nbs/07_model.ipynb #382ef90b
+# %% ../nbs/07_model.ipynb #57214643
 def retrain_schedule(sessions: pd.DatetimeIndex, start: date, end: date | None = None,
                      every: int = 63) -> list[tuple[pd.Timestamp, pd.DatetimeIndex]]:
     "Blocks of `every` sessions in [start, end], each with its eve (the last session before it)."
@@ -631,7 +632,7 @@ def retrain_schedule(sessions: pd.DatetimeIndex, start: date, end: date | None =
         out.append((before[-1], block))
     return out
 
-# %% ../nbs/07_model.ipynb #6d386272
+# %% ../nbs/07_model.ipynb #9f301227
 def _prediction_frame(model: LGBMTradingModel, rows: Dataset, block: int,
                       eve: pd.Timestamp) -> pd.DataFrame:
     "One block's predictions with truth, the model's threshold and its training class shares."
@@ -654,7 +655,7 @@ def walk_forward_predictions(ds: Dataset, start: date, end: date | None = None,
                                        k, eve))
     return pd.concat(parts)
 
-# %% ../nbs/07_model.ipynb #54d8f35d
+# %% ../nbs/07_model.ipynb #01a15e84
 def bootstrap_mean_ci(values, level: float = 0.95, n_boot: int = 10_000, seed: int = 0,
                       ) -> tuple[float, float, float]:
     "Mean of `values` (NaN dropped) and its percentile bootstrap interval at `level`."
@@ -665,7 +666,7 @@ def bootstrap_mean_ci(values, level: float = 0.95, n_boot: int = 10_000, seed: i
     low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return float(v.mean()), float(low), float(high)
 
-# %% ../nbs/07_model.ipynb #70428f17
+# %% ../nbs/07_model.ipynb #28a72a3b
 def baseline_scores(bars_by_symbol: dict[str, pd.DataFrame], index: pd.MultiIndex,
                     seed: int = 0) -> pd.DataFrame:
     "Scores of simple rules on `index` rows: momentum, short-term reversal, random."
@@ -678,7 +679,7 @@ def baseline_scores(bars_by_symbol: dict[str, pd.DataFrame], index: pd.MultiInde
     out["random"] = np.random.default_rng(seed).random(len(out))
     return out
 
-# %% ../nbs/07_model.ipynb #f27baebb
+# %% ../nbs/07_model.ipynb #16dd11ed
 _P = ["p_down", "p_hold", "p_up"]
 _PRIOR = ["prior_down", "prior_hold", "prior_up"]
 
@@ -703,7 +704,7 @@ def summarise_blocks(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index",
                                   columns=["mean", "ci_low", "ci_high", "share_positive"])
 
-# %% ../nbs/07_model.ipynb #b16c6915
+# %% ../nbs/07_model.ipynb #a0ac6f0e
 def matched_calls(preds: pd.DataFrame, baselines: pd.DataFrame, share: float | None = None,
                   cost: float = ROUND_TRIP_COST) -> pd.DataFrame:
     "BUY calls of the model and, at the same count per block, of each baseline: what they earned."
