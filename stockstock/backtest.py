@@ -17,10 +17,11 @@ from fastcore.basics import patch_to
 from tqdm import tqdm
 
 from .broker import apply_fill, fill_outcome, sim_fill_price
-from .features import build_panel
+from .features import build_feature_panel
 from .log import get_logger
-from .model import (Dataset, LGBMTradingModel, TradingModel, build_dataset,
-                              fit_early_stopped)
+from .model import (DEFAULT_FEATURE_SET, DEFAULT_LABEL, DEFAULT_WEIGHTING, Dataset,
+                              TradingModel, build_dataset, model_feature_panel, retrain_schedule,
+                              train_model)
 from .risk import (DailyLossTracker, Portfolio, Position, RiskDecision, RiskLimits,
                              evaluate)
 from .signals import decide
@@ -122,7 +123,8 @@ def simulate(actions: pd.DataFrame, closes: pd.DataFrame, limits: RiskLimits,
     "Trade `actions` (date × symbol: BUY/SELL/HOLD) at `closes` under `limits`, day by day."
     book, equity, fills, events = Book(initial_cash), {}, [], []
     start_equity, tracker = initial_cash, DailyLossTracker()
-    act = actions.reindex(index=closes.index, columns=closes.columns).fillna("HOLD").to_numpy()
+    act = actions.reindex(index=closes.index, columns=closes.columns).astype(object)
+    act = act.where(act.notna(), "HOLD").to_numpy()
     px = closes.to_numpy(dtype=float)
     symbols = list(closes.columns)
     for i, ts in enumerate(closes.index):
@@ -143,7 +145,7 @@ def _closes(bars_by_symbol: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def predict_actions(model: TradingModel, bars_by_symbol: dict[str, pd.DataFrame], start: date,
                     end: date | None = None, threshold: float = 0.6) -> pd.DataFrame:
     "Actions (date × symbol) of a fixed `model` for the sessions in [start, end]."
-    panel = build_panel(bars_by_symbol).dropna()
+    panel = model_feature_panel(model, bars_by_symbol)
     d = panel.index.get_level_values("date")
     rows = panel[(d >= pd.Timestamp(start)) & (d <= pd.Timestamp(end or d.max()))]
     actions, _ = decide(model.predict_proba(rows), threshold)
@@ -159,42 +161,51 @@ class WalkForward:
     retrains: pd.DataFrame
     initial_cash: float
 
-def walk_forward(bars_by_symbol: dict[str, pd.DataFrame], start: date, end: date | None = None,
-                 retrain_every: int = 63, window_days: int | None = None,
-                 params: dict | None = None, max_rounds: int = 300, threshold: float = 0.6,
-                 limits: RiskLimits | None = None, slippage_pct: float = 0.0005,
-                 initial_cash: float = 100_000.0, progress: bool = False) -> WalkForward:
-    "Retrain every `retrain_every` sessions on purged history, trade [start, end] out of sample."
-    limits = limits or RiskLimits()
-    closes = _closes(bars_by_symbol).loc[pd.Timestamp(start):pd.Timestamp(end or date.max)]
-    ds = build_dataset(bars_by_symbol)
-    panel = build_panel(bars_by_symbol).dropna()
-    pdates = panel.index.get_level_values("date")
-    all_days = _closes(bars_by_symbol).index
-    blocks = [closes.index[i:i + retrain_every] for i in range(0, len(closes), retrain_every)]
-    parts, log_rows = [], []
-    for block in tqdm(blocks, desc="walk-forward", disable=not progress):
-        eve = all_days[all_days < block[0]][-1]
-        train = ds.until(eve)
-        if window_days: train = _last_sessions(train, window_days)
-        booster, rounds = fit_early_stopped(train, params, max_rounds)
-        model = LGBMTradingModel(booster)
-        rows = panel[(pdates >= block[0]) & (pdates <= block[-1])]
-        if len(rows):
-            acts, _ = decide(model.predict_proba(rows), threshold)
-            parts.append(pd.Series(acts, index=rows.index))
-        log_rows.append(dict(block_start=block[0].date(), block_end=block[-1].date(),
-                             train_to=eve.date(), train_rows=len(train.y), rounds=rounds))
-    actions = pd.concat(parts).unstack("symbol") if parts else pd.DataFrame(index=closes.index)
-    sim = simulate(actions, closes, limits, slippage_pct, initial_cash)
-    log.info("walk_forward_done", blocks=len(blocks), trades=len(sim.trades()))
-    return WalkForward(sim, actions, closes, pd.DataFrame(log_rows), initial_cash)
+def _block_actions(model, rows: pd.DataFrame, threshold: float | str) -> tuple[pd.Series, float]:
+    "Actions of one block's rows, and the threshold used (`recommended`: the model's own)."
+    t = model.meta["recommended_threshold"] if threshold == "recommended" else float(threshold)
+    acts, _ = decide(model.predict_proba(rows), t) if len(rows) else (np.array([]), None)
+    return pd.Series(acts, index=rows.index, dtype=object), t
 
 def _last_sessions(ds: Dataset, n: int) -> Dataset:
     "Only the rows of the last `n` dates of `ds` (rolling window)."
     first = np.unique(ds.dates.values)[-n:][0]
-    keep = (ds.dates >= first)
-    return Dataset(ds.X[keep], ds.y[keep], ds.forward[keep], ds.label_end[keep])
+    return ds.take(np.flatnonzero(ds.dates >= first))
+
+# %% ../nbs/10_backtest.ipynb #941cf473
+def walk_forward(bars_by_symbol: dict[str, pd.DataFrame], start: date, end: date | None = None,
+                 retrain_every: int = 63, window_days: int | None = None,
+                 params: dict | None = None, max_rounds: int = 300,
+                 threshold: float | str = 0.6, limits: RiskLimits | None = None,
+                 slippage_pct: float = 0.0005, initial_cash: float = 100_000.0,
+                 progress: bool = False, n_splits: int = 5,
+                 feature_set: str = DEFAULT_FEATURE_SET, label: str = DEFAULT_LABEL,
+                 weighting: str = DEFAULT_WEIGHTING) -> WalkForward:
+    "Retrain every `retrain_every` sessions on purged history, trade [start, end] out of sample."
+    limits = limits or RiskLimits()
+    closes = _closes(bars_by_symbol).loc[pd.Timestamp(start):pd.Timestamp(end or date.max)]
+    ds = build_dataset(bars_by_symbol, feature_set=feature_set, label=label)
+    panel = build_feature_panel(bars_by_symbol, feature_set)
+    pdates = panel.index.get_level_values("date")
+    parts, log_rows = [], []
+    schedule = retrain_schedule(_closes(bars_by_symbol).index, start, closes.index[-1],
+                                retrain_every)
+    for eve, block in tqdm(schedule, desc="walk-forward", disable=not progress):
+        train = ds.until(eve)
+        if window_days: train = _last_sessions(train, window_days)
+        model, _ = train_model(train, params, n_splits, max_rounds, weighting=weighting)
+        acts, used = _block_actions(model, panel[(pdates >= block[0]) & (pdates <= block[-1])],
+                                    threshold)
+        parts.append(acts)
+        log_rows.append(dict(block_start=block[0].date(), block_end=block[-1].date(),
+                             train_to=eve.date(), train_rows=len(train.y),
+                             rounds=model.meta["num_boost_round"], threshold=used,
+                             recommended_threshold=model.meta["recommended_threshold"]))
+    acts = pd.concat(parts)
+    actions = acts.unstack("symbol") if len(acts) else pd.DataFrame(index=closes.index)
+    sim = simulate(actions, closes, limits, slippage_pct, initial_cash)
+    log.info("walk_forward_done", blocks=len(schedule), trades=len(sim.trades()))
+    return WalkForward(sim, actions, closes, pd.DataFrame(log_rows), initial_cash)
 
 # %% ../nbs/10_backtest.ipynb #65904564
 def buy_and_hold(closes: pd.DataFrame, initial_cash: float, slippage_pct: float = 0.0005,

@@ -257,6 +257,9 @@ def train_command(args: argparse.Namespace) -> int:
     print(f"model {path} (sha256 {model.sha256[:16]}…), trained on {len(ds.y)} rows "
           f"{model.meta['train_from']}..{model.meta['train_to']}, cut-off {cutoff}, "
           f"{model.meta['num_boost_round']} rounds")
+    if (advised := model.meta.get("recommended_threshold")) is not None:
+        print(f"recommended confidence threshold {advised:.2f} (purged CV on the training "
+              f"window; `confidence_threshold: recommended` uses it)")
     return 0
 
 # %% ../nbs/15_cli.ipynb #6f007e43

@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 __all__ = ['PROJECT_MARKER', 'SYMBOL_PATTERN', 'Fraction', 'Rate', 'ConfigError', 'project_home', 'resolve_path', 'Secrets',
            'load_secrets', 'TradingParams', 'describe_errors', 'parse_overrides', 'load_params', 'as_papermill']
 
-# %% ../nbs/00_config.ipynb #a782b2ed
+# %% ../nbs/00_config.ipynb #4a02cfe3
 class ConfigError(ValueError):
     "Invalid configuration (parameters, parameter file, environment), as one human-readable line."
 
@@ -114,7 +114,7 @@ class _ParamFields(BaseModel):
     max_bar_move_pct: float = Field(0.5, gt=0, le=10)  # one-day close move that quarantines a bar
     order_type: Literal["MARKET", "LIMIT"] = "MARKET"  # MARKET = marketable limit (see kis-api)
     limit_buffer_pct: Fraction = 0.005     # marketable-limit distance from the last price
-    confidence_threshold: Fraction = 0.6
+    confidence_threshold: Fraction | Literal["recommended"] = 0.6  # or the model's own advice
     decision_time: str = "15:30"           # New York time of the session's one model decision
     max_model_age_days: int = Field(120, ge=1, le=3650)  # paper/live: older models only protect
     request_timeout_s: float = Field(10.0, gt=0, le=120)  # one broker request (KIS)
@@ -220,7 +220,7 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
         out[key] = raw if isinstance(value, (datetime, date)) else value
     return out
 
-# %% ../nbs/00_config.ipynb #0574f310
+# %% ../nbs/00_config.ipynb #1bc35ba4
 def _read_params_file(path: str | Path) -> dict[str, Any]:
     "The mapping in YAML file `path` (`ConfigError` naming the file and the problem)."
     p = resolve_path(path)

@@ -104,6 +104,7 @@ class Signal(Base):
     price: Mapped[float | None] = mapped_column(Float, nullable=True)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     outcome: Mapped[str | None] = mapped_column(Text, nullable=True)   # what became of it, why
+    contributions: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # feature -> push
 
 ORDER_STATES: tuple[str, ...] = ("submitted", "partially_filled", "filled", "cancelled",
                                  "rejected", "expired")
@@ -240,7 +241,7 @@ def _add_missing_columns(engine: Engine) -> list[str]:
             added.append(f"{table.name}.{col.name}")
     return added
 
-# %% ../nbs/03_db.ipynb #c108fe92
+# %% ../nbs/03_db.ipynb #30bcf21f
 def _sqlite_url(url: str) -> str:
     "`url` checked and with its relative file path made absolute (folder created)."
     from sqlalchemy.engine import make_url
@@ -347,7 +348,7 @@ def ohlcv_summary(self) -> pd.DataFrame:
         rows = s.execute(q).all()
     return pd.DataFrame(rows, columns=["symbol", "rows", "first", "last"]).set_index("symbol")
 
-# %% ../nbs/03_db.ipynb #9f63725e
+# %% ../nbs/03_db.ipynb #c31a7f84
 @patch_to(Database)
 def load_ohlcv_many(self, symbols: list[str], end: date | None = None,
                     ) -> dict[str, pd.DataFrame]:
@@ -472,7 +473,7 @@ def open_trades(self) -> list[Trade]:
         q = select(Trade).where(Trade.status.not_in(FINAL_ORDER_STATES)).order_by(Trade.id)
         return list(s.scalars(q))
 
-# %% ../nbs/03_db.ipynb #b8d9045b
+# %% ../nbs/03_db.ipynb #77dba1f2
 @patch_to(Database)
 def get_listing(self, symbol: str) -> Listing | None:
     "The cached listing of `symbol`, or None."

@@ -15,8 +15,9 @@ import talib
 from .db import BAR_COLUMNS
 
 # %% auto #0
-__all__ = ['FEATURES', 'WARMUP', 'LIVE_HISTORY', 'TOLERANCE', 'relative_differences', 'build_features', 'reference_features',
-           'feature_rows', 'build_panel']
+__all__ = ['FEATURES', 'WARMUP', 'LIVE_HISTORY', 'TOLERANCE', 'VOLATILITY_WINDOW', 'SCALED_FEATURES', 'UNIVERSE_FEATURES',
+           'FEATURE_SETS', 'relative_differences', 'build_features', 'reference_features', 'feature_rows',
+           'build_panel', 'daily_volatility', 'scaled_features', 'build_feature_panel']
 
 # %% ../nbs/06_features.ipynb #fca2b260
 FEATURES: list[str] = [
@@ -231,3 +232,77 @@ def build_panel(bars_by_symbol: dict[str, pd.DataFrame]) -> pd.DataFrame:
         return pd.DataFrame(index=index, columns=FEATURES, dtype=float)
     frames = [feature_rows(bars_by_symbol[s]) for s in symbols]
     return pd.concat(frames, keys=symbols, names=["symbol", "date"])
+
+# %% ../nbs/06_features.ipynb #f9119366
+from numpy.lib.stride_tricks import sliding_window_view
+
+VOLATILITY_WINDOW = 60    # daily returns behind a symbol's volatility
+
+def daily_volatility(close: np.ndarray, n: int = VOLATILITY_WINDOW) -> np.ndarray:
+    "Sample std of the last `n` daily returns at each bar (NaN until `n` returns exist)."
+    close = np.asarray(close, dtype=float)
+    out = np.full(len(close), np.nan)
+    if len(close) > n:
+        returns = close[1:] / close[:-1] - 1
+        out[n:] = sliding_window_view(returns, n).std(axis=1, ddof=1)
+    return out
+
+# %% ../nbs/06_features.ipynb #0446a0ed
+SCALED_FEATURES: list[str] = [
+    "return_1d_z", "return_5d_z", "return_20d_z", "return_60d_z", "sma_20_gap_z",
+    "sma_50_gap_z", "macd_z", "macd_hist_z", "atr_14_z", "volatility_ratio"]
+
+def scaled_features(bars: pd.DataFrame, owner: pd.DataFrame | None = None) -> pd.DataFrame:
+    "The `SCALED_FEATURES` of one symbol (`owner`: its `build_features`, if already computed)."
+    owner = build_features(bars) if owner is None else owner
+    c = _prices(bars).close
+    sigma = daily_volatility(c)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = {name: owner[name].to_numpy() / sigma for name in
+             ("return_1d", "sma_20_gap", "sma_50_gap", "macd", "macd_hist", "atr_14")}
+        z["return_5d"] = owner["return_5d"].to_numpy() / (sigma * np.sqrt(5))
+        for n in (20, 60): z[f"return_{n}d"] = (c / _shift(c, n) - 1) / (sigma * np.sqrt(n))
+        z["volatility"] = daily_volatility(c, 20) / daily_volatility(c, 120)
+    out = pd.DataFrame({f"{k}_z" if k != "volatility" else "volatility_ratio": v
+                        for k, v in z.items()}, index=bars.index)[SCALED_FEATURES]
+    return out.replace([np.inf, -np.inf], np.nan)
+
+# %% ../nbs/06_features.ipynb #fb994ae3
+UNIVERSE_FEATURES: list[str] = [
+    "return_5d_z_xs", "return_20d_z_xs", "return_60d_z_xs", "sma_50_gap_z_xs", "rsi_14_xs"]
+
+FEATURE_SETS: dict[str, list[str]] = {
+    "owner": FEATURES,
+    "scaled": FEATURES + SCALED_FEATURES,
+    "universe": FEATURES + SCALED_FEATURES + UNIVERSE_FEATURES,
+}
+
+def _add_universe(panel: pd.DataFrame) -> pd.DataFrame:
+    "`panel` with each `UNIVERSE_FEATURES` column: value minus that day's mean over symbols."
+    base = [name.removesuffix("_xs") for name in UNIVERSE_FEATURES]
+    day_mean = panel[base].groupby(level="date", sort=False).transform("mean")
+    relative = (panel[base] - day_mean).set_axis(UNIVERSE_FEATURES, axis=1)
+    return pd.concat([panel, relative], axis=1)
+
+# %% ../nbs/06_features.ipynb #0985a66e
+def _symbol_rows(bars: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    "One symbol's rows of `columns` (owner and scaled ones), warm-up and NaN rows dropped."
+    owner = build_features(bars)
+    if any(c in SCALED_FEATURES for c in columns):
+        owner = pd.concat([owner, scaled_features(bars, owner)], axis=1)
+    return owner[columns].iloc[WARMUP:].dropna()
+
+def build_feature_panel(bars_by_symbol: dict[str, pd.DataFrame], feature_set: str = "owner",
+                        ) -> pd.DataFrame:
+    "Rows of `FEATURE_SETS[feature_set]` for many symbols, indexed by (symbol, date)."
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {feature_set!r}; choose from {list(FEATURE_SETS)}")
+    columns = FEATURE_SETS[feature_set]
+    own = [c for c in columns if c not in UNIVERSE_FEATURES]
+    symbols = sorted(bars_by_symbol)
+    if not symbols:
+        index = pd.MultiIndex.from_arrays([[], pd.DatetimeIndex([])], names=["symbol", "date"])
+        return pd.DataFrame(index=index, columns=columns, dtype=float)
+    panel = pd.concat([_symbol_rows(bars_by_symbol[s], own) for s in symbols], keys=symbols,
+                      names=["symbol", "date"])
+    return (_add_universe(panel) if len(own) < len(columns) else panel)[columns]

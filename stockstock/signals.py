@@ -11,11 +11,13 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from .features import FEATURES, feature_rows
-from .model import CLASSES, TradingModel
+from .features import FEATURE_SETS, build_feature_panel
+from .model import (BIAS, CLASSES, DRIFT_WINDOW, TradingModel, buy_calls,
+                              model_feature_panel)
 
 # %% auto #0
-__all__ = ['ACTIONS', 'decide', 'Signal', 'latest_features', 'make_signals', 'signals_frame', 'action_map']
+__all__ = ['ACTIONS', 'ACTION_CLASS', 'decide', 'Signal', 'latest_features', 'make_signals', 'signals_frame', 'action_map',
+           'contributions_frame', 'contributions_figure', 'recent_feature_rows']
 
 # %% ../nbs/08_signals.ipynb #89294aff
 ACTIONS = ("SELL", "HOLD", "BUY")
@@ -25,7 +27,7 @@ def decide(proba: np.ndarray, threshold: float = 0.6) -> tuple[np.ndarray, np.nd
     "Actions (array of 'BUY'/'SELL'/'HOLD') and their confidences for rows of probabilities."
     proba = np.atleast_2d(proba)
     up, down = proba[:, _UP], proba[:, _DOWN]
-    buy = (up >= threshold) & (up >= down)
+    buy = buy_calls(proba, threshold)
     sell = (down >= threshold) & ~buy
     actions = np.where(buy, "BUY", np.where(sell, "SELL", "HOLD"))
     confidence = np.where(buy, up, np.where(sell, down, proba.max(axis=1)))
@@ -43,44 +45,56 @@ class Signal:
     bar_date: date | None = None      # date of the last bar the features used
     price: float | None = None        # close of that bar
     note: str | None = None           # why HOLD without a prediction (e.g. not enough bars)
+    contributions: dict[str, float] = field(default_factory=dict)  # feature -> raw-score push
 
     def to_dict(self) -> dict: return asdict(self)
 
+ACTION_CLASS = {"BUY": "UP", "SELL": "DOWN", "HOLD": "HOLD"}   # the class an action rests on
+
 # %% ../nbs/08_signals.ipynb #5ff5cc67
 def latest_features(bars_by_symbol: dict[str, pd.DataFrame], as_of_date: date,
-                    ) -> tuple[pd.DataFrame, dict[str, str]]:
+                    feature_set: str = "owner") -> tuple[pd.DataFrame, dict[str, str]]:
     "Feature row of `as_of_date` per symbol, and `{symbol: reason}` for symbols without one."
-    rows, missing = {}, {}
     day = pd.Timestamp(as_of_date)
-    for sym, bars in bars_by_symbol.items():
-        bars = bars.loc[:day]
-        if len(bars) == 0 or bars.index[-1] != day:
-            missing[sym] = f"no bar for {as_of_date}"
-            continue
-        feats = feature_rows(bars)
-        if len(feats) == 0 or feats.index[-1] != day:
-            missing[sym] = f"not enough history ({len(bars)} bars) for the features"
-            continue
-        rows[sym] = feats.iloc[-1]
-    frame = pd.DataFrame(rows).T.reindex(columns=FEATURES) if rows else \
-        pd.DataFrame(columns=FEATURES, dtype=float)
+    cut = {s: b.loc[:day] for s, b in bars_by_symbol.items()}
+    missing = {s: f"no bar for {as_of_date}" for s, b in cut.items()
+               if len(b) == 0 or b.index[-1] != day}
+    panel = build_feature_panel({s: b for s, b in cut.items() if s not in missing}, feature_set)
+    rows = panel[panel.index.get_level_values("date") == day].droplevel("date")
+    for s in cut:
+        if s not in missing and s not in rows.index:
+            missing[s] = f"not enough history ({len(cut[s])} bars) for the features"
+    frame = rows.reindex([s for s in bars_by_symbol if s in rows.index])
     frame.index.name = "symbol"
-    return frame.astype(float), missing
+    return frame.reindex(columns=FEATURE_SETS[feature_set]).astype(float), missing
+
+# %% ../nbs/08_signals.ipynb #bb0b94ad
+def _contributions(model: TradingModel, rows: pd.DataFrame, actions: np.ndarray,
+                   ) -> list[dict[str, float]]:
+    "Per row: feature -> contribution to the raw score of the class behind its action."
+    if not hasattr(model, "contributions"): return [{} for _ in range(len(rows))]
+    values = model.contributions(rows)            # (rows, classes, features + bias)
+    keys = [*model.features, BIAS]
+    return [{k: float(v) for k, v in zip(keys, values[i, CLASSES.index(ACTION_CLASS[a])],
+                                         strict=True)} for i, a in enumerate(actions)]
 
 def make_signals(model: TradingModel, bars_by_symbol: dict[str, pd.DataFrame], as_of_date: date,
                  threshold: float = 0.6) -> list[Signal]:
     "One `Signal` per symbol (in the given order) for the bar of `as_of_date`."
-    rows, missing = latest_features(bars_by_symbol, as_of_date)
+    rows, missing = latest_features(bars_by_symbol, as_of_date,
+                                    getattr(model, "feature_set", "owner"))
     decided = {}
     if len(rows):
         proba = model.predict_proba(rows)
         actions, conf = decide(proba, threshold)
+        why = _contributions(model, rows, actions)
         for i, sym in enumerate(rows.index):
             decided[sym] = Signal(
                 sym, str(actions[i]), float(conf[i]),
                 {c: float(proba[i, j]) for j, c in enumerate(CLASSES)},
                 {f: float(v) for f, v in rows.loc[sym].items()}, as_of_date,
-                float(bars_by_symbol[sym].loc[pd.Timestamp(as_of_date), "close"]))
+                float(bars_by_symbol[sym].loc[pd.Timestamp(as_of_date), "close"]),
+                contributions=why[i])
     for sym, reason in missing.items():
         decided[sym] = Signal(sym, "HOLD", None, bar_date=as_of_date, note=reason)
     return [decided[s] for s in bars_by_symbol]
@@ -95,3 +109,47 @@ def signals_frame(signals: list[Signal]) -> pd.DataFrame:
 def action_map(signals: list[Signal]) -> dict[str, str]:
     "`{symbol: action}` in signal order."
     return {s.symbol: s.action for s in signals}
+
+# %% ../nbs/08_signals.ipynb #3505caf1
+def contributions_frame(signals: list[Signal], top: int = 5) -> pd.DataFrame:
+    "The `top` features by |contribution| behind each signal that has contributions."
+    rows = []
+    for s in signals:
+        pushes = sorted(((f, c) for f, c in s.contributions.items() if f != BIAS),
+                        key=lambda fc: -abs(fc[1]))[:top]
+        rows += [dict(symbol=s.symbol, action=s.action, target=ACTION_CLASS[s.action], feature=f,
+                      contribution=c, value=s.features.get(f)) for f, c in pushes]
+    return pd.DataFrame(rows, columns=["symbol", "action", "target", "feature", "contribution",
+                                       "value"])
+
+# %% ../nbs/08_signals.ipynb #18318377
+def contributions_figure(signals: list[Signal], top: int = 5, columns: int = 3):
+    "Plotly bars per symbol: the `top` contributions to the class behind each decision."
+    import plotly.graph_objects as go  # display only
+    from plotly.subplots import make_subplots
+    frame = contributions_frame(signals, top)
+    symbols = list(dict.fromkeys(frame["symbol"])) or ["no signal with contributions"]
+    cols = min(columns, len(symbols))
+    titles = [f"{s}: {frame.action[frame.symbol == s].iloc[0]} "
+              f"(score of {frame.target[frame.symbol == s].iloc[0]})" if s in set(frame.symbol)
+              else s for s in symbols]
+    fig = make_subplots(rows=-(-len(symbols) // cols), cols=cols, subplot_titles=titles,
+                        horizontal_spacing=0.18)
+    for i, sym in enumerate(s for s in symbols if s in set(frame.symbol)):
+        part = frame[frame.symbol == sym].iloc[::-1]
+        fig.add_trace(go.Bar(x=part.contribution, y=part.feature, orientation="h",
+                             marker_color=np.where(part.contribution > 0, "seagreen", "indianred"),
+                             customdata=part.value, showlegend=False,
+                             hovertemplate="%{y} = %{customdata:.4g}: %{x:+.3f}<extra></extra>"),
+                      row=i // cols + 1, col=i % cols + 1)
+    return fig.update_layout(height=120 + (40 + 22 * top) * -(-len(symbols) // cols),
+                             margin=dict(l=40, r=20, t=50, b=30))
+
+# %% ../nbs/08_signals.ipynb #2135da5a
+def recent_feature_rows(model: TradingModel, bars_by_symbol: dict[str, pd.DataFrame],
+                        as_of_date: date, sessions: int = DRIFT_WINDOW) -> pd.DataFrame:
+    "The model's feature rows of every symbol over the last `sessions` sessions to `as_of_date`."
+    day = pd.Timestamp(as_of_date)
+    panel = model_feature_panel(model, {s: b.loc[:day] for s, b in bars_by_symbol.items()})
+    dates = panel.index.get_level_values("date")
+    return panel[dates.isin(np.unique(dates.values)[-sessions:])]

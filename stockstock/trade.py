@@ -38,11 +38,11 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'ALREADY_DECIDED', 'resolve_as_of', 'check_run', 'decision_slot', 'client_key', 'RunContext', 'run_step',
-           'git_commit', 'new_run_id', 'make_broker', 'model_cutoff_of', 'model_issue', 'start_run', 'collect_params',
-           'decision_instant', 'decides_now', 'market_closed_reason', 'skip_run', 'check_market', 'order_query',
-           'reconcile', 'implied_account', 'compare_with_broker', 'manage_open_orders', 'load_bars', 'marks',
-           'session_prices', 'compute_signals', 'decide_orders', 'submit_orders', 'take_snapshot', 'signal_outcomes',
-           'finish_run', 'run_steps']
+           'git_commit', 'new_run_id', 'make_broker', 'model_cutoff_of', 'model_issue', 'resolve_threshold',
+           'start_run', 'collect_params', 'decision_instant', 'decides_now', 'market_closed_reason', 'skip_run',
+           'check_market', 'order_query', 'reconcile', 'implied_account', 'compare_with_broker', 'manage_open_orders',
+           'load_bars', 'marks', 'session_prices', 'check_drift', 'compute_signals', 'decide_orders', 'submit_orders',
+           'take_snapshot', 'signal_outcomes', 'finish_run', 'run_steps']
 
 # %% ../nbs/11_trade.ipynb #68eb7934
 def resolve_as_of(params: TradingParams, db: Database, model_cutoff: date | None) -> datetime:
@@ -51,7 +51,7 @@ def resolve_as_of(params: TradingParams, db: Database, model_cutoff: date | None
     if params.mode == "sim": return sim_decision_instant(next_sim_session(db, model_cutoff))
     return datetime.now(UTC)
 
-# %% ../nbs/11_trade.ipynb #3e150786
+# %% ../nbs/11_trade.ipynb #25a424c2
 def check_run(params: TradingParams, db: Database, as_of: datetime,
               model_cutoff: date | None) -> None:
     "Raise `ConfigError` when a run at `as_of` with `params` must not start."
@@ -94,6 +94,7 @@ class RunContext:
     session: date                     # New York date of as_of
     slot: datetime                    # decision slot (as_of to the hour)
     market: MarketData | None = None  # prices (the sim broker itself; KIS's real domain)
+    threshold: float = 0.6            # the confidence threshold in force (resolved)
     skipped: str | None = None        # why the run does nothing (market closed)
     halted: str | None = None         # why new entries are blocked (daily loss, /stop)
     model_issue: str | None = None    # why the model may not decide (stale, unreadable)
@@ -112,6 +113,7 @@ class RunContext:
     mismatches: list[dict] = field(default_factory=list)  # broker vs what our trades imply
     marks: dict[str, float] = field(default_factory=dict)
     quotes: Any = None                # paper/live: the live quotes, being fetched (a future)
+    drift: pd.DataFrame | None = None # the model's feature drift (decision runs)
     outcomes: dict[str, str] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -123,7 +125,7 @@ class RunContext:
         "Symbols that get no order this run (bars quarantined or missing)."
         return {s for s, c in self.checks.items() if not c.tradable}
 
-# %% ../nbs/11_trade.ipynb #5ef2a449
+# %% ../nbs/11_trade.ipynb #9c731052
 def run_step(fn: Callable | None = None, *, skip_result: Any = pd.DataFrame) -> Callable:
     "A step of the run: a no-op (returning `skip_result()`) once the run is skipped."
     if fn is None: return functools.partial(run_step, skip_result=skip_result)
@@ -133,7 +135,7 @@ def run_step(fn: Callable | None = None, *, skip_result: Any = pd.DataFrame) -> 
         return fn(ctx, *args, **kwargs)
     return step
 
-# %% ../nbs/11_trade.ipynb #2fab9081
+# %% ../nbs/11_trade.ipynb #0c6aa855
 def git_commit() -> str | None:
     "The current git commit of the project home, or None outside a repository."
     try:
@@ -193,6 +195,15 @@ def _load_run_model(params: TradingParams) -> tuple[Any, str | None]:
         if params.mode == "sim": raise
         return None, f"model unusable: {e}"
 
+def resolve_threshold(params: TradingParams, model: Any) -> float:
+    "The confidence threshold: the parameter, or the model's recommended one."
+    if params.confidence_threshold != "recommended": return float(params.confidence_threshold)
+    advised = (getattr(model, "meta", None) or {}).get("recommended_threshold")
+    if advised is None:
+        raise ConfigError("confidence_threshold: 'recommended', but the model records no "
+                          "recommended threshold (retrain it, or give a number)")
+    return float(advised)
+
 def start_run(parameters: dict[str, Any], run_id: str | None = None) -> RunContext:
     "Validate `parameters`, open DB, model and broker, and record the run (ad hoc without id)."
     params = load_params(overrides=parameters)
@@ -212,16 +223,17 @@ def start_run(parameters: dict[str, Any], run_id: str | None = None) -> RunConte
     session = to_et(as_of).date()
     ctx = RunContext(run_id, params, as_of, db, broker, model, session, decision_slot(as_of),
                      market, model_issue=issue or model_issue(model, session, params))
+    if model is not None: ctx.threshold = resolve_threshold(params, model)
     if ctx.model_issue: log.warning("model_not_used", run_id=run_id, reason=ctx.model_issue)
     log.info("run_started", run_id=run_id, mode=params.mode, as_of=as_of.isoformat())
     return ctx
 
-# %% ../nbs/11_trade.ipynb #b7b155c9
+# %% ../nbs/11_trade.ipynb #f703dd89
 def collect_params(namespace: dict[str, Any]) -> dict[str, Any]:
     "The `TradingParams` fields present in `namespace` (e.g. the notebook's `globals()`)."
     return {k: namespace[k] for k in TradingParams.model_fields if k in namespace}
 
-# %% ../nbs/11_trade.ipynb #a1aa4779
+# %% ../nbs/11_trade.ipynb #98825389
 def decision_instant(session: date, decision_time: str = "15:30") -> datetime:
     "When `session`'s model decision is due: `decision_time` New York, by 30 min before close."
     opened, closed = session_open_close(session)
@@ -321,7 +333,7 @@ def reconcile(ctx: RunContext) -> pd.DataFrame:
     return pd.DataFrame(ctx.reconciled, columns=["client_key", "symbol", "side", "qty", "was",
                                                  "now"])
 
-# %% ../nbs/11_trade.ipynb #33c5fc9f
+# %% ../nbs/11_trade.ipynb #8e2ed9d0
 def implied_account(db: Database, commission_rate: float) -> tuple[dict[str, int], float]:
     "Positions and cash flow implied by the fills of our trades alone."
     qty: dict[str, int] = {}
@@ -361,7 +373,7 @@ def compare_with_broker(ctx: RunContext) -> list[dict]:
         "cash": bal.cash - flow})
     return ctx.mismatches
 
-# %% ../nbs/11_trade.ipynb #72b32b85
+# %% ../nbs/11_trade.ipynb #402e1464
 def _open_trades_of_session(ctx: RunContext) -> list[Trade]:
     "Our trades of this session the broker still has open."
     start = datetime.combine(ctx.session, time(0), tzinfo=NEW_YORK)
@@ -470,7 +482,26 @@ def session_prices(ctx: RunContext) -> dict[str, float]:
     "The session's close of every tradable symbol (what orders are priced from)."
     return {s: float(ctx.bars[s]["close"].iloc[-1]) for s, c in ctx.checks.items() if c.tradable}
 
-# %% ../nbs/11_trade.ipynb #e2dd7c30
+# %% ../nbs/11_trade.ipynb #5c9b826e
+@run_step(skip_result=pd.DataFrame)
+def check_drift(ctx: RunContext) -> pd.DataFrame:
+    "Feature drift of the model on today's data (decision runs); may stop the model deciding."
+    if not ctx.decides or ctx.model is None or ctx.model_issue: return pd.DataFrame()
+    if not (getattr(ctx.model, "meta", None) or {}).get("drift_reference"): return pd.DataFrame()
+    from stockstock.model import drifted_too_far
+    from stockstock.signals import recent_feature_rows
+    tradable = {s: b for s, b in ctx.bars.items() if s not in ctx.untradable}
+    ctx.drift = ctx.model.drift(recent_feature_rows(ctx.model, tradable, ctx.session))
+    if drifted_too_far(ctx.drift):
+        drifted = ctx.drift[ctx.drift["status"] == "drifted"]["psi"].round(3).to_dict()
+        _record_event(ctx, "model_drift", None, {"drifted": drifted, "features": len(ctx.drift)})
+        log.warning("model_drift", run_id=ctx.run_id, drifted=len(drifted))
+        if ctx.params.mode != "sim":
+            ctx.model_issue = (f"model drifted: {len(drifted)} of {len(ctx.drift)} features "
+                               "beyond the PSI bound")
+    return ctx.drift
+
+# %% ../nbs/11_trade.ipynb #b2b1888f
 @run_step(skip_result=list)
 def compute_signals(ctx: RunContext) -> list[Signal]:
     "Signals of the model for the run's session (HOLD for untradable symbols), recorded."
@@ -478,14 +509,15 @@ def compute_signals(ctx: RunContext) -> list[Signal]:
     if not ctx.decides or ctx.model_issue: return []       # protection-only run
     tradable = {s: ctx.bars[s] for s in ctx.params.symbols if s not in ctx.untradable}
     made = {s.symbol: s for s in make_signals(ctx.model, tradable, ctx.session,
-                                              ctx.params.confidence_threshold)} if tradable else {}
+                                              ctx.threshold)} if tradable else {}
     ctx.signals = [made.get(s) or Signal(s, "HOLD", None, bar_date=ctx.checks[s].last_date,
                                          note=f"{ctx.checks[s].status}: {ctx.checks[s].reason}")
                    for s in ctx.params.symbols]
     ctx.db.add_all([SignalRow(run_id=ctx.run_id, as_of=ctx.as_of, bar_date=s.bar_date,
                               symbol=s.symbol, action=s.action, confidence=s.confidence,
                               probabilities=s.probabilities, features=s.features,
-                              model_sha256=ctx.model.sha256, price=s.price, note=s.note)
+                              model_sha256=ctx.model.sha256, price=s.price, note=s.note,
+                              contributions=s.contributions or None)
                     for s in ctx.signals])
     log.info("signals_computed", run_id=ctx.run_id, **action_map(ctx.signals))
     return ctx.signals
@@ -621,7 +653,7 @@ def take_snapshot(ctx: RunContext) -> pd.DataFrame:
     rows = [dict(symbol=s, **v, value=v["qty"] * v["price"]) for s, v in positions.items()]
     return pd.DataFrame(rows, columns=["symbol", "qty", "avg_price", "price", "value"])
 
-# %% ../nbs/11_trade.ipynb #243619ba
+# %% ../nbs/11_trade.ipynb #06ee7a2d
 def _order_outcomes(ctx: RunContext) -> dict[str, str]:
     "Symbol -> outcome for every order of the run (a stop-loss first wins)."
     out: dict[str, str] = {}
@@ -654,12 +686,11 @@ def signal_outcomes(ctx: RunContext) -> dict[str, str]:
                 .format(pct=ctx.params.max_position_pct, halted=ctx.halted)
         elif s.action == "SELL": out[s.symbol] = "nothing to sell"
         elif s.action == "HOLD":
-            out[s.symbol] = (f"below threshold ({s.confidence:.2f} < "
-                             f"{ctx.params.confidence_threshold:.2f})")
+            out[s.symbol] = f"below threshold ({s.confidence:.2f} < {ctx.threshold:.2f})"
         else: out[s.symbol] = "no order"
     return out
 
-# %% ../nbs/11_trade.ipynb #9286d1bd
+# %% ../nbs/11_trade.ipynb #35f402b2
 def finish_run(ctx: RunContext) -> dict[str, Any]:
     "Record each signal's outcome and the run as ok with its counts; the summary."
     if not ctx.active:
@@ -693,12 +724,12 @@ def _run_note(ctx: RunContext) -> str | None:
                      f"{ctx.params.decision_time} New York")
     return "; ".join(notes) or None
 
-# %% ../nbs/11_trade.ipynb #8654a57d
+# %% ../nbs/11_trade.ipynb #8e24a065
 def run_steps(parameters: dict[str, Any], run_id: str | None = None,
               ) -> tuple[RunContext, dict[str, Any]]:
     "Every step of one run, in the notebook's order; the context and the summary."
     ctx = start_run(parameters, run_id)
     for step in (check_market, reconcile, compare_with_broker, manage_open_orders, load_bars,
-                 compute_signals, decide_orders, submit_orders, take_snapshot):
+                 check_drift, compute_signals, decide_orders, submit_orders, take_snapshot):
         step(ctx)
     return ctx, finish_run(ctx)

@@ -7,15 +7,19 @@ import pytest
 
 from stockstock.data import embedded_bars
 from stockstock.features import (
+    FEATURE_SETS,
     FEATURES,
     LIVE_HISTORY,
+    UNIVERSE_FEATURES,
     TOLERANCE,
     WARMUP,
+    build_feature_panel,
     build_features,
     build_panel,
     feature_rows,
     reference_features,
     relative_differences,
+    scaled_features,
 )
 
 
@@ -166,3 +170,69 @@ def test_bad_input_is_refused(case: str):
         build_features(bars)
     with pytest.raises(ValueError):
         reference_features(bars)
+
+
+# --- the research feature sets (scaled, universe): same guarantees as the owner's 24 -----------
+
+def test_feature_panel_of_owner_set_is_build_panel():
+    bars = {"ZZZ": random_walk_bars(700, 20), "AAA": random_walk_bars(600, 21)}
+    pd.testing.assert_frame_equal(build_feature_panel(bars, "owner"), build_panel(bars))
+
+
+@pytest.mark.parametrize("seed", [22, 23])
+def test_scaled_features_have_no_lookahead(seed: int):
+    bars = random_walk_bars(1000, seed, cents=seed % 2 == 1)
+    full = scaled_features(bars)
+    for t in (WARMUP, 555, len(bars) - 1):
+        np.testing.assert_array_equal(scaled_features(bars.iloc[: t + 1]).iloc[-1].to_numpy(),
+                                      full.iloc[t].to_numpy(), err_msg=f"row {t}")
+
+
+def test_scaled_live_history_matches_full_history():
+    "No train/serve skew for the scaled set: a LIVE_HISTORY window gives the full-history row."
+    bars = random_walk_bars(2000, 24)
+    full = build_feature_panel({"X": bars}, "scaled").loc["X"]
+    for end in range(LIVE_HISTORY + 50, len(bars) + 1, 307):
+        live = build_feature_panel({"X": bars.iloc[end - LIVE_HISTORY: end]}, "scaled").loc["X"]
+        diff = relative_differences(live.iloc[[-1]], full.loc[[bars.index[end - 1]]], skip=0)
+        assert diff.max() < 1e-9, diff[diff >= 1e-9].to_dict()
+        exact = ["return_1d_z", "return_5d_z", "return_20d_z", "return_60d_z", "volatility_ratio"]
+        assert (diff[exact] == 0).all()       # returns over volatility: each window afresh
+
+
+def test_universe_panel_at_serve_time_equals_training_panel():
+    "The run builds the universe panel from bars up to today (LIVE_HISTORY of them): same rows."
+    bars = {s: random_walk_bars(1400, seed, volatility=v)
+            for s, seed, v in (("AAA", 25, 0.01), ("BBB", 26, 0.02), ("CCC", 27, 0.03))}
+    bars["CCC"] = bars["CCC"].iloc[300:]                 # a later listing: fewer symbols at first
+    full = build_feature_panel(bars, "universe")
+    days = bars["AAA"].index
+    for end in (LIVE_HISTORY + 10, 800, 1111, len(days)):
+        day = days[end - 1]
+        live = build_feature_panel({s: b.loc[:day].iloc[-LIVE_HISTORY:] for s, b in bars.items()},
+                                   "universe")
+        got, want = live.xs(day, level="date"), full.xs(day, level="date")
+        assert list(got.index) == list(want.index)
+        diff = relative_differences(got, want, skip=0)
+        assert diff.max() < 1e-9, diff[diff >= 1e-9].to_dict()
+
+
+def test_universe_columns_are_relative_to_that_day():
+    bars = {s: random_walk_bars(700, seed) for s, seed in (("AAA", 28), ("BBB", 29))}
+    panel = build_feature_panel(bars, "universe")
+    assert list(panel.columns) == FEATURE_SETS["universe"]
+    day = panel.xs("AAA", level="symbol").index[100]
+    pair = panel.xs(day, level="date")
+    for name in UNIVERSE_FEATURES:
+        base = name.removesuffix("_xs")
+        assert pair[name].tolist() == pytest.approx((pair[base] - pair[base].mean()).tolist())
+        assert pair[name].sum() == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("feature_set", ["scaled", "universe"])
+def test_feature_sets_give_clean_rows(feature_set: str):
+    bars = {"AAA": random_walk_bars(900, 30), "NEW": random_walk_bars(WARMUP - 1, 31)}
+    panel = build_feature_panel(bars, feature_set)
+    assert panel.index.get_level_values("symbol").unique().tolist() == ["AAA"]
+    assert np.isfinite(panel.to_numpy()).all() and len(panel) == 900 - WARMUP
+    assert build_feature_panel({"S": random_walk_bars(10, 32)}, feature_set).empty
