@@ -25,10 +25,10 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from .config import ConfigError, resolve_path
 
 # %% auto #0
-__all__ = ['ORDER_STATES', 'FINAL_ORDER_STATES', 'TRADE_STATES', 'BUSY_TIMEOUT_S', 'BAR_COLUMNS', 'RUN_STATES', 'UTCDateTime',
-           'utcnow', 'Base', 'Ohlcv', 'Run', 'Signal', 'Trade', 'Listing', 'PortfolioSnapshot', 'RiskEvent',
-           'SystemState', 'SimAccount', 'SimPosition', 'SimOrder', 'DatabaseBusy', 'busy_timeout_s', 'Database',
-           'init_db']
+__all__ = ['ORDER_STATES', 'FINAL_ORDER_STATES', 'TRADE_STATES', 'NOTICE_STATES', 'BUSY_TIMEOUT_S', 'BAR_COLUMNS', 'RUN_STATES',
+           'UTCDateTime', 'utcnow', 'Base', 'Ohlcv', 'Run', 'Signal', 'Trade', 'Notice', 'Listing', 'PortfolioSnapshot',
+           'RiskEvent', 'SystemState', 'SimAccount', 'SimPosition', 'SimOrder', 'DatabaseBusy', 'busy_timeout_s',
+           'Database', 'init_db']
 
 # %% ../nbs/03_db.ipynb #598357f9
 class UTCDateTime(TypeDecorator):
@@ -138,6 +138,23 @@ class Trade(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
+class Notice(Base):
+    "A message for the owner (Telegram), recorded before it is sent and sent at most once."
+    __tablename__ = "notices"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(160), unique=True)   # what it is about, e.g.
+                                                                  # "order_filled:<client_key>"
+    kind: Mapped[str] = mapped_column(String(32))                 # order_filled, run_failed, ...
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    text: Mapped[str] = mapped_column(Text)                       # Telegram HTML, escaped
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # see NOTICE_STATES
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+NOTICE_STATES = ("pending", "sent", "logged", "unconfirmed", "failed")
+
 class Listing(Base):
     "Where a symbol trades, as the broker resolved it once (then cached: one lookup per symbol)."
     __tablename__ = "listings"
@@ -241,7 +258,7 @@ def _add_missing_columns(engine: Engine) -> list[str]:
             added.append(f"{table.name}.{col.name}")
     return added
 
-# %% ../nbs/03_db.ipynb #30bcf21f
+# %% ../nbs/03_db.ipynb #fa9cad2e
 def _sqlite_url(url: str) -> str:
     "`url` checked and with its relative file path made absolute (folder created)."
     from sqlalchemy.engine import make_url
@@ -348,7 +365,7 @@ def ohlcv_summary(self) -> pd.DataFrame:
         rows = s.execute(q).all()
     return pd.DataFrame(rows, columns=["symbol", "rows", "first", "last"]).set_index("symbol")
 
-# %% ../nbs/03_db.ipynb #c31a7f84
+# %% ../nbs/03_db.ipynb #a4e4d63f
 @patch_to(Database)
 def load_ohlcv_many(self, symbols: list[str], end: date | None = None,
                     ) -> dict[str, pd.DataFrame]:
@@ -473,7 +490,36 @@ def open_trades(self) -> list[Trade]:
         q = select(Trade).where(Trade.status.not_in(FINAL_ORDER_STATES)).order_by(Trade.id)
         return list(s.scalars(q))
 
-# %% ../nbs/03_db.ipynb #77dba1f2
+# %% ../nbs/03_db.ipynb #e018c7bd
+@patch_to(Database)
+def queue_notice(self, key: str, kind: str, text: str, run_id: str | None = None,
+                 ) -> tuple[Notice, bool]:
+    "Record a notice to send; `(row, created)` — a known key is returned untouched."
+    with self.session() as s:
+        existing = s.scalar(select(Notice).where(Notice.key == key))
+        if existing is not None: return existing, False
+        row = Notice(key=key, kind=kind, text=text, run_id=run_id, status="pending")
+        s.add(row)
+    return row, True
+
+@patch_to(Database)
+def pending_notices(self, limit: int = 100) -> list[Notice]:
+    "Notices still to send, oldest first."
+    q = select(Notice).where(Notice.status == "pending").order_by(Notice.id).limit(limit)
+    with self.session() as s:
+        return list(s.scalars(q))
+
+@patch_to(Database)
+def mark_notice(self, notice_id: int, status: str, error: str | None = None) -> Notice:
+    "Record a send attempt's outcome (`status` one of `NOTICE_STATES`)."
+    if status not in NOTICE_STATES: raise ValueError(f"status must be one of {NOTICE_STATES}")
+    with self.session() as s:
+        row = s.get(Notice, notice_id)
+        row.status, row.error, row.attempts = status, error, row.attempts + 1
+        if status in ("sent", "logged", "unconfirmed"): row.sent_at = utcnow()
+    return row
+
+# %% ../nbs/03_db.ipynb #490a576b
 @patch_to(Database)
 def get_listing(self, symbol: str) -> Listing | None:
     "The cached listing of `symbol`, or None."
