@@ -64,7 +64,7 @@ def model_cutoff(params: TradingParams) -> date | None:
     cutoff = json.loads(meta.read_text()).get("cutoff")
     return date.fromisoformat(cutoff) if cutoff else None
 
-# %% ../nbs/12_runs.ipynb #1b0b47e1
+# %% ../nbs/12_runs.ipynb #47840438
 def hide_unused_imports() -> None:
     "Keep jsonschema from compiling rfc3987-syntax's grammars in this process."
     if "jsonschema" not in sys.modules: sys.modules.setdefault("rfc3987_syntax", None)
@@ -91,7 +91,7 @@ def preload() -> None:
     from stockstock.calendar import market_status
     market_status(datetime.now(UTC))    # builds the exchange calendar's schedule
 
-# %% ../nbs/12_runs.ipynb #4a198804
+# %% ../nbs/12_runs.ipynb #10d341a5
 ATOMIC = "atomic://"
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -123,7 +123,7 @@ def register_atomic_io() -> None:
     if not any(scheme == ATOMIC for scheme, _ in papermill_io._handlers):
         papermill_io.register(ATOMIC, AtomicLocalHandler())
 
-# %% ../nbs/12_runs.ipynb #ed94389b
+# %% ../nbs/12_runs.ipynb #bf03176b
 _BANNER_STYLE = ("color:red; font-family:Helvetica Neue, Helvetica, Arial, sans-serif; "
                  "font-size:2em;")
 _ERROR_TAG = "papermill-error-cell-tag"
@@ -224,7 +224,7 @@ def render_html(notebook: Path) -> Path:
     "Render `notebook` to HTML next to it."
     return HtmlRenderer().render(notebook)
 
-# %% ../nbs/12_runs.ipynb #cc962399
+# %% ../nbs/12_runs.ipynb #ad8e71ec
 LAUNCHER_PID = "STOCKSTOCK_LAUNCHER_PID"
 _kernel_lock: FileLock | None = None     # held by a run's kernel for its whole life
 
@@ -256,7 +256,7 @@ def wait_for_kernels(timeout: float = 30.0) -> bool:
     lock.release()
     return True
 
-# %% ../nbs/12_runs.ipynb #5233165b
+# %% ../nbs/12_runs.ipynb #221a26b8
 PRELOAD = "import stockstock.runs as _run; _run.kernel_startup(); del _run"
 
 class RunKernel:
@@ -361,7 +361,7 @@ def _record_skip(params: TradingParams, replay_of: str | None, reason: str) -> R
     log.warning("run_overlap_skipped", run_id=run_id, reason=reason)
     return RunOutcome(run_id, "skipped", reason)
 
-# %% ../nbs/12_runs.ipynb #af1d905e
+# %% ../nbs/12_runs.ipynb #7e724073
 def _finalise_notebook(out: Path, run_id: str, status: str, mode: str, as_of: datetime,
                        replay_of: str | None = None, stopped: tuple[str, str] | None = None,
                        renderer: HtmlRenderer | None = None) -> dict[str, Any]:
@@ -389,7 +389,7 @@ def close_interrupted_runs(db: Database) -> list[str]:
         log.warning("run_interrupted", run_id=run.run_id)
     return [r.run_id for r in stale]
 
-# %% ../nbs/12_runs.ipynb #9168d424
+# %% ../nbs/12_runs.ipynb #c9bc25da
 def _prepare(db: Database, params: TradingParams, replay_of: str | None,
              ) -> tuple[TradingParams, str, bool]:
     "Decide and check the run's `as_of`, record it; `(params with as_of, run_id, unpinned)`."
@@ -424,7 +424,7 @@ def _settle(db: Database, params: TradingParams, run_id: str, unpinned: bool,
     db.update_run(run_id, **files)
     return run.status, run.reason, files
 
-# %% ../nbs/12_runs.ipynb #2126b2ca
+# %% ../nbs/12_runs.ipynb #014f485c
 def execute_run(params: TradingParams, replay_of: str | None = None,
                 cell_timeout: int = 600) -> RunOutcome:
     "Run the scheduled notebook once (one run at a time); record and render the outcome."
@@ -446,6 +446,7 @@ def execute_run(params: TradingParams, replay_of: str | None = None,
     finally:
         lock.release()
 
+# %% ../nbs/12_runs.ipynb #f09d6ae9
 def _launch(params: TradingParams, replay_of: str | None, cell_timeout: int, kernel: RunKernel,
             started: float) -> RunOutcome:
     "The run under the lock: prepare, execute (or skip a closed market), settle, index."
@@ -492,7 +493,7 @@ def to_session(as_of: datetime) -> date:
     from stockstock.calendar import to_et
     return to_et(as_of).date()
 
-# %% ../nbs/12_runs.ipynb #ce484168
+# %% ../nbs/12_runs.ipynb #c105d4dc
 def _busy_outcome(db: Database, params: TradingParams, run_id: str | None,
                   replay_of: str | None, reason: str, started: float) -> RunOutcome:
     "End a run the database's lock defeated: finalise its notebook, record failure if possible."

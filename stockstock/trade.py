@@ -51,7 +51,7 @@ def resolve_as_of(params: TradingParams, db: Database, model_cutoff: date | None
     if params.mode == "sim": return sim_decision_instant(next_sim_session(db, model_cutoff))
     return datetime.now(UTC)
 
-# %% ../nbs/11_trade.ipynb #9b949552
+# %% ../nbs/11_trade.ipynb #c21da3d9
 def check_run(params: TradingParams, db: Database, as_of: datetime,
               model_cutoff: date | None) -> None:
     "Raise `ConfigError` when a run at `as_of` with `params` must not start."
@@ -126,7 +126,7 @@ class RunContext:
         "Symbols that get no order this run (bars quarantined or missing)."
         return {s for s, c in self.checks.items() if not c.tradable}
 
-# %% ../nbs/11_trade.ipynb #4993461c
+# %% ../nbs/11_trade.ipynb #b40d97b9
 def run_step(fn: Callable | None = None, *, skip_result: Any = pd.DataFrame) -> Callable:
     "A step of the run: a no-op (returning `skip_result()`) once the run is skipped."
     if fn is None: return functools.partial(run_step, skip_result=skip_result)
@@ -136,7 +136,7 @@ def run_step(fn: Callable | None = None, *, skip_result: Any = pd.DataFrame) -> 
         return fn(ctx, *args, **kwargs)
     return step
 
-# %% ../nbs/11_trade.ipynb #b02f067b
+# %% ../nbs/11_trade.ipynb #7156cb32
 def git_commit() -> str | None:
     "The current git commit of the project home, or None outside a repository."
     try:
@@ -205,6 +205,7 @@ def resolve_threshold(params: TradingParams, model: Any) -> float:
                           "recommended threshold (retrain it, or give a number)")
     return float(advised)
 
+# %% ../nbs/11_trade.ipynb #0379ed72
 def start_run(parameters: dict[str, Any], run_id: str | None = None) -> RunContext:
     "Validate `parameters`, open DB, model and broker, and record the run (ad hoc without id)."
     params = load_params(overrides=parameters)
@@ -229,12 +230,12 @@ def start_run(parameters: dict[str, Any], run_id: str | None = None) -> RunConte
     log.info("run_started", run_id=run_id, mode=params.mode, as_of=as_of.isoformat())
     return ctx
 
-# %% ../nbs/11_trade.ipynb #38959d3c
+# %% ../nbs/11_trade.ipynb #b228ff65
 def collect_params(namespace: dict[str, Any]) -> dict[str, Any]:
     "The `TradingParams` fields present in `namespace` (e.g. the notebook's `globals()`)."
     return {k: namespace[k] for k in TradingParams.model_fields if k in namespace}
 
-# %% ../nbs/11_trade.ipynb #0b262b92
+# %% ../nbs/11_trade.ipynb #1926005f
 def decision_instant(session: date, decision_time: str = "15:30") -> datetime:
     "When `session`'s model decision is due: `decision_time` New York, by 30 min before close."
     opened, closed = session_open_close(session)
@@ -305,6 +306,7 @@ def _unresolved(ctx: RunContext, t: Trade, why: str) -> str:
     log.warning("order_unresolved", client_key=t.client_key, status=t.status, why=why)
     return t.status
 
+# %% ../nbs/11_trade.ipynb #fa81bf51
 def _reconcile_one(ctx: RunContext, t: Trade) -> str:
     "The status of open trade `t` after asking the broker (unchanged when it cannot answer)."
     try:
@@ -321,6 +323,7 @@ def _reconcile_one(ctx: RunContext, t: Trade) -> str:
                                    error="never reached the broker").status
     return _unresolved(ctx, t, "the broker has no such order; it is asked again next run")
 
+# %% ../nbs/11_trade.ipynb #c57fac5a
 @run_step
 def reconcile(ctx: RunContext) -> pd.DataFrame:
     "Bring open trades up to date with the broker; one row per trade looked at."
@@ -333,7 +336,7 @@ def reconcile(ctx: RunContext) -> pd.DataFrame:
     return pd.DataFrame(ctx.reconciled, columns=["client_key", "symbol", "side", "qty", "was",
                                                  "now"])
 
-# %% ../nbs/11_trade.ipynb #b19e9a5b
+# %% ../nbs/11_trade.ipynb #bc74b64c
 def implied_account(db: Database, commission_rate: float) -> tuple[dict[str, int], float]:
     "Positions and cash flow implied by the fills of our trades alone."
     qty: dict[str, int] = {}
@@ -373,7 +376,7 @@ def compare_with_broker(ctx: RunContext) -> list[dict]:
         "cash": bal.cash - flow})
     return ctx.mismatches
 
-# %% ../nbs/11_trade.ipynb #ae50abe4
+# %% ../nbs/11_trade.ipynb #a4faf317
 def _open_trades_of_session(ctx: RunContext) -> list[Trade]:
     "Our trades of this session the broker still has open."
     start = datetime.combine(ctx.session, time(0), tzinfo=NEW_YORK)
@@ -430,6 +433,7 @@ def _check(ctx: RunContext, sym: str, problems: dict[str, str]) -> BarCheck:
         return BarCheck(sym, "quarantined", problems[sym], c.last_date, c.bars, c.mark)
     return c
 
+# %% ../nbs/11_trade.ipynb #8ca67298
 def _refresh_cache(ctx: RunContext) -> dict[str, str]:
     "Fetch the completed bars the `ohlcv` cache lacks (paper/live); symbol -> problem."
     done, problems = previous_session(ctx.session), {}
@@ -451,6 +455,7 @@ def _refresh_cache(ctx: RunContext) -> dict[str, str]:
                              f"{bad.index[0].date()}: {bad['reason'].iloc[0]}")
     return problems
 
+# %% ../nbs/11_trade.ipynb #ce245e81
 QUOTE_THREADS = 4   # quotes in flight at once; the broker's rate limiter paces them
 
 def _one_quote(market: MarketData, symbol: str) -> Any:
@@ -478,6 +483,7 @@ def with_live_bar(bars: pd.DataFrame, session: date, q: Any) -> pd.DataFrame:
     return pd.DataFrame(np.vstack([hist.to_numpy(dtype=float), [row]]), columns=BAR_COLUMNS,
                         index=index)
 
+# %% ../nbs/11_trade.ipynb #5cadc001
 def _prepare_features(ctx: RunContext, sym: str) -> None:
     "On the decision run, the model's feature rows of `sym` as soon as its bars are complete."
     model = ctx.model
@@ -494,7 +500,7 @@ def session_prices(ctx: RunContext) -> dict[str, float]:
     "The session's close of every tradable symbol (what orders are priced from)."
     return {s: float(ctx.bars[s]["close"].iloc[-1]) for s, c in ctx.checks.items() if c.tradable}
 
-# %% ../nbs/11_trade.ipynb #fa31b028
+# %% ../nbs/11_trade.ipynb #3fab079e
 @run_step(skip_result=pd.DataFrame)
 def check_drift(ctx: RunContext) -> pd.DataFrame:
     "Feature drift of the model on today's data (decision runs); may stop the model deciding."
@@ -514,7 +520,7 @@ def check_drift(ctx: RunContext) -> pd.DataFrame:
                                "beyond the PSI bound")
     return ctx.drift
 
-# %% ../nbs/11_trade.ipynb #7f4e3e16
+# %% ../nbs/11_trade.ipynb #ef9d72f8
 def _recent_rows(ctx: RunContext) -> pd.DataFrame:
     "The feature rows `load_bars` prepared, over the last `DRIFT_WINDOW` sessions."
     import numpy as np
@@ -536,7 +542,7 @@ def _session_rows(ctx: RunContext, symbols: list[str]) -> tuple[pd.DataFrame, di
     frame.index.name = "symbol"
     return frame, missing
 
-# %% ../nbs/11_trade.ipynb #189f9fdb
+# %% ../nbs/11_trade.ipynb #a35c114d
 @run_step(skip_result=list)
 def compute_signals(ctx: RunContext) -> list[Signal]:
     "Signals of the model for the run's session (HOLD for untradable symbols), recorded."
@@ -573,6 +579,7 @@ def _loss_tracker(ctx: RunContext, equity_now: float):
         tracker.start_session(str(ctx.session), snap.equity if snap is not None else equity_now)
     return tracker
 
+# %% ../nbs/11_trade.ipynb #1f25325f
 def _pending(ctx: RunContext) -> tuple[dict[str, int], dict[str, int], float]:
     "Shares on open buys and sells per symbol, and the cash the open buys may use."
     buy: dict[str, int] = {}
@@ -601,6 +608,7 @@ def _clip_resends(ctx: RunContext) -> None:
                            if o.reason == "signal" and (o.symbol, o.side) in rest else o
                            for o in ctx.decision.orders]
 
+# %% ../nbs/11_trade.ipynb #8139a107
 @run_step
 def decide_orders(ctx: RunContext) -> pd.DataFrame:
     "Risk-approved orders for the signals (events recorded; halt on daily loss); the table."
@@ -640,6 +648,7 @@ def _send(ctx: RunContext, row: Trade) -> Trade:
     _crash_point("after_submit")
     return _record_status(ctx.db, row.client_key, st)
 
+# %% ../nbs/11_trade.ipynb #5f1271f6
 ALREADY_DECIDED = "already decided in this slot"
 
 @run_step
@@ -693,7 +702,7 @@ def take_snapshot(ctx: RunContext) -> pd.DataFrame:
     rows = [dict(symbol=s, **v, value=v["qty"] * v["price"]) for s, v in positions.items()]
     return pd.DataFrame(rows, columns=["symbol", "qty", "avg_price", "price", "value"])
 
-# %% ../nbs/11_trade.ipynb #608b17a3
+# %% ../nbs/11_trade.ipynb #f724b38a
 def _order_outcomes(ctx: RunContext) -> dict[str, str]:
     "Symbol -> outcome for every order of the run (a stop-loss first wins)."
     out: dict[str, str] = {}
@@ -730,7 +739,7 @@ def signal_outcomes(ctx: RunContext) -> dict[str, str]:
         else: out[s.symbol] = "no order"
     return out
 
-# %% ../nbs/11_trade.ipynb #835792e3
+# %% ../nbs/11_trade.ipynb #fd111595
 def finish_run(ctx: RunContext) -> dict[str, Any]:
     "Record each signal's outcome and the run as ok with its counts; the summary."
     if not ctx.active:
@@ -764,7 +773,7 @@ def _run_note(ctx: RunContext) -> str | None:
                      f"{ctx.params.decision_time} New York")
     return "; ".join(notes) or None
 
-# %% ../nbs/11_trade.ipynb #f8b90987
+# %% ../nbs/11_trade.ipynb #14fcdd9c
 def run_steps(parameters: dict[str, Any], run_id: str | None = None,
               ) -> tuple[RunContext, dict[str, Any]]:
     "Every step of one run, in the notebook's order; the context and the summary."
