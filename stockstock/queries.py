@@ -310,10 +310,10 @@ def format_trades(trades: list[Trade], tz: str) -> str:
     return fit(f"<b>Last {len(trades)} trades</b> (times {tz_label(tz)}, fill or limit price)",
                [_trade_row(t, tz) for t in trades], empty="no trades yet")
 
-def format_open_orders(trades: list[Trade], tz: str) -> str:
+def format_open_orders(trades: list[Trade], tz: str, limit: int = MAX_MESSAGE) -> str:
     "What is still open at the broker, as our last run recorded it."
     return fit("Still open at the broker <i>(as last recorded by our runs; the broker was not "
-               "asked)</i>:", [_trade_row(t, tz) for t in trades], empty="nothing")
+               "asked)</i>:", [_trade_row(t, tz) for t in trades], empty="nothing", limit=limit)
 
 # %% ../nbs/14_queries.ipynb #4b48ddd1
 def format_signals(signals: list[Signal], tz: str) -> str:
