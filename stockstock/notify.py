@@ -171,6 +171,10 @@ def send_pending(db: Database, secrets: Secrets, budget_s: float = 4.0,
                          status=state, error=error)
                 if stop: break
     report.pending, report.seconds = len(db.pending_notices(limit)), time.monotonic() - started
+    if notices:
+        log.info("notices_processed", sent=report.sent, logged=report.logged,
+                 unconfirmed=report.unconfirmed, failed=report.failed, pending=report.pending,
+                 seconds=round(report.seconds, 2))
     return report
 
 # %% ../nbs/14a_notify.ipynb #5b1d6b11
