@@ -13,7 +13,7 @@ import pytest
 from conftest import stockstock
 from fake_telegram import DEFAULT_TOKEN, MAX_MESSAGE_LENGTH, FakeTelegram, run_application_in_thread
 
-from stockstock.config import Secrets, TradingParams, load_params
+from stockstock.config import Secrets, load_params
 from stockstock.db import Signal, init_db
 from stockstock.log import MASK, configure_logging
 from stockstock.queries import (format_pnl, format_portfolio, format_runs, format_signals,
