@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import signal
@@ -222,7 +223,9 @@ async def main(self) -> int:
     log.info("daemon_stopping", run_in_progress=bool(self.current and not self.current.done()))
     for job in self.app.job_queue.jobs(): job.schedule_removal()
     if self.current is not None: await self.current
-    if bot is not None: await bot
+    if bot is not None and not bot.done():          # still waiting for Telegram: give up
+        bot.cancel()
+        with contextlib.suppress(asyncio.CancelledError): await bot
     await self._send(budget_s=3.0)
     await self._stop_bot()
     for sig in (signal.SIGTERM, signal.SIGINT): loop.remove_signal_handler(sig)

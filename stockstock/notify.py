@@ -10,9 +10,8 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from sqlalchemy import select, update
 
 from .config import Secrets, TradingParams
@@ -20,6 +19,9 @@ from .db import Database, Notice, Run, Trade
 from .log import get_logger
 from .queries import (esc, fit, local, plain_text, pnl, portfolio, status, tz_label,
                                 usd)
+
+if TYPE_CHECKING:   # httpx is imported when there is something to send (a run pays nothing)
+    import httpx
 
 log = get_logger(__name__)
 
@@ -43,11 +45,11 @@ def _answer(status_code: int, body: dict[str, Any]) -> Answer:
     return Answer("retry", detail, 0.3) if status_code >= 500 else Answer("failed", detail)
 
 # %% ../nbs/14a_notify.ipynb #8e24a279
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteTimeout)
-
 def post_message(client: httpx.Client, api_url: str, token: str, chat_id: int, text: str,
                  timeout: float) -> Answer:
     "Send `text` (Telegram HTML) to `chat_id`, waiting at most `timeout` seconds."
+    import httpx
+    _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteTimeout)
     url = f"{api_url.rstrip('/')}/bot{token}/sendMessage"
     data = {"chat_id": str(chat_id), "text": text, "parse_mode": "HTML",
             "link_preview_options": '{"is_disabled": true}'}
@@ -158,6 +160,7 @@ def send_pending(db: Database, secrets: Secrets, budget_s: float = 4.0,
     token = secrets.telegram_bot_token.get_secret_value() if secrets.telegram_bot_token else ""
     if notices and (not token or not secrets.telegram_chat_ids): _log_only(db, notices, report)
     elif notices:
+        import httpx
         logging.getLogger("httpx").setLevel(logging.WARNING)     # it logs URLs (with the token)
         with client or httpx.Client() as http:
             sender = _Sender(http, secrets.telegram_api_url, token, secrets.telegram_chat_ids,
