@@ -183,6 +183,7 @@ def build_application(secrets: Secrets, db: Database, params: TradingParams) -> 
     app.bot_data["stockstock"] = BotState(db, params, frozenset(secrets.telegram_chat_ids))
     for name, (reply, _) in COMMANDS.items():
         app.add_handler(CommandHandler(name, authorized_only(name, reply)))
-    app.add_handler(MessageHandler(filters.ALL, authorized_only("unknown", unknown_reply)))
+    app.add_handler(MessageHandler(filters.ALL & ~filters.UpdateType.EDITED,
+                                   authorized_only("unknown", unknown_reply)))
     app.add_error_handler(_on_error)
     return app
