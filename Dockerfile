@@ -11,7 +11,8 @@ RUN apt-get update \
 
 # a non-root user; UID matches the owner of the mounted data/, models/, outputs/ on the host
 ARG UID=1000
-RUN useradd --create-home --uid "${UID}" stockstock
+RUN useradd --create-home --uid "${UID}" stockstock \
+ && mkdir /app && chown stockstock:stockstock /app
 WORKDIR /app
 COPY --chown=stockstock:stockstock . /app
 USER stockstock

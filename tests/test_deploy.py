@@ -41,6 +41,7 @@ def test_dockerfile_installs_like_the_readme_as_a_non_root_user():
     users = [a for n, a in steps if n == "USER"]
     assert users and users[-1] not in ("root", "0"), users
     assert names.index("USER") > names.index("COPY")              # files copied, then dropped
+    assert any(n == "RUN" and "chown stockstock:stockstock /app" in a for n, a in steps)  # venv
     assert all(names.index("USER") < i for i, n in enumerate(names) if n == "RUN" and
                "pip install" in steps[i][1])                     # pip runs as that user
     install = next(a for n, a in steps if n == "RUN" and "pip install" in a)
