@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import date
 from pathlib import Path
 
@@ -17,9 +18,11 @@ from fastcore.basics import patch_to
 from tqdm import tqdm
 
 from .broker import apply_fill, fill_outcome, sim_fill_price
+from .data import data_hash
 from .features import build_feature_panel
 from .log import get_logger
-from .model import (DEFAULT_FEATURE_SET, DEFAULT_LABEL, DEFAULT_WEIGHTING, Dataset,
+from .model import (CLASSES, DEFAULT_FEATURE_SET, DEFAULT_LABEL, DEFAULT_WEIGHTING,
+                              Dataset,
                               TradingModel, build_dataset, model_feature_panel, retrain_schedule,
                               train_model)
 from .risk import (DailyLossTracker, Portfolio, Position, RiskDecision, RiskLimits,
@@ -30,7 +33,7 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'Fill', 'Book', 'execute', 'decide_day', 'Simulation', 'simulate', 'predict_actions', 'WalkForward',
-           'walk_forward', 'buy_and_hold', 'performance']
+           'walk_forward', 'buy_and_hold', 'performance', 'format_metric', 'report_path']
 
 # %% ../nbs/10_backtest.ipynb #d2aedb71
 @dataclass
@@ -160,12 +163,19 @@ class WalkForward:
     closes: pd.DataFrame
     retrains: pd.DataFrame
     initial_cash: float
+    settings: dict = field(default_factory=dict)   # what it was run with (stated in the report)
+    proba: pd.DataFrame | None = None   # the models' probabilities, (symbol, date) x CLASSES
 
-def _block_actions(model, rows: pd.DataFrame, threshold: float | str) -> tuple[pd.Series, float]:
-    "Actions of one block's rows, and the threshold used (`recommended`: the model's own)."
+def _block_actions(model, rows: pd.DataFrame, threshold: float | str,
+                   ) -> tuple[pd.Series, float, pd.DataFrame]:
+    "Actions of one block's rows, the threshold used (`recommended`: the model's own), the P."
     t = model.meta["recommended_threshold"] if threshold == "recommended" else float(threshold)
-    acts, _ = decide(model.predict_proba(rows), t) if len(rows) else (np.array([]), None)
-    return pd.Series(acts, index=rows.index, dtype=object), t
+    if not len(rows):
+        return pd.Series([], index=rows.index, dtype=object), t, pd.DataFrame(columns=CLASSES)
+    proba = model.predict_proba(rows)
+    acts, _ = decide(proba, t)
+    return (pd.Series(acts, index=rows.index, dtype=object), t,
+            pd.DataFrame(proba, index=rows.index, columns=CLASSES))
 
 def _last_sessions(ds: Dataset, n: int) -> Dataset:
     "Only the rows of the last `n` dates of `ds` (rolling window)."
@@ -187,25 +197,37 @@ def walk_forward(bars_by_symbol: dict[str, pd.DataFrame], start: date, end: date
     ds = build_dataset(bars_by_symbol, feature_set=feature_set, label=label)
     panel = build_feature_panel(bars_by_symbol, feature_set)
     pdates = panel.index.get_level_values("date")
-    parts, log_rows = [], []
+    parts, log_rows, probas = [], [], []
     schedule = retrain_schedule(_closes(bars_by_symbol).index, start, closes.index[-1],
                                 retrain_every)
     for eve, block in tqdm(schedule, desc="walk-forward", disable=not progress):
         train = ds.until(eve)
         if window_days: train = _last_sessions(train, window_days)
         model, _ = train_model(train, params, n_splits, max_rounds, weighting=weighting)
-        acts, used = _block_actions(model, panel[(pdates >= block[0]) & (pdates <= block[-1])],
-                                    threshold)
+        acts, used, proba = _block_actions(model,
+                                           panel[(pdates >= block[0]) & (pdates <= block[-1])],
+                                           threshold)
         parts.append(acts)
+        probas.append(proba)
+        top = float(proba[["UP", "DOWN"]].to_numpy().max()) if len(proba) else float("nan")
         log_rows.append(dict(block_start=block[0].date(), block_end=block[-1].date(),
                              train_to=eve.date(), train_rows=len(train.y),
                              rounds=model.meta["num_boost_round"], threshold=used,
-                             recommended_threshold=model.meta["recommended_threshold"]))
+                             recommended_threshold=model.meta["recommended_threshold"],
+                             max_probability=top))
     acts = pd.concat(parts)
     actions = acts.unstack("symbol") if len(acts) else pd.DataFrame(index=closes.index)
     sim = simulate(actions, closes, limits, slippage_pct, initial_cash)
     log.info("walk_forward_done", blocks=len(schedule), trades=len(sim.trades()))
-    return WalkForward(sim, actions, closes, pd.DataFrame(log_rows), initial_cash)
+    settings = dict(threshold=threshold, retrain_every=retrain_every,
+                    window_days=window_days or "expanding", max_rounds=max_rounds,
+                    n_splits=n_splits, feature_set=feature_set, label=label,
+                    weighting=weighting, slippage_pct=slippage_pct, initial_cash=initial_cash,
+                    **{k: v for k, v in vars(limits).items()},
+                    data_hash=data_hash({s: b.loc[:closes.index[-1]]
+                                         for s, b in bars_by_symbol.items()}))
+    return WalkForward(sim, actions, closes, pd.DataFrame(log_rows), initial_cash, settings,
+                       pd.concat(probas) if probas else None)
 
 # %% ../nbs/10_backtest.ipynb #65904564
 def buy_and_hold(closes: pd.DataFrame, initial_cash: float, slippage_pct: float = 0.0005,
@@ -250,6 +272,18 @@ def metrics(self: WalkForward, commission_rate: float = 0.0025,
                                 self.simulation.fills),
         "buy_and_hold": performance(bh, self.initial_cash, n_trades=n, traded_value=invested)})
 
+# %% ../nbs/10_backtest.ipynb #888d36b7
+@patch_to(WalkForward)
+def with_threshold(self: WalkForward, threshold: float, limits: RiskLimits | None = None,
+                   slippage_pct: float = 0.0005) -> WalkForward:
+    "The same models' probabilities traded at another confidence `threshold`."
+    acts, _ = decide(self.proba.to_numpy(), threshold)
+    actions = pd.Series(acts, index=self.proba.index, dtype=object).unstack("symbol")
+    sim = simulate(actions, self.closes, limits or RiskLimits(), slippage_pct, self.initial_cash)
+    retrains = self.retrains.assign(threshold=threshold)
+    return WalkForward(sim, actions, self.closes, retrains, self.initial_cash,
+                       {**self.settings, "threshold": threshold}, self.proba)
+
 # %% ../nbs/10_backtest.ipynb #6075d522
 @patch_to(WalkForward)
 def figure(self: WalkForward, commission_rate: float = 0.0025, slippage_pct: float = 0.0005):
@@ -270,19 +304,73 @@ def figure(self: WalkForward, commission_rate: float = 0.0025, slippage_pct: flo
     return fig
 
 @patch_to(WalkForward)
+def no_trade_reason(self: WalkForward) -> str | None:
+    "Why the backtest made no trade (None when it traded)."
+    if len(self.simulation.trades()): return None
+    top = self.retrains["max_probability"].max() if len(self.retrains) else float("nan")
+    used = sorted(set(self.retrains.get("threshold", [])))
+    return (f"no trade: no UP or DOWN probability reached the confidence threshold "
+            f"{', '.join(f'{u:.2f}' for u in used)} (the highest any retrained model gave was "
+            f"{top:.2f}); `confidence_threshold: recommended` uses each model's own advice")
+
+# %% ../nbs/10_backtest.ipynb #93fd6255
+_CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
+        "collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}"
+        "td{text-align:right}th{background:#f1f3f4}")
+_PCT = {"total_return", "annual_return", "max_drawdown", "hit_rate", "turnover"}
+_MONEY = ("limit_price", "price", "commission", "pnl")
+
+def format_metric(name: str, v: float) -> str:
+    "A metric for a person: trades as an integer, returns as percentages, ratios with 2 decimals."
+    if v != v: return ""                                  # NaN: no closed trade, say nothing
+    if name == "trades": return f"{int(v)}"
+    return f"{v:.1%}" if name in _PCT else f"{v:.2f}"
+
+def _table(frame: pd.DataFrame, money: tuple[str, ...] = ()) -> str:
+    "A plain HTML table: money with cents, whole numbers as integers, blanks for missing."
+    def cell(col: str, v: Any) -> str:
+        if v is None or (isinstance(v, float) and v != v): return ""
+        if col in money: return f"{v:,.2f}"
+        if isinstance(v, float) and v.is_integer() and col not in money: return f"{int(v)}"
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    head = "".join(f"<th>{c}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(c, v)}</td>" for c, v in row.items()) + "</tr>"
+                   for _, row in frame.iterrows())
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+# %% ../nbs/10_backtest.ipynb #27f7aada
+@patch_to(WalkForward)
 def write_report(self: WalkForward, path: str | Path, title: str = "Walk-forward backtest",
-                 commission_rate: float = 0.0025, slippage_pct: float = 0.0005) -> Path:
-    "Standalone HTML: charts (plotly.js embedded once), metrics, retraining log, trade list."
+                 commission_rate: float = 0.0025, slippage_pct: float = 0.0005,
+                 plotly_js: str | None = None) -> Path:
+    "HTML report: what it was run with, charts, metrics, models, trades (see above)."
+    import html as h
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig = self.figure(commission_rate, slippage_pct).to_html(full_html=False,
-                                                             include_plotlyjs=True)
-    fmt = self.metrics(commission_rate, slippage_pct).to_html(float_format=lambda x: f"{x:.4f}")
-    html = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
-            f"<body style='font-family:sans-serif;max-width:1100px;margin:auto'><h1>{title}</h1>"
+    fig = self.figure(commission_rate, slippage_pct).to_html(
+        full_html=False, include_plotlyjs=plotly_js if plotly_js else True)
+    m = self.metrics(commission_rate, slippage_pct)
+    metrics = pd.DataFrame({c: [format_metric(i, v) for i, v in m[c].items()]
+                            for c in m.columns}, index=m.index).reset_index(names="measure")
+    settings = pd.DataFrame({"setting": list(self.settings),
+                             "value": [str(v) for v in self.settings.values()]})
+    why = self.no_trade_reason()
+    html = (f"<!doctype html><html><head><meta charset='utf-8'><title>{h.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{h.escape(title)}</h1>"
             f"<p>{self.closes.index[0].date()} – {self.closes.index[-1].date()}, symbols "
-            f"{', '.join(self.closes.columns)}</p>{fig}<h2>Metrics</h2>{fmt}"
-            f"<h2>Retraining</h2>{self.retrains.to_html(index=False)}"
-            f"<h2>Trades</h2>{self.simulation.trades().to_html(index=False)}</body></html>")
+            f"{', '.join(self.closes.columns)}</p>{f'<p><b>{h.escape(why)}</b></p>' if why else ''}"
+            f"{fig}<h2>Metrics</h2>{_table(metrics)}<h2>Run with</h2>{_table(settings)}"
+            f"<h2>Retrained models</h2>{_table(self.retrains)}<h2>Trades</h2>"
+            f"{_table(self.simulation.trades(), money=_MONEY)}</body></html>")
     path.write_text(html, encoding="utf-8")
+    return path
+
+def report_path(folder: Path, start: date, end: date) -> Path:
+    "A new report file name in `folder` for the window [start, end] (never an existing one)."
+    from datetime import UTC, datetime
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path, n = folder / f"backtest_{start}_{end}_{stamp}.html", 1
+    while path.exists():
+        n += 1
+        path = folder / f"backtest_{start}_{end}_{stamp}-{n}.html"
     return path

@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
@@ -279,7 +280,7 @@ def _backtest_args(p: argparse.ArgumentParser) -> None:
 def backtest_command(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from stockstock.backtest import walk_forward
+    from stockstock.backtest import format_metric, walk_forward
     from stockstock.model import default_cutoff
     from stockstock.risk import RiskLimits
     params = params_from(args)
@@ -293,13 +294,26 @@ def backtest_command(args: argparse.Namespace) -> int:
                       limits=RiskLimits.from_params(params), slippage_pct=params.slippage_pct,
                       initial_cash=params.initial_cash, progress=not args.quiet)
     metrics = wf.metrics(params.commission_rate, params.slippage_pct)
-    print(metrics.to_string(float_format=lambda x: f"{x:.4f}"))
-    report = resolve_path(args.report or f"{params.outputs_dir}/backtest/"
-                          f"backtest_{start.date()}_{end.date()}.html")
-    wf.write_report(report, commission_rate=params.commission_rate,
-                    slippage_pct=params.slippage_pct)
+    shown = metrics.apply(lambda col: [format_metric(i, v) for i, v in col.items()])
+    print(shown.to_string())
+    if (why := wf.no_trade_reason()): print(why)
+    report = _write_backtest_report(wf, params, args.report, start.date(), end.date())
     print(f"report {report} ({len(wf.retrains)} retrains, {len(wf.simulation.trades())} trades)")
     return 0
+
+def _write_backtest_report(wf, params: TradingParams, where: str | None, start: date,
+                           end: date) -> Path:
+    "Write the HTML report (a new file each time), loading the shared plotly.js."
+    import os
+
+    from stockstock.backtest import report_path
+    from stockstock.runs import ensure_plotly_js
+    outputs = resolve_path(params.outputs_dir)
+    path = resolve_path(where) if where else report_path(outputs / "backtest", start, end)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    js = os.path.relpath(ensure_plotly_js(outputs), path.parent)
+    return wf.write_report(path, commission_rate=params.commission_rate,
+                           slippage_pct=params.slippage_pct, plotly_js=js)
 
 # %% ../nbs/15_cli.ipynb #14071c46
 def _trade_args(p: argparse.ArgumentParser) -> None:

@@ -16,8 +16,8 @@ from .model import (BIAS, CLASSES, DRIFT_WINDOW, TradingModel, buy_calls,
                               model_feature_panel)
 
 # %% auto #0
-__all__ = ['ACTIONS', 'ACTION_CLASS', 'decide', 'Signal', 'latest_features', 'make_signals', 'signals_frame', 'action_map',
-           'contributions_frame', 'contributions_figure', 'recent_feature_rows']
+__all__ = ['ACTIONS', 'ACTION_CLASS', 'decide', 'Signal', 'latest_features', 'make_signals', 'signals_from_rows', 'signals_frame',
+           'action_map', 'contributions_frame', 'contributions_figure', 'recent_feature_rows']
 
 # %% ../nbs/08_signals.ipynb #89294aff
 ACTIONS = ("SELL", "HOLD", "BUY")
@@ -83,6 +83,12 @@ def make_signals(model: TradingModel, bars_by_symbol: dict[str, pd.DataFrame], a
     "One `Signal` per symbol (in the given order) for the bar of `as_of_date`."
     rows, missing = latest_features(bars_by_symbol, as_of_date,
                                     getattr(model, "feature_set", "owner"))
+    return signals_from_rows(model, rows, missing, bars_by_symbol, as_of_date, threshold)
+
+def signals_from_rows(model: TradingModel, rows: pd.DataFrame, missing: dict[str, str],
+                      bars_by_symbol: dict[str, pd.DataFrame], as_of_date: date,
+                      threshold: float = 0.6) -> list[Signal]:
+    "Signals from feature rows already computed (`latest_features`'s two results)."
     decided = {}
     if len(rows):
         proba = model.predict_proba(rows)

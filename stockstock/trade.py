@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 import subprocess
 import sys
 from collections.abc import Callable
@@ -37,13 +37,13 @@ if TYPE_CHECKING:  # the model stack (lightgbm, TA-Lib) loads when a run first n
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'ALREADY_DECIDED', 'resolve_as_of', 'check_run', 'decision_slot', 'client_key', 'RunContext', 'run_step',
-           'order_notice', 'halt_notice', 'unresolved_notice', 'drift_notice', 'failed_run_notice', 'git_commit',
-           'new_run_id', 'make_broker', 'model_cutoff_of', 'model_issue', 'resolve_threshold', 'start_run',
-           'collect_params', 'decision_instant', 'decides_now', 'market_closed_reason', 'skip_run', 'check_market',
-           'order_query', 'reconcile', 'implied_account', 'compare_with_broker', 'manage_open_orders', 'load_bars',
-           'marks', 'session_prices', 'check_drift', 'compute_signals', 'decide_orders', 'submit_orders',
-           'take_snapshot', 'signal_outcomes', 'finish_run', 'run_steps']
+__all__ = ['log', 'QUOTE_THREADS', 'ALREADY_DECIDED', 'resolve_as_of', 'check_run', 'decision_slot', 'client_key', 'RunContext',
+           'run_step', 'order_notice', 'halt_notice', 'unresolved_notice', 'drift_notice', 'failed_run_notice',
+           'git_commit', 'new_run_id', 'make_broker', 'model_cutoff_of', 'model_issue', 'resolve_threshold',
+           'start_run', 'collect_params', 'decision_instant', 'decides_now', 'market_closed_reason', 'skip_run',
+           'check_market', 'order_query', 'reconcile', 'implied_account', 'compare_with_broker', 'manage_open_orders',
+           'load_bars', 'start_quotes', 'with_live_bar', 'marks', 'session_prices', 'check_drift', 'compute_signals',
+           'decide_orders', 'submit_orders', 'take_snapshot', 'signal_outcomes', 'finish_run', 'run_steps']
 
 # %% ../nbs/11_trade.ipynb #68eb7934
 def resolve_as_of(params: TradingParams, db: Database, model_cutoff: date | None) -> datetime:
@@ -52,7 +52,7 @@ def resolve_as_of(params: TradingParams, db: Database, model_cutoff: date | None
     if params.mode == "sim": return sim_decision_instant(next_sim_session(db, model_cutoff))
     return datetime.now(UTC)
 
-# %% ../nbs/11_trade.ipynb #25a424c2
+# %% ../nbs/11_trade.ipynb #9b949552
 def check_run(params: TradingParams, db: Database, as_of: datetime,
               model_cutoff: date | None) -> None:
     "Raise `ConfigError` when a run at `as_of` with `params` must not start."
@@ -113,7 +113,8 @@ class RunContext:
     cancelled: list[dict] = field(default_factory=list)   # stale orders cancelled this run
     mismatches: list[dict] = field(default_factory=list)  # broker vs what our trades imply
     marks: dict[str, float] = field(default_factory=dict)
-    quotes: Any = None                # paper/live: the live quotes, being fetched (a future)
+    quotes: dict | None = None        # paper/live: live quotes being fetched, {future: symbol}
+    features: dict[str, pd.DataFrame] = field(default_factory=dict)  # per symbol, when ready
     drift: pd.DataFrame | None = None # the model's feature drift (decision runs)
     outcomes: dict[str, str] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -126,7 +127,7 @@ class RunContext:
         "Symbols that get no order this run (bars quarantined or missing)."
         return {s for s, c in self.checks.items() if not c.tradable}
 
-# %% ../nbs/11_trade.ipynb #9c731052
+# %% ../nbs/11_trade.ipynb #4993461c
 def run_step(fn: Callable | None = None, *, skip_result: Any = pd.DataFrame) -> Callable:
     "A step of the run: a no-op (returning `skip_result()`) once the run is skipped."
     if fn is None: return functools.partial(run_step, skip_result=skip_result)
@@ -200,7 +201,7 @@ def _notify_order(ctx: RunContext, t: Trade) -> None:
     _queue_notice(ctx, f"order:{t.client_key}:{t.status}", kind,
                   lambda: order_notice(t, ctx.params.mode))
 
-# %% ../nbs/11_trade.ipynb #0c6aa855
+# %% ../nbs/11_trade.ipynb #b02f067b
 def git_commit() -> str | None:
     "The current git commit of the project home, or None outside a repository."
     try:
@@ -293,12 +294,12 @@ def start_run(parameters: dict[str, Any], run_id: str | None = None) -> RunConte
     log.info("run_started", run_id=run_id, mode=params.mode, as_of=as_of.isoformat())
     return ctx
 
-# %% ../nbs/11_trade.ipynb #f703dd89
+# %% ../nbs/11_trade.ipynb #38959d3c
 def collect_params(namespace: dict[str, Any]) -> dict[str, Any]:
     "The `TradingParams` fields present in `namespace` (e.g. the notebook's `globals()`)."
     return {k: namespace[k] for k in TradingParams.model_fields if k in namespace}
 
-# %% ../nbs/11_trade.ipynb #98825389
+# %% ../nbs/11_trade.ipynb #0b262b92
 def decision_instant(session: date, decision_time: str = "15:30") -> datetime:
     "When `session`'s model decision is due: `decision_time` New York, by 30 min before close."
     opened, closed = session_open_close(session)
@@ -337,8 +338,7 @@ def check_market(ctx: RunContext) -> MarketStatus:
     if ctx.halted: log.warning("entries_blocked", run_id=ctx.run_id, halted=ctx.halted)
     ctx.decides = decides_now(ctx)
     if ctx.params.mode != "sim":      # live quotes start now, on threads, while the run goes on
-        ctx.quotes = ThreadPoolExecutor(max_workers=1).submit(_quotes, ctx.market,
-                                                               ctx.params.symbols)
+        ctx.quotes = start_quotes(ctx.market, ctx.params.symbols)
     return ctx.status
 
 # %% ../nbs/11_trade.ipynb #bffbfc9f
@@ -402,7 +402,7 @@ def reconcile(ctx: RunContext) -> pd.DataFrame:
     return pd.DataFrame(ctx.reconciled, columns=["client_key", "symbol", "side", "qty", "was",
                                                  "now"])
 
-# %% ../nbs/11_trade.ipynb #8e2ed9d0
+# %% ../nbs/11_trade.ipynb #b19e9a5b
 def implied_account(db: Database, commission_rate: float) -> tuple[dict[str, int], float]:
     "Positions and cash flow implied by the fills of our trades alone."
     qty: dict[str, int] = {}
@@ -442,7 +442,7 @@ def compare_with_broker(ctx: RunContext) -> list[dict]:
         "cash": bal.cash - flow})
     return ctx.mismatches
 
-# %% ../nbs/11_trade.ipynb #402e1464
+# %% ../nbs/11_trade.ipynb #ae50abe4
 def _open_trades_of_session(ctx: RunContext) -> list[Trade]:
     "Our trades of this session the broker still has open."
     start = datetime.combine(ctx.session, time(0), tzinfo=NEW_YORK)
@@ -474,16 +474,15 @@ def load_bars(ctx: RunContext) -> dict[str, pd.DataFrame]:
     live = ctx.params.mode != "sim"
     problems = _refresh_cache(ctx) if live else {}
     ctx.bars = ctx.db.load_ohlcv_many(ctx.params.symbols, end=ctx.session)
-    if live:                          # the quotes `check_market` started fetching
-        if ctx.quotes is None: ctx.quotes = ThreadPoolExecutor(max_workers=1).submit(
-            _quotes, ctx.market, ctx.params.symbols)
-        _add_live_bars(ctx, ctx.quotes.result(), problems)
-    ctx.checks = {s: check_bars(s, b, ctx.session, ctx.params.max_bar_move_pct)
-                  for s, b in ctx.bars.items()}
-    for sym, why in problems.items():          # what the broker sent failed validation
-        if ctx.checks[sym].tradable:
-            ctx.checks[sym] = BarCheck(sym, "quarantined", why, ctx.checks[sym].last_date,
-                                       ctx.checks[sym].bars)
+    if live:             # each symbol is finished as its quote arrives, while others are fetched
+        futures = ctx.quotes or start_quotes(ctx.market, ctx.params.symbols)
+        for fut in as_completed(futures):
+            sym, quote = futures[fut], fut.result()
+            if isinstance(quote, Exception): problems.setdefault(sym, f"no live quote: {quote}")
+            else: ctx.bars[sym] = with_live_bar(ctx.bars[sym], ctx.session, quote)
+            ctx.checks[sym] = _check(ctx, sym, problems)
+            _prepare_features(ctx, sym)
+    ctx.checks = {s: ctx.checks.get(s) or _check(ctx, s, problems) for s in ctx.params.symbols}
     for c in ctx.checks.values():
         if c.tradable: continue
         _record_event(ctx, f"bar_{c.status}", c.symbol,
@@ -492,6 +491,13 @@ def load_bars(ctx: RunContext) -> dict[str, pd.DataFrame]:
     ctx.marks = {s: c.mark for s, c in ctx.checks.items() if c.mark is not None}
     ctx.db.update_run(ctx.run_id, data_hash=data_hash(ctx.bars))
     return ctx.bars
+
+def _check(ctx: RunContext, sym: str, problems: dict[str, str]) -> BarCheck:
+    "`check_bars` of `sym`, quarantined when what the broker sent failed validation."
+    c = check_bars(sym, ctx.bars[sym], ctx.session, ctx.params.max_bar_move_pct)
+    if sym in problems and c.tradable:
+        return BarCheck(sym, "quarantined", problems[sym], c.last_date, c.bars, c.mark)
+    return c
 
 def _refresh_cache(ctx: RunContext) -> dict[str, str]:
     "Fetch the completed bars the `ohlcv` cache lacks (paper/live); symbol -> problem."
@@ -514,34 +520,40 @@ def _refresh_cache(ctx: RunContext) -> dict[str, str]:
                              f"{bad.index[0].date()}: {bad['reason'].iloc[0]}")
     return problems
 
-def _quotes(market: MarketData, symbols: list[str]) -> dict[str, Any]:
-    "Live quotes of `symbols` (several at once when the market data can), errors in place."
-    if hasattr(market, "quotes"): return market.quotes(symbols)
-    out: dict[str, Any] = {}
-    for s in symbols:
-        try:
-            out[s] = market.quote(s)
-        except (BrokerError, LookupError) as e:
-            out[s] = e
-    return out
+QUOTE_THREADS = 4   # quotes in flight at once; the broker's rate limiter paces them
 
-def _add_live_bars(ctx: RunContext, quotes: dict[str, Any], problems: dict[str, str]) -> None:
-    "Append the session's provisional bar (the live quote as its close) to each symbol's bars."
+def _one_quote(market: MarketData, symbol: str) -> Any:
+    try:
+        return market.quote(symbol)
+    except (BrokerError, LookupError) as e:
+        return e
+
+def start_quotes(market: MarketData, symbols: list[str]) -> dict[Future, str]:
+    "Start fetching the live quotes of `symbols` on threads: `{future: symbol}`."
+    pool = ThreadPoolExecutor(max_workers=QUOTE_THREADS)
+    futures = {pool.submit(_one_quote, market, s): s for s in symbols}
+    pool.shutdown(wait=False)                       # the threads finish the queue, then exit
+    return futures
+
+def with_live_bar(bars: pd.DataFrame, session: date, q: Any) -> pd.DataFrame:
+    "`bars` before `session` plus the session's provisional bar from quote `q` (never stored)."
     import numpy as np
-    day = pd.Timestamp(ctx.session)
-    for sym, q in quotes.items():
-        if isinstance(q, Exception):
-            problems.setdefault(sym, f"no live quote: {q}")
-            continue
-        bars = ctx.bars[sym]
-        hist = bars[bars.index < day]
-        volume = q.day_volume or (float(hist["volume"].iloc[-1]) if len(hist) else 0.0)
-        row = [q.day_open or q.price, max(q.day_high or q.price, q.price),
-               min(q.day_low or q.price, q.price), q.price, volume]
-        ctx.bars[sym] = pd.DataFrame(np.vstack([hist.to_numpy(dtype=float), [row]]),
-                                     columns=BAR_COLUMNS,
-                                     index=hist.index.append(pd.DatetimeIndex([day], name="date")
-                                                             .as_unit(hist.index.unit)))
+    day = pd.Timestamp(session)
+    hist = bars[bars.index < day]
+    volume = q.day_volume or (float(hist["volume"].iloc[-1]) if len(hist) else 0.0)
+    row = [q.day_open or q.price, max(q.day_high or q.price, q.price),
+           min(q.day_low or q.price, q.price), q.price, volume]
+    index = hist.index.append(pd.DatetimeIndex([day], name="date").as_unit(hist.index.unit))
+    return pd.DataFrame(np.vstack([hist.to_numpy(dtype=float), [row]]), columns=BAR_COLUMNS,
+                        index=index)
+
+def _prepare_features(ctx: RunContext, sym: str) -> None:
+    "On the decision run, the model's feature rows of `sym` as soon as its bars are complete."
+    model = ctx.model
+    if not (ctx.decides and model is not None and not ctx.model_issue
+            and ctx.checks[sym].tradable and hasattr(model, "feature_rows")
+            and getattr(model, "feature_set", "owner") != "universe"): return
+    ctx.features[sym] = model.feature_rows(ctx.bars[sym])
 
 def marks(ctx: RunContext) -> dict[str, float]:
     "Price of each symbol for valuation (computed by `load_bars`)."
@@ -551,7 +563,7 @@ def session_prices(ctx: RunContext) -> dict[str, float]:
     "The session's close of every tradable symbol (what orders are priced from)."
     return {s: float(ctx.bars[s]["close"].iloc[-1]) for s, c in ctx.checks.items() if c.tradable}
 
-# %% ../nbs/11_trade.ipynb #5c9b826e
+# %% ../nbs/11_trade.ipynb #fa31b028
 @run_step(skip_result=pd.DataFrame)
 def check_drift(ctx: RunContext) -> pd.DataFrame:
     "Feature drift of the model on today's data (decision runs); may stop the model deciding."
@@ -560,7 +572,8 @@ def check_drift(ctx: RunContext) -> pd.DataFrame:
     from stockstock.model import drifted_too_far
     from stockstock.signals import recent_feature_rows
     tradable = {s: b for s, b in ctx.bars.items() if s not in ctx.untradable}
-    ctx.drift = ctx.model.drift(recent_feature_rows(ctx.model, tradable, ctx.session))
+    ctx.drift = ctx.model.drift(_recent_rows(ctx) if ctx.features else
+                                recent_feature_rows(ctx.model, tradable, ctx.session))
     if drifted_too_far(ctx.drift):
         drifted = ctx.drift[ctx.drift["status"] == "drifted"]["psi"].round(3).to_dict()
         _record_event(ctx, "model_drift", None, {"drifted": drifted, "features": len(ctx.drift)})
@@ -572,15 +585,42 @@ def check_drift(ctx: RunContext) -> pd.DataFrame:
                                "beyond the PSI bound")
     return ctx.drift
 
-# %% ../nbs/11_trade.ipynb #b2b1888f
+# %% ../nbs/11_trade.ipynb #7f4e3e16
+def _recent_rows(ctx: RunContext) -> pd.DataFrame:
+    "The feature rows `load_bars` prepared, over the last `DRIFT_WINDOW` sessions."
+    import numpy as np
+
+    from stockstock.model import DRIFT_WINDOW
+    panel = pd.concat(ctx.features, names=["symbol", "date"])
+    dates = panel.index.get_level_values("date")
+    return panel[dates.isin(np.unique(dates.values)[-DRIFT_WINDOW:])]
+
+def _session_rows(ctx: RunContext, symbols: list[str]) -> tuple[pd.DataFrame, dict[str, str]]:
+    "Feature rows of the session from what `load_bars` prepared (as `latest_features` gives)."
+    day, rows, missing = pd.Timestamp(ctx.session), {}, {}
+    for sym in symbols:
+        feats = ctx.features.get(sym)
+        if feats is None or not len(feats) or feats.index[-1] != day:
+            missing[sym] = (f"not enough history ({len(ctx.bars[sym])} bars) for the features")
+        else: rows[sym] = feats.iloc[-1]
+    frame = pd.DataFrame(rows).T.reindex(columns=ctx.model.features).astype(float)
+    frame.index.name = "symbol"
+    return frame, missing
+
+# %% ../nbs/11_trade.ipynb #189f9fdb
 @run_step(skip_result=list)
 def compute_signals(ctx: RunContext) -> list[Signal]:
     "Signals of the model for the run's session (HOLD for untradable symbols), recorded."
-    from stockstock.signals import Signal, action_map, make_signals
+    from stockstock.signals import Signal, action_map, make_signals, signals_from_rows
     if not ctx.decides or ctx.model_issue: return []       # protection-only run
     tradable = {s: ctx.bars[s] for s in ctx.params.symbols if s not in ctx.untradable}
-    made = {s.symbol: s for s in make_signals(ctx.model, tradable, ctx.session,
-                                              ctx.threshold)} if tradable else {}
+    if tradable and ctx.features:                # prepared as the quotes arrived (live)
+        rows, missing = _session_rows(ctx, list(tradable))
+        made = {s.symbol: s for s in signals_from_rows(ctx.model, rows, missing, tradable,
+                                                       ctx.session, ctx.threshold)}
+    else:
+        made = {s.symbol: s for s in make_signals(ctx.model, tradable, ctx.session,
+                                                  ctx.threshold)} if tradable else {}
     ctx.signals = [made.get(s) or Signal(s, "HOLD", None, bar_date=ctx.checks[s].last_date,
                                          note=f"{ctx.checks[s].status}: {ctx.checks[s].reason}")
                    for s in ctx.params.symbols]
@@ -731,7 +771,7 @@ def take_snapshot(ctx: RunContext) -> pd.DataFrame:
     rows = [dict(symbol=s, **v, value=v["qty"] * v["price"]) for s, v in positions.items()]
     return pd.DataFrame(rows, columns=["symbol", "qty", "avg_price", "price", "value"])
 
-# %% ../nbs/11_trade.ipynb #06ee7a2d
+# %% ../nbs/11_trade.ipynb #608b17a3
 def _order_outcomes(ctx: RunContext) -> dict[str, str]:
     "Symbol -> outcome for every order of the run (a stop-loss first wins)."
     out: dict[str, str] = {}
@@ -768,7 +808,7 @@ def signal_outcomes(ctx: RunContext) -> dict[str, str]:
         else: out[s.symbol] = "no order"
     return out
 
-# %% ../nbs/11_trade.ipynb #35f402b2
+# %% ../nbs/11_trade.ipynb #835792e3
 def finish_run(ctx: RunContext) -> dict[str, Any]:
     "Record each signal's outcome and the run as ok with its counts; the summary."
     if not ctx.active:
@@ -802,7 +842,7 @@ def _run_note(ctx: RunContext) -> str | None:
                      f"{ctx.params.decision_time} New York")
     return "; ".join(notes) or None
 
-# %% ../nbs/11_trade.ipynb #8e24a065
+# %% ../nbs/11_trade.ipynb #f8b90987
 def run_steps(parameters: dict[str, Any], run_id: str | None = None,
               ) -> tuple[RunContext, dict[str, Any]]:
     "Every step of one run, in the notebook's order; the context and the summary."

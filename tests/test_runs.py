@@ -124,3 +124,17 @@ def test_replay_detects_a_changed_model(trading_home):
     rep = stockstock("trade", "--replay", run_id, home=home)
     assert rep.returncode == 1
     assert "decisions DIFFERENT" in rep.stdout and "model " in rep.stdout
+
+
+def test_the_notebook_parameters_cell_declares_every_parameter_with_its_default():
+    "papermill injects values only for names the cell declares; a missing one would be ignored."
+    import ast
+
+    from stockstock.config import TradingParams
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "scheduled/hourly_trade.ipynb", 4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    declared = {t.targets[0].id: ast.literal_eval(t.value)
+                for t in ast.parse(cell.source).body if isinstance(t, ast.Assign)}
+    assert declared.pop("run_id") is None
+    defaults = TradingParams().model_dump(mode="json")
+    assert declared == defaults

@@ -1,0 +1,39 @@
+"""The research notebooks, executed as a person would (nbconvert, a real kernel, the embedded
+data) and rendered to HTML: every chart must be in the HTML, drawable offline.
+
+They run here rather than under `nbdev_test` (`nbs/research/.notest`): one execution gives both
+the check that they run and the HTML to inspect."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import REPO
+
+RESEARCH = sorted((REPO / "nbs/research").glob("*.ipynb"))
+PLOTLY_JSON = "application/vnd.plotly.v1+json"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook", RESEARCH, ids=[p.stem for p in RESEARCH])
+def test_research_notebook_renders_every_chart_in_its_html(notebook: Path, tmp_path: Path,
+                                                           monkeypatch):
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+    monkeypatch.setenv("STOCKSTOCK_HOME", str(tmp_path))        # logs and any files go there
+    nb = nbformat.read(notebook, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    figures = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+               if PLOTLY_JSON in o.get("data", {})]
+    assert figures, f"{notebook.name} shows no chart"
+    for out in figures:                     # each chart also carries its offline HTML rendering
+        assert "text/html" in out["data"] and "Plotly.newPlot" in out["data"]["text/html"]
+    html, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    (tmp_path / f"{notebook.stem}.html").write_text(html)
+    assert html.count("Plotly.newPlot") >= len(figures)
+    # offline: plotly.js itself is inside the page, once, and never fetched from a CDN
+    assert len(re.findall(r"plotly\.js v\d+\.\d+\.\d+", html)) == 1
+    assert not re.search(r"""src=["'][^"']*plot\.ly""", html)
