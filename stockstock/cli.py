@@ -25,7 +25,8 @@ log = get_logger(__name__)
 # %% auto #0
 __all__ = ['log', 'AddArguments', 'COMMANDS', 'EXAMPLES', 'SIM_PARAMS', 'command', 'positive_int', 'build_parser', 'params_from',
            'main', 'console', 'seed_command', 'config_command', 'market_command', 'train_command', 'backtest_command',
-           'trade_command', 'runs_command', 'run_command']
+           'trade_command', 'runs_command', 'run_command', 'notify_command', 'status_command', 'halt_command',
+           'resume_command', 'serve_command', 'bot_command']
 
 # %% ../nbs/15_cli.ipynb #8a2a0a6c
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -354,6 +355,7 @@ def trade_command(args: argparse.Namespace) -> int:
     outcome = execute_run(params, cell_timeout=args.cell_timeout)
     _print_outcome(outcome)
     _print_run(params, outcome.run_id)
+    _send_notices(params)
     return outcome.exit_code
 
 def _replay(params: TradingParams, args: argparse.Namespace) -> int:
@@ -439,4 +441,136 @@ def run_command(args: argparse.Namespace) -> int:
     outcome = execute_run(params)
     _print_outcome(outcome)
     _print_run(params, outcome.run_id)
+    _send_notices(params)
     return outcome.exit_code
+
+# %% ../nbs/15_cli.ipynb #ec894869
+def _report_line(report: object) -> str:
+    "One line for what `send_pending` did (empty when there was nothing to send)."
+    parts = [f"{getattr(report, k)} {k}" for k in ("sent", "logged", "unconfirmed", "failed")
+             if getattr(report, k)]
+    if report.pending: parts.append(f"{report.pending} still pending")
+    return f"notices: {', '.join(parts)}" if parts else ""
+
+def _send_notices(params: TradingParams, budget_s: float = 4.0) -> int:
+    "Send the pending notices within `budget_s` seconds; never raises (a run is never failed)."
+    from stockstock.db import init_db
+    from stockstock.notify import send_pending
+    try:
+        db = init_db(params.db_url)
+        try: report = send_pending(db, load_secrets(), budget_s)
+        finally: db.close()
+    except Exception as e:  # Telegram, or the database: the run's outcome stands
+        log.error("notices_not_sent", error_type=type(e).__name__, error=str(e))
+        print(f"notices: not sent now ({type(e).__name__}); they are retried later")
+        return 1
+    if line := _report_line(report): print(line)
+    return 0
+
+def _notify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--summary", action="store_true", help="queue today's daily summary first")
+    p.add_argument("--budget", type=float, default=10.0, help="seconds to spend at most (10)")
+
+@command("notify", "send pending notices to Telegram now (--summary: the daily summary too)",
+         _notify_args, example="stockstock notify --summary --params scheduled/paper.yaml")
+def notify_command(args: argparse.Namespace) -> int:
+    from stockstock.db import init_db
+    from stockstock.notify import queue_daily_summary
+    params = params_from(args)
+    if args.summary:
+        db = init_db(params.db_url)
+        try: queue_daily_summary(db, params)
+        finally: db.close()
+    return _send_notices(params, args.budget)
+
+# %% ../nbs/15_cli.ipynb #8d7facec
+@command("status", "what the bot's /status, /portfolio and /pnl say, as plain text",
+         example="stockstock status --params scheduled/paper.yaml")
+def status_command(args: argparse.Namespace) -> int:
+    from stockstock.db import init_db
+    from stockstock.queries import (format_pnl, format_portfolio, format_status, plain_text, pnl,
+                                    portfolio, status)
+    params = params_from(args)
+    db, tz = init_db(params.db_url), params.display_timezone
+    try:
+        for text in (format_status(status(db, params), tz), format_portfolio(portfolio(db), tz),
+                     format_pnl(pnl(db), tz)):
+            print(plain_text(text), end="\n\n")
+    finally: db.close()
+    return 0
+
+def _halt_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reason", default="halted from the command line", help="why (shown in "
+                   "/status and in the runs' notes)")
+
+@command("halt", "halt new entries until `stockstock resume` or /start (exits go on)",
+         _halt_args, example="stockstock halt --reason 'earnings week'")
+def halt_command(args: argparse.Namespace) -> int:
+    from stockstock.db import init_db
+    from stockstock.state import set_halt
+    db = init_db(params_from(args).db_url)
+    try: set_halt(db, args.reason, by="cli")
+    finally: db.close()
+    print(f"halted: {args.reason} (new entries blocked until `stockstock resume` or /start)")
+    return 0
+
+@command("resume", "resume trading after a halt (like the bot's /start)")
+def resume_command(args: argparse.Namespace) -> int:
+    from stockstock.db import init_db
+    from stockstock.state import clear_halt, halt_state
+    db = init_db(params_from(args).db_url)
+    try:
+        was = halt_state(db)
+        clear_halt(db, by="cli")
+    finally: db.close()
+    print(f"resumed (was halted: {was['reason']})" if was else "trading was not halted")
+    return 0
+
+# %% ../nbs/15_cli.ipynb #b16fd7b6
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--interval-seconds", type=float, metavar="S",
+                   help="run every S seconds instead of check_interval_minutes (demos, tests)")
+    p.add_argument("--run-timeout", type=float, default=900.0, metavar="S",
+                   help="stop a scheduled run after S seconds (default 900)")
+    p.add_argument("--resend-seconds", type=float, default=60.0, metavar="S",
+                   help="send pending notices every S seconds (default 60)")
+
+def _trade_args_of(args: argparse.Namespace) -> list[str]:
+    "The `--params` / `-p` options to hand to each scheduled `stockstock trade`."
+    out = ["--params", args.params] if args.params else []
+    for pair in args.overrides: out += ["-p", pair]
+    return out
+
+def _daemon(args: argparse.Namespace, schedule: bool) -> int:
+    from stockstock.daemon import serve
+    from stockstock.db import init_db
+    if args.params is None and resolve_path(SIM_PARAMS).exists(): args.params = SIM_PARAMS
+    params, secrets = params_from(args), load_secrets()
+    configure_logging(args.log_level, log_file=resolve_path("data/logs/stockstock.jsonl"),
+                      secrets=secrets.secret_values(), stream_level="INFO")
+    db = init_db(params.db_url)
+    try:
+        return serve(params, _trade_args_of(args), secrets, db, schedule=schedule,
+                     interval_s=getattr(args, "interval_seconds", None),
+                     run_timeout_s=getattr(args, "run_timeout", 900.0),
+                     resend_s=args.resend_seconds)
+    finally: db.close()
+
+# %% ../nbs/15_cli.ipynb #39e2dbd1
+@command("serve", "the daemon: Telegram bot, scheduled runs, daily summary (python -m stockstock)",
+         _serve_args, example="stockstock serve --params scheduled/paper.yaml")
+def serve_command(args: argparse.Namespace) -> int:
+    return _daemon(args, schedule=True)
+
+def _bot_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resend-seconds", type=float, default=60.0, metavar="S",
+                   help="send pending notices every S seconds (default 60)")
+
+@command("bot", "the Telegram bot alone (runs from cron): answers commands, resends notices",
+         _bot_args, example="stockstock bot --params scheduled/paper.yaml")
+def bot_command(args: argparse.Namespace) -> int:
+    secrets = load_secrets()
+    if not secrets.telegram_bot_token or not secrets.telegram_chat_ids:
+        raise ConfigError("stockstock bot needs TELEGRAM_BOT_TOKEN and TELEGRAM_CHAT_IDS "
+                          "(in .env or the environment)")
+    return _daemon(args, schedule=False)

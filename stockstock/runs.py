@@ -31,7 +31,7 @@ __all__ = ['log', 'TEMPLATE', 'RUN_LOCK', 'KERNEL_LOCK', 'ATOMIC', 'LAUNCHER_PID
            'home_relative', 'model_cutoff', 'hide_unused_imports', 'skip_final_collection', 'preload',
            'write_text_atomic', 'write_notebook', 'AtomicLocalHandler', 'register_atomic_io', 'mark_stopped',
            'ensure_plotly_js', 'tag_notebook', 'file_sha256', 'seal', 'HtmlRenderer', 'render_html',
-           'exit_with_launcher', 'kernel_startup', 'wait_for_kernels', 'RunKernel', 'RunOutcome',
+           'exit_with_launcher', 'kernel_startup', 'wait_for_kernels', 'RunKernel', 'RunOutcome', 'queue_failed_run',
            'close_interrupted_runs', 'execute_run', 'to_session']
 
 # %% ../nbs/12_runs.ipynb #cdca220d
@@ -361,6 +361,17 @@ def _record_skip(params: TradingParams, replay_of: str | None, reason: str) -> R
     log.warning("run_overlap_skipped", run_id=run_id, reason=reason)
     return RunOutcome(run_id, "skipped", reason)
 
+# %% ../nbs/12_runs.ipynb #ba9435eb
+def queue_failed_run(db: Database, run_id: str, mode: str, reason: str | None,
+                     notebook: str | None) -> None:
+    "Queue the `run_failed` notice of run `run_id` (once); never raises."
+    from stockstock.trade import failed_run_notice
+    try:
+        db.queue_notice(f"run_failed:{run_id}", "run_failed",
+                        failed_run_notice(run_id, mode, reason, notebook), run_id)
+    except Exception as e:  # a notice is never worth the run's record
+        log.error("notice_not_queued", run_id=run_id, key=f"run_failed:{run_id}", error=str(e))
+
 # %% ../nbs/12_runs.ipynb #7e724073
 def _finalise_notebook(out: Path, run_id: str, status: str, mode: str, as_of: datetime,
                        replay_of: str | None = None, stopped: tuple[str, str] | None = None,
@@ -387,6 +398,7 @@ def close_interrupted_runs(db: Database) -> list[str]:
                                    stopped=(reason, "RunInterrupted"))
         db.finish_run(run.run_id, "failed", reason=reason, **files)
         log.warning("run_interrupted", run_id=run.run_id)
+        queue_failed_run(db, run.run_id, run.mode, reason, files["notebook_path"])
     return [r.run_id for r in stale]
 
 # %% ../nbs/12_runs.ipynb #c9bc25da
@@ -422,6 +434,8 @@ def _settle(db: Database, params: TradingParams, run_id: str, unpinned: bool,
     files = _finalise_notebook(output_path(params, params.as_of, run_id), run_id, run.status,
                                params.mode, params.as_of, replay_of, stopped, renderer)
     db.update_run(run_id, **files)
+    if run.status == "failed":
+        queue_failed_run(db, run_id, params.mode, run.reason, files["notebook_path"])
     return run.status, run.reason, files
 
 # %% ../nbs/12_runs.ipynb #014f485c

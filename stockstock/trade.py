@@ -38,7 +38,8 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'QUOTE_THREADS', 'ALREADY_DECIDED', 'resolve_as_of', 'check_run', 'decision_slot', 'client_key', 'RunContext',
-           'run_step', 'git_commit', 'new_run_id', 'make_broker', 'model_cutoff_of', 'model_issue', 'resolve_threshold',
+           'run_step', 'order_notice', 'halt_notice', 'unresolved_notice', 'drift_notice', 'failed_run_notice',
+           'git_commit', 'new_run_id', 'make_broker', 'model_cutoff_of', 'model_issue', 'resolve_threshold',
            'start_run', 'collect_params', 'decision_instant', 'decides_now', 'market_closed_reason', 'skip_run',
            'check_market', 'order_query', 'reconcile', 'implied_account', 'compare_with_broker', 'manage_open_orders',
            'load_bars', 'start_quotes', 'with_live_bar', 'marks', 'session_prices', 'check_drift', 'compute_signals',
@@ -135,6 +136,70 @@ def run_step(fn: Callable | None = None, *, skip_result: Any = pd.DataFrame) -> 
         if not ctx.active: return skip_result() if callable(skip_result) else skip_result
         return fn(ctx, *args, **kwargs)
     return step
+
+# %% ../nbs/11_trade.ipynb #c685bf50
+import html
+
+_ORDER_TITLES = {"submitted": "📤 Order placed", "filled": "✅ Order filled",
+                 "partially_filled": "◐ Order partly filled", "rejected": "⛔ Order rejected",
+                 "cancelled": "✖️ Order cancelled", "expired": "⌛ Order expired",
+                 "unknown": "❓ Order status unknown"}
+
+def _esc(value: Any) -> str: return html.escape(str(value), quote=False)
+
+def order_notice(t: Trade, mode: str) -> str:
+    "The notice of trade `t` at its recorded status (Telegram HTML)."
+    title = _ORDER_TITLES.get(t.status, f"Order {t.status}")
+    if t.reason == "stop_loss": title = "🛑 Stop-loss exit: " + title.split(" ", 1)[1].lower()
+    what = f"{t.side} {t.qty} {t.symbol}" + (
+        f", {t.filled_qty} filled @ {t.avg_fill_price:,.2f} USD" if t.filled_qty and
+        t.avg_fill_price else f", limit {t.limit_price:,.2f} USD")
+    if t.status == "unknown":
+        what += " — the broker's answer was lost; the next run asks it (never resent blindly)"
+    elif t.status in ("rejected", "expired", "cancelled") and t.error: what += f": {t.error[:200]}"
+    if t.replaces: what += " (re-sent at a fresh price)"
+    return f"<b>{title}</b> [{_esc(mode)}]\n{_esc(what)}"
+
+# %% ../nbs/11_trade.ipynb #0baa3501
+def halt_notice(loss: float, limit: float, session: date, mode: str) -> str:
+    "The daily loss halt."
+    return (f"<b>🚨 Daily loss limit reached</b> [{_esc(mode)}]\nloss {loss:,.2f} USD ≥ limit "
+            f"{limit:,.2f} USD on {session}: new entries halted for the rest of the session; "
+            "stop-losses and exits go on")
+
+def unresolved_notice(t: Trade, why: str, mode: str) -> str:
+    "An order reconciliation cannot resolve."
+    return (f"<b>⚠️ Order unresolved</b> [{_esc(mode)}]\n{_esc(f'{t.side} {t.qty} {t.symbol}')} "
+            f"(<code>{_esc(t.client_key)}</code>, {_esc(t.status)}): {_esc(why[:200])}; "
+            "check it in the broker's app")
+
+def drift_notice(drifted: int, features: int, session: date, mode: str) -> str:
+    "The model's features drifted."
+    effect = "the sim replay trades on" if mode == "sim" else "no model decisions (protection only)"
+    return (f"<b>📉 Model drift</b> [{_esc(mode)}]\n{drifted} of {features} features beyond the "
+            f"PSI bound on {session}: {effect}; consider retraining")
+
+def failed_run_notice(run_id: str, mode: str, reason: str | None, notebook: str | None) -> str:
+    "A failed run: its id, what stopped it (never a traceback) and its notebook."
+    what = (reason or "unknown").splitlines()[0].partition(":")[0][:160]
+    return (f"<b>❌ Run failed</b> [{_esc(mode)}]\nrun <code>{_esc(run_id)}</code>: {_esc(what)}"
+            + (f"\nnotebook <code>{_esc(notebook)}</code>" if notebook else ""))
+
+# %% ../nbs/11_trade.ipynb #5e1da01d
+def _queue_notice(ctx: RunContext, key: str, kind: str, build: Callable[[], str]) -> None:
+    "Record a notice of this run once per `key`; a failure to record it never fails the run."
+    try:
+        _, created = ctx.db.queue_notice(key, kind, build(), ctx.run_id)
+    except Exception as e:  # a notice is never worth a trading run
+        log.error("notice_not_queued", run_id=ctx.run_id, key=key, error=str(e))
+        return
+    if created: log.info("notice_queued", run_id=ctx.run_id, key=key, kind=kind)
+
+def _notify_order(ctx: RunContext, t: Trade) -> None:
+    "Queue the notice of trade `t` reaching its recorded status."
+    kind = "stop_loss_exit" if t.reason == "stop_loss" else f"order_{t.status}"
+    _queue_notice(ctx, f"order:{t.client_key}:{t.status}", kind,
+                  lambda: order_notice(t, ctx.params.mode))
 
 # %% ../nbs/11_trade.ipynb #7156cb32
 def git_commit() -> str | None:
@@ -304,6 +369,8 @@ def _unresolved(ctx: RunContext, t: Trade, why: str) -> str:
     _record_event(ctx, "order_unresolved", t.symbol, {"client_key": t.client_key,
                                                       "status": t.status, "why": why})
     log.warning("order_unresolved", client_key=t.client_key, status=t.status, why=why)
+    _queue_notice(ctx, f"unresolved:{t.client_key}", "order_unresolved",
+                  lambda: unresolved_notice(t, why, ctx.params.mode))
     return t.status
 
 # %% ../nbs/11_trade.ipynb #fa81bf51
@@ -329,6 +396,8 @@ def reconcile(ctx: RunContext) -> pd.DataFrame:
     "Bring open trades up to date with the broker; one row per trade looked at."
     for t in ctx.db.open_trades():
         now = _reconcile_one(ctx, t)
+        if now not in (t.status, "intent"):
+            _notify_order(ctx, ctx.db.rows(Trade, client_key=t.client_key)[0])
         ctx.reconciled.append(dict(client_key=t.client_key, symbol=t.symbol, side=t.side,
                                    qty=t.qty, was=t.status, now=now))
         log.info("trade_reconciled", client_key=t.client_key, was=t.status, now=now)
@@ -515,6 +584,8 @@ def check_drift(ctx: RunContext) -> pd.DataFrame:
         drifted = ctx.drift[ctx.drift["status"] == "drifted"]["psi"].round(3).to_dict()
         _record_event(ctx, "model_drift", None, {"drifted": drifted, "features": len(ctx.drift)})
         log.warning("model_drift", run_id=ctx.run_id, drifted=len(drifted))
+        _queue_notice(ctx, f"drift:{ctx.session}", "model_drift", lambda: drift_notice(
+            len(drifted), len(ctx.drift), ctx.session, ctx.params.mode))
         if ctx.params.mode != "sim":
             ctx.model_issue = (f"model drifted: {len(drifted)} of {len(ctx.drift)} features "
                                "beyond the PSI bound")
@@ -632,6 +703,9 @@ def decide_orders(ctx: RunContext) -> pd.DataFrame:
     if any(e.kind == "daily_loss_halt" for e in ctx.decision.events):
         set_halt(ctx.db, "daily_loss", ctx.session)
         ctx.halted = "daily_loss"
+        halt = next(e for e in ctx.decision.events if e.kind == "daily_loss_halt").detail
+        _queue_notice(ctx, f"halt:{ctx.session}", "daily_loss_halt", lambda: halt_notice(
+            halt["daily_loss"], halt["limit"], ctx.session, ctx.params.mode))
     return pd.DataFrame([vars(o) for o in ctx.decision.orders],
                         columns=["symbol", "side", "qty", "limit_price", "reason"])
 
@@ -644,9 +718,13 @@ def _send(ctx: RunContext, row: Trade) -> Trade:
                                      row.client_key)
     except (BrokerError, LookupError) as e:
         log.error("order_submit_failed", client_key=row.client_key, error=str(e))
-        return ctx.db.update_trade(row.client_key, status="unknown", error=str(e))
+        row = ctx.db.update_trade(row.client_key, status="unknown", error=str(e))
+        _notify_order(ctx, row)
+        return row
     _crash_point("after_submit")
-    return _record_status(ctx.db, row.client_key, st)
+    row = _record_status(ctx.db, row.client_key, st)
+    _notify_order(ctx, row)
+    return row
 
 # %% ../nbs/11_trade.ipynb #5f1271f6
 ALREADY_DECIDED = "already decided in this slot"
