@@ -444,7 +444,13 @@ def test_paper_end_to_end_seed_train_trade(home, fake, kis_model):
     trained = stockstock("train", "--params", "scheduled/paper.yaml", "--cutoff", "2013-01-31",
                          "--quiet", home=home, env=env, timeout=RUN_TIMEOUT)
     assert trained.returncode == 0, trained.stdout + trained.stderr
-    shutil.copy(kis_model / "lgbm.txt", home / "models/lgbm.txt")  # a model that trades here
+    import json
+    meta = json.loads((home / "models/lgbm.meta.json").read_text())
+    assert meta["symbols"] == sorted(SYMBOLS) and meta["train_from"] >= "2009-01-01"
+    # Trained honestly on four years of four stocks, that model is the class prior (P(UP) about
+    # 0.30, recommended threshold 0.6): it would never trade on this day. The trading step uses
+    # the over-fitted test model instead, which buys AAPL, MSFT and GOOG here.
+    shutil.copy(kis_model / "lgbm.txt", home / "models/lgbm.txt")
     shutil.copy(kis_model / "lgbm.meta.json", home / "models/lgbm.meta.json")
     fake.set_time(NOW)
     fake.clear_log()
