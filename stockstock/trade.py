@@ -43,7 +43,8 @@ __all__ = ['log', 'QUOTE_THREADS', 'ALREADY_DECIDED', 'resolve_as_of', 'check_ru
            'start_run', 'collect_params', 'decision_instant', 'decides_now', 'market_closed_reason', 'skip_run',
            'check_market', 'order_query', 'reconcile', 'implied_account', 'compare_with_broker', 'manage_open_orders',
            'load_bars', 'start_quotes', 'with_live_bar', 'marks', 'session_prices', 'check_drift', 'compute_signals',
-           'decide_orders', 'submit_orders', 'take_snapshot', 'signal_outcomes', 'finish_run', 'run_steps']
+           'decide_orders', 'submit_orders', 'take_snapshot', 'hold_outcome', 'signal_outcomes', 'finish_run',
+           'run_steps']
 
 # %% ../nbs/11_trade.ipynb #68eb7934
 def resolve_as_of(params: TradingParams, db: Database, model_cutoff: date | None) -> datetime:
@@ -795,6 +796,12 @@ def _order_outcomes(ctx: RunContext) -> dict[str, str]:
                                     f"{status}{why}")
     return out
 
+def hold_outcome(s: Signal, threshold: float) -> str:
+    "Why a predicted HOLD: the likelier of P(UP) and P(DOWN) stayed under the threshold."
+    side = max(("UP", "DOWN"), key=lambda c: s.probabilities.get(c, 0.0))
+    return f"below threshold (P({side}) {s.probabilities.get(side, 0.0):.2f} < {threshold:.2f})"
+
+# %% ../nbs/11_trade.ipynb #506fe36a
 _REJECTIONS = {"position_cap": "capped: position already at the {pct:.0%} maximum",
                "insufficient_cash": "no cash", "halted": "entries halted ({halted})",
                "stopped_out": "stopped out today", "no_price": "no price",
@@ -812,8 +819,7 @@ def signal_outcomes(ctx: RunContext) -> dict[str, str]:
             out[s.symbol] = _REJECTIONS.get(rejected.detail["reason"], rejected.detail["reason"]) \
                 .format(pct=ctx.params.max_position_pct, halted=ctx.halted)
         elif s.action == "SELL": out[s.symbol] = "nothing to sell"
-        elif s.action == "HOLD":
-            out[s.symbol] = f"below threshold ({s.confidence:.2f} < {ctx.threshold:.2f})"
+        elif s.action == "HOLD": out[s.symbol] = hold_outcome(s, ctx.threshold)
         else: out[s.symbol] = "no order"
     return out
 
