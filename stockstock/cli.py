@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date
@@ -23,10 +24,10 @@ if TYPE_CHECKING:  # commands import their heavy modules when they run: `--help`
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'AddArguments', 'COMMANDS', 'EXAMPLES', 'SIM_PARAMS', 'command', 'positive_int', 'build_parser', 'params_from',
-           'main', 'console', 'seed_command', 'config_command', 'market_command', 'train_command', 'backtest_command',
-           'trade_command', 'runs_command', 'run_command', 'notify_command', 'status_command', 'halt_command',
-           'resume_command', 'serve_command', 'bot_command']
+__all__ = ['log', 'AddArguments', 'COMMANDS', 'EXAMPLES', 'SIM_PARAMS', 'command', 'positive_int', 'positive_seconds',
+           'build_parser', 'params_from', 'main', 'console', 'seed_command', 'config_command', 'market_command',
+           'train_command', 'backtest_command', 'trade_command', 'runs_command', 'run_command', 'notify_command',
+           'status_command', 'halt_command', 'resume_command', 'serve_command', 'bot_command']
 
 # %% ../nbs/15_cli.ipynb #8a2a0a6c
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -54,6 +55,16 @@ def positive_int(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value <= 0: raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+def positive_seconds(text: str) -> float:
+    "An argparse type: a finite number of seconds > 0."
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
     return value
 
 def build_parser() -> argparse.ArgumentParser:
@@ -528,11 +539,11 @@ def resume_command(args: argparse.Namespace) -> int:
 
 # %% ../nbs/15_cli.ipynb #b16fd7b6
 def _serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--interval-seconds", type=float, metavar="S",
+    p.add_argument("--interval-seconds", type=positive_seconds, metavar="S",
                    help="run every S seconds instead of check_interval_minutes (demos, tests)")
-    p.add_argument("--run-timeout", type=float, default=900.0, metavar="S",
+    p.add_argument("--run-timeout", type=positive_seconds, default=900.0, metavar="S",
                    help="stop a scheduled run after S seconds (default 900)")
-    p.add_argument("--resend-seconds", type=float, default=60.0, metavar="S",
+    p.add_argument("--resend-seconds", type=positive_seconds, default=60.0, metavar="S",
                    help="send pending notices every S seconds (default 60)")
 
 def _trade_args_of(args: argparse.Namespace) -> list[str]:
@@ -542,7 +553,7 @@ def _trade_args_of(args: argparse.Namespace) -> list[str]:
     return out
 
 def _daemon(args: argparse.Namespace, schedule: bool) -> int:
-    from stockstock.daemon import serve
+    from stockstock.daemon import DaemonRunning, serve
     from stockstock.db import init_db
     if args.params is None and resolve_path(SIM_PARAMS).exists(): args.params = SIM_PARAMS
     params, secrets = params_from(args), load_secrets()
@@ -554,6 +565,9 @@ def _daemon(args: argparse.Namespace, schedule: bool) -> int:
                      interval_s=getattr(args, "interval_seconds", None),
                      run_timeout_s=getattr(args, "run_timeout", 900.0),
                      resend_s=args.resend_seconds)
+    except DaemonRunning as e:
+        print(f"stockstock {args.command}: {e}", file=sys.stderr)
+        return 1
     finally: db.close()
 
 # %% ../nbs/15_cli.ipynb #39e2dbd1
@@ -563,7 +577,7 @@ def serve_command(args: argparse.Namespace) -> int:
     return _daemon(args, schedule=True)
 
 def _bot_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--resend-seconds", type=float, default=60.0, metavar="S",
+    p.add_argument("--resend-seconds", type=positive_seconds, default=60.0, metavar="S",
                    help="send pending notices every S seconds (default 60)")
 
 @command("bot", "the Telegram bot alone (runs from cron): answers commands, resends notices",
@@ -571,6 +585,6 @@ def _bot_args(p: argparse.ArgumentParser) -> None:
 def bot_command(args: argparse.Namespace) -> int:
     secrets = load_secrets()
     if not secrets.telegram_bot_token or not secrets.telegram_chat_ids:
-        raise ConfigError("stockstock bot needs TELEGRAM_BOT_TOKEN and TELEGRAM_CHAT_IDS "
-                          "(in .env or the environment)")
+        raise ConfigError("invalid environment: stockstock bot needs TELEGRAM_BOT_TOKEN and "
+                          "TELEGRAM_CHAT_IDS (set them in .env, see .env.example)")
     return _daemon(args, schedule=False)

@@ -12,12 +12,14 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as day_time
 from zoneinfo import ZoneInfo
 
 from fastcore.basics import patch_to
+from filelock import FileLock, Timeout
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application, ContextTypes
 
@@ -32,7 +34,8 @@ from .trade import decision_instant
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'next_slot', 'RunResult', 'trade_command', 'run_trade', 'Daemon', 'serve']
+__all__ = ['log', 'DAEMON_LOCK', 'next_slot', 'RunResult', 'trade_command', 'run_trade', 'Daemon', 'DaemonRunning',
+           'single_instance', 'serve']
 
 # %% ../nbs/14c_daemon.ipynb #53e08fad
 def next_slot(now: datetime, interval: timedelta, decision_time: str = "15:30") -> datetime:
@@ -206,6 +209,31 @@ async def _stop_bot(self) -> None:
     if self.app.job_queue.scheduler.running: await self.app.job_queue.stop(wait=False)
     if self.online: await self.app.shutdown()
 
+# %% ../nbs/14c_daemon.ipynb #08c2c7ad
+DAEMON_LOCK = "data/daemon.lock"
+
+class DaemonRunning(RuntimeError):
+    "Another daemon or bot holds this project home."
+
+@contextlib.contextmanager
+def single_instance(path: str = DAEMON_LOCK) -> Iterator[None]:
+    "Hold the daemon lock for the block; `DaemonRunning` (naming its pid) when another holds it."
+    lock_path = resolve_path(path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock, pid_file = FileLock(str(lock_path)), lock_path.with_suffix(".pid")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = pid_file.read_text().strip() if pid_file.exists() else "unknown"
+        raise DaemonRunning(f"another daemon or bot is running for this project (pid {holder}, "
+                            f"lock {lock_path}); stop it first") from None
+    try:
+        pid_file.write_text(str(os.getpid()))
+        yield
+    finally:
+        pid_file.unlink(missing_ok=True)
+        lock.release()
+
 # %% ../nbs/14c_daemon.ipynb #702d00c4
 @patch_to(Daemon)
 async def main(self) -> int:
@@ -234,5 +262,6 @@ async def main(self) -> int:
 
 def serve(params: TradingParams, trade_args: list[str], secrets: Secrets, db: Database,
           **options: float | bool | None) -> int:
-    "Run the daemon in this process until SIGTERM/SIGINT; its exit status."
-    return asyncio.run(Daemon(params, trade_args, secrets, db, **options).main())
+    "Run the daemon in this process until SIGTERM/SIGINT; its exit status (`DaemonRunning`)."
+    with single_instance():
+        return asyncio.run(Daemon(params, trade_args, secrets, db, **options).main())

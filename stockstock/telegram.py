@@ -175,7 +175,8 @@ async def _on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 def build_application(secrets: Secrets, db: Database, params: TradingParams) -> Application:
     "The bot: commands, whitelist and error handling, polling `secrets.telegram_api_url`."
     if not secrets.telegram_bot_token or not secrets.telegram_chat_ids:
-        raise ConfigError("the bot needs TELEGRAM_BOT_TOKEN and TELEGRAM_CHAT_IDS")
+        raise ConfigError("invalid environment: the bot needs TELEGRAM_BOT_TOKEN and "
+                          "TELEGRAM_CHAT_IDS")
     _quiet_libraries()
     api = secrets.telegram_api_url.rstrip("/")
     app = (Application.builder().token(secrets.telegram_bot_token.get_secret_value())

@@ -102,6 +102,15 @@ def test_daemon_pings_runs_on_schedule_and_stops_on_sigterm(trading_home, tg):
         _wait(lambda: sum("Order filled" in m.text for m in tg.sent) >= 2, 20,
               "the run's notices did not arrive", proc, out)
         status_answer = _ask(tg, "/status", proc, out)
+        for second in (["--params", "scheduled/test.yaml"], ["bot"]):   # one per project home
+            r = subprocess.run([sys.executable, "-m", "stockstock", *second], cwd=home,
+                               env={**os.environ, "STOCKSTOCK_HOME": str(home),
+                                    "TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_CHAT_IDS": "1",
+                                    "TELEGRAM_API_URL": tg.url},
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 1, (r.returncode, r.stderr)
+            assert f"another daemon or bot is running for this project (pid {proc.pid}" \
+                in r.stderr.strip().splitlines()[-1], r.stderr
     finally:
         code, seconds = _stop(proc, out)
     log = out.read_text()
