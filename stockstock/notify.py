@@ -42,6 +42,7 @@ def _answer(status_code: int, body: dict[str, Any]) -> Answer:
     detail = str(body.get("description") or f"HTTP {status_code}")[:200]
     if status_code == 429:
         return Answer("retry", detail, float((body.get("parameters") or {}).get("retry_after", 1)))
+    if status_code in (401, 404): return Answer("retry", f"the bot token was refused: {detail}")
     return Answer("retry", detail, 0.3) if status_code >= 500 else Answer("failed", detail)
 
 # %% ../nbs/14a_notify.ipynb #8e24a279

@@ -152,3 +152,18 @@ def test_429_within_the_budget_is_waited_out_and_a_lost_reply_never_resent(home,
     assert send_pending(db, secrets).sent == 1
     assert [m.chat_id for m in tg.sent if m.plain_text == "fourth"] == [7]
     db.close()
+
+
+def test_a_refused_token_keeps_every_notice_until_it_is_fixed(home, tg):
+    db = init_db(f"sqlite:///{home}/n.db")
+    for key in "abc": db.queue_notice(key, "order_filled", f"<b>{key}</b>")
+    wrong = Secrets(_env_file=None, telegram_bot_token="123:revoked", telegram_chat_ids=[CHAT],
+                    telegram_api_url=tg.url)
+    report = send_pending(db, wrong)                 # the fake answers 401 to another token
+    assert (report.sent, report.failed, report.pending) == (0, 0, 3) and not tg.sent
+    assert len(tg.calls("sendMessage")) == 1         # the first refusal ends the call
+    right = Secrets(_env_file=None, telegram_bot_token=tg.token, telegram_chat_ids=[CHAT],
+                    telegram_api_url=tg.url)
+    assert send_pending(db, right).sent == 3
+    assert sorted(m.plain_text for m in tg.sent) == ["a", "b", "c"]
+    db.close()
