@@ -209,7 +209,7 @@ async def _stop_bot(self) -> None:
     if self.app.job_queue.scheduler.running: await self.app.job_queue.stop(wait=False)
     if self.online: await self.app.shutdown()
 
-# %% ../nbs/14c_daemon.ipynb #08c2c7ad
+# %% ../nbs/14c_daemon.ipynb #c319cefa
 DAEMON_LOCK = "data/daemon.lock"
 
 class DaemonRunning(RuntimeError):
