@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
@@ -30,6 +32,46 @@ def stockstock(*args: str, home: Path, env: dict | None = None,
     full_env = {**os.environ, "STOCKSTOCK_HOME": str(home), **(env or {})}
     return subprocess.run([str(BIN / "stockstock"), *args], cwd=home, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def query(home: Path, sql: str, *args) -> list[tuple]:
+    "Rows of `sql` on the home's database (`data/stockstock.db`), read with plain sqlite3."
+    con = sqlite3.connect(home / "data/stockstock.db")
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+def home_processes(home: Path) -> list[psutil.Process]:
+    "Live processes started for `home` (their STOCKSTOCK_HOME is this test's private home)."
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.pid != os.getpid() and p.environ().get("STOCKSTOCK_HOME") == str(home) \
+                    and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            pass
+    return found
+
+
+def reap(home: Path, grace: float = 15.0) -> list[int]:
+    "Wait for this home's leftover processes (a kernel exits when its parent dies); kill laggards."
+    _, alive = psutil.wait_procs(home_processes(home), timeout=grace)
+    for p in alive:
+        p.kill()
+    psutil.wait_procs(alive, timeout=5)
+    return [p.pid for p in alive]
+
+
+def report_lines(request: pytest.FixtureRequest, lines: list[str]) -> None:
+    "Print `lines` in the terminal report (a module fixture's summary, shown even when captured)."
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if reporter is None or capture is None or not lines: return
+    with capture.global_and_fixture_disabled():       # teardown output is captured otherwise
+        for line in ["", *lines]: reporter.write_line(line)
 
 
 TRADING_SYMBOLS = ["AAPL", "MSFT", "GOOG", "IBM"]

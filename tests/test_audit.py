@@ -5,24 +5,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import subprocess
 from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import BIN, REPO, stockstock
+from conftest import BIN, REPO, query, stockstock
 
 from stockstock.data import seed
 from stockstock.db import init_db
 
-
-def _query(home: Path, sql: str) -> list[tuple]:
-    con = sqlite3.connect(home / "data/stockstock.db")
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.fixture
@@ -48,7 +40,7 @@ def test_the_hourly_notebook_runs_by_hand_from_scheduled(checkout: Path):
     nb = nbformat.read(checkout / "scheduled/hourly_trade.ipynb", as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(checkout / "scheduled")}}).execute()
-    (run_id, status), = _query(checkout, "SELECT run_id, status FROM runs")
+    (run_id, status), = query(checkout, "SELECT run_id, status FROM runs")
     assert status == "ok", status
     for stray in ("scheduled/data", "scheduled/models", "scheduled/outputs"):
         assert not (checkout / stray).exists(), stray
@@ -67,7 +59,7 @@ def test_runs_verify_names_a_run_whose_notebook_was_edited(trading_home: Path):
         assert r.returncode == 0, r.stdout + r.stderr
     ok = stockstock("runs", "--verify", home=home)
     assert ok.returncode == 0 and "every sealed run file is intact" in ok.stdout, ok.stdout
-    (run_id, nb_path), = _query(home, "SELECT run_id, notebook_path FROM runs ORDER BY as_of "
+    (run_id, nb_path), = query(home, "SELECT run_id, notebook_path FROM runs ORDER BY as_of "
                                       "LIMIT 1")
     notebook = home / nb_path
     assert not os.access(notebook, os.W_OK) or os.geteuid() == 0      # written read-only
@@ -88,7 +80,7 @@ def test_sizes_of_what_a_person_opens(trading_home: Path, capsys):
     r = stockstock("trade", "--params", "scheduled/test.yaml", "-p",
                    "as_of=2011-03-16T19:30:00Z", home=home)
     assert r.returncode == 0, r.stdout + r.stderr
-    (nb_path,), = _query(home, "SELECT notebook_path FROM runs")
+    (nb_path,), = query(home, "SELECT notebook_path FROM runs")
     run_html = (home / nb_path).with_suffix(".html")
     b = stockstock("backtest", "--quiet", "-p", "symbols=[AAPL,IBM]", "--start", "2011-03-01",
                    "--end", "2011-06-30", "--max-rounds", "20", "-p",

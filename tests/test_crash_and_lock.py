@@ -10,7 +10,6 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,9 +17,8 @@ from collections import Counter
 from pathlib import Path
 
 import nbformat
-import psutil
 import pytest
-from conftest import BIN, REPO, stockstock
+from conftest import BIN, REPO, home_processes, query, reap, report_lines, stockstock
 from filelock import FileLock
 
 # The slot the test model (conftest: over-fitted, threshold 0.4) trades from a fresh account:
@@ -35,17 +33,10 @@ NOT_FINAL = ("intent", "submitted", "partial", "unknown")
 RUN_TIMEOUT = 180
 
 
-def _query(home: Path, sql: str, *args) -> list[tuple]:
-    con = sqlite3.connect(home / "data/stockstock.db")
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
-
 
 def _broker_orders(home: Path) -> Counter:
     "(symbol, side, qty) of every order the sim broker holds, with multiplicity."
-    return Counter(_query(home, "SELECT symbol, side, qty FROM sim_orders"))
+    return Counter(query(home, "SELECT symbol, side, qty FROM sim_orders"))
 
 
 def _run_id(stdout: str) -> str:
@@ -54,43 +45,16 @@ def _run_id(stdout: str) -> str:
     return line.split()[1].rstrip(":")
 
 
-def _kernels_of(home: Path) -> list[psutil.Process]:
-    "Live processes started for `home` (their STOCKSTOCK_HOME is this test's private home)."
-    found = []
-    for p in psutil.process_iter():
-        try:
-            if p.pid != os.getpid() and p.environ().get("STOCKSTOCK_HOME") == str(home) \
-                    and p.status() != psutil.STATUS_ZOMBIE:
-                found.append(p)
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            pass
-    return found
-
-
-def _reap(home: Path, grace: float = 15.0) -> list[int]:
-    "Wait for this home's leftover processes (a kernel exits when its parent dies); kill laggards."
-    _, alive = psutil.wait_procs(_kernels_of(home), timeout=grace)
-    for p in alive:
-        p.kill()
-    psutil.wait_procs(alive, timeout=5)
-    return [p.pid for p in alive]
-
-
 @pytest.fixture(scope="module")
 def tally(request: pytest.FixtureRequest) -> dict:
     "Counts over every crash/kill scenario of this module, reported at the end."
     counts: dict = dict(scenarios=0, orders=0, duplicates=0, kills=[], notebooks=0)
     yield counts
-    plugins = request.config.pluginmanager
-    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
-    if reporter is None or capture is None or not counts["scenarios"]: return
-    with capture.global_and_fixture_disabled():       # teardown output is captured otherwise
-        reporter.write_line("")
-        reporter.write_line(f"crash/kill scenarios: {counts['scenarios']}, broker orders checked: "
-                            f"{counts['orders']}, duplicate orders: {counts['duplicates']}, "
-                            f"notebooks left by kills: {counts['notebooks']}, all valid")
-        for k in counts["kills"]:
-            reporter.write_line(f"  SIGKILL {k}")
+    report_lines(request, [
+        f"crash/kill scenarios: {counts['scenarios']}, broker orders checked: "
+        f"{counts['orders']}, duplicate orders: {counts['duplicates']}, "
+        f"notebooks left by kills: {counts['notebooks']}, all valid",
+        *(f"  SIGKILL {k}" for k in counts["kills"])] if counts["scenarios"] else [])
 
 
 @pytest.fixture(scope="module")
@@ -106,15 +70,15 @@ def reference(trading_template: Path, tmp_path_factory: pytest.TempPathFactory) 
     orders = _broker_orders(home)
     # not vacuous: the slot really orders, and more than once (a crash can split the batch)
     assert sum(orders.values()) >= 2, orders
-    assert _query(home, "SELECT count(*) FROM sim_orders WHERE status = 'filled'")[0][0] >= 1
+    assert query(home, "SELECT count(*) FROM sim_orders WHERE status = 'filled'")[0][0] >= 1
     return dict(home=home, orders=orders, seconds=seconds)
 
 
 def _assert_exactly_once(home: Path, reference: dict, tally: dict) -> None:
     "Each client key once at the broker and once in `trades`, consistent, final, as the reference."
-    orders = _query(home, "SELECT client_key, order_id, trade_date, symbol, side, qty, status "
+    orders = query(home, "SELECT client_key, order_id, trade_date, symbol, side, qty, status "
                           "FROM sim_orders")
-    trades = _query(home, "SELECT client_key, broker_order_id, symbol, side, qty, status "
+    trades = query(home, "SELECT client_key, broker_order_id, symbol, side, qty, status "
                           "FROM trades")
     order_keys = Counter(o[0] for o in orders)
     trade_keys = Counter(t[0] for t in trades)
@@ -131,7 +95,7 @@ def _assert_exactly_once(home: Path, reference: dict, tally: dict) -> None:
     for key, broker_id, symbol, side, qty, status in trades:
         o = by_key[key]
         assert (broker_id, symbol, side, qty, status) == (o[1], o[3], o[4], o[5], o[6]), (key, o)
-    left = _query(home, f"SELECT client_key, status FROM trades WHERE status IN {NOT_FINAL}")
+    left = query(home, f"SELECT client_key, status FROM trades WHERE status IN {NOT_FINAL}")
     assert left == [], left
 
 
@@ -139,7 +103,7 @@ def _assert_crashed_run(home: Path, result: subprocess.CompletedProcess) -> str:
     "The killed-kernel run is recorded failed with its (partial) executed notebook."
     assert result.returncode == 1, result.stdout + result.stderr
     run_id = _run_id(result.stdout)
-    (status, reason, nb_path), = _query(
+    (status, reason, nb_path), = query(
         home, "SELECT status, reason, notebook_path FROM runs WHERE run_id = ?", run_id)
     assert status == "failed" and "kernel died" in reason, (status, reason)
     assert nb_path and (home / nb_path).exists()
@@ -151,7 +115,7 @@ def _assert_ok_rerun(home: Path) -> str:
     r = stockstock(*TRADE, home=home, timeout=RUN_TIMEOUT)
     assert r.returncode == 0 and ": ok in" in r.stdout, r.stdout + r.stderr
     run_id = _run_id(r.stdout)
-    assert _query(home, "SELECT status FROM runs WHERE run_id = ?", run_id) == [("ok",)]
+    assert query(home, "SELECT status FROM runs WHERE run_id = ?", run_id) == [("ok",)]
     return run_id
 
 
@@ -167,8 +131,8 @@ def test_crash_then_rerun_places_each_order_exactly_once(point, trading_home, re
                          timeout=RUN_TIMEOUT)
     _assert_crashed_run(home, crashed)
     # the crash happened exactly where it was asked to (state the rerun has to repair)
-    trades = [s for s, in _query(home, "SELECT status FROM trades ORDER BY id")]
-    at_broker = _query(home, "SELECT count(*) FROM sim_orders")[0][0]
+    trades = [s for s, in query(home, "SELECT status FROM trades ORDER BY id")]
+    at_broker = query(home, "SELECT count(*) FROM sim_orders")[0][0]
     expected = {"after_reconcile": ([], 0), "after_intent": (["intent"], 0),
                 "after_submit": (["intent"], 1)}.get(point)
     if expected is not None:
@@ -179,7 +143,7 @@ def test_crash_then_rerun_places_each_order_exactly_once(point, trading_home, re
     _assert_ok_rerun(home)
     tally["scenarios"] += 1
     _assert_exactly_once(home, reference, tally)
-    assert [s for s, in _query(home, "SELECT status FROM runs ORDER BY started_at")] \
+    assert [s for s, in query(home, "SELECT status FROM runs ORDER BY started_at")] \
         == ["failed", "ok"]
 
 
@@ -206,14 +170,14 @@ def test_sigkill_of_trade_process_then_rerun_places_each_order_once(seed, tradin
         finished = False
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-    leftover = _reap(home, grace=3.0)      # a kernel exits within moments of its launcher
+    leftover = reap(home, grace=3.0)      # a kernel exits within moments of its launcher
     notebooks = list((home / "outputs").rglob("*.ipynb"))
     for nb in notebooks:                   # written atomically: never empty, never truncated
         nbformat.validate(nbformat.read(nb, as_version=4))
     tally["notebooks"] += len(notebooks)
-    state = dict(runs=_query(home, "SELECT status FROM runs"),
-                 trades=[s for s, in _query(home, "SELECT status FROM trades")],
-                 broker=_query(home, "SELECT count(*) FROM sim_orders")[0][0])
+    state = dict(runs=query(home, "SELECT status FROM runs"),
+                 trades=[s for s, in query(home, "SELECT status FROM trades")],
+                 broker=query(home, "SELECT count(*) FROM sim_orders")[0][0])
     tally["kills"].append(f"seed {seed} at {delay:.1f} s: "
                           f"{'finished before the kill' if finished else 'killed'} "
                           f"({delay / reference['seconds']:.0%} of a run), "
@@ -223,7 +187,7 @@ def test_sigkill_of_trade_process_then_rerun_places_each_order_once(seed, tradin
     _assert_ok_rerun(home)
     tally["scenarios"] += 1
     _assert_exactly_once(home, reference, tally)
-    assert _kernels_of(home) == []
+    assert home_processes(home) == []
     for nb in (home / "outputs").rglob("*.ipynb"):  # the killed run's notebook was finalised
         assert nbformat.read(nb, as_version=4).metadata["stockstock"]["status"] in ("ok", "failed")
 
@@ -239,14 +203,14 @@ def test_rerun_sends_the_recorded_intent_when_the_decision_changed(trading_home)
     crashed = stockstock(*TRADE, home=home, env={"STOCKSTOCK_CRASH_AT": "after_intent"},
                          timeout=RUN_TIMEOUT)
     _assert_crashed_run(home, crashed)
-    (key, status), = _query(home, "SELECT client_key, status FROM trades")
+    (key, status), = query(home, "SELECT client_key, status FROM trades")
     assert status == "intent"
     # same decision slot (the 19:00 UTC hour), half the position limit: fewer shares decided
     r = stockstock("trade", "--params", "scheduled/test.yaml", "-p", "as_of=2011-03-16T19:45:00Z",
                    "-p", "max_position_pct=0.05", home=home, timeout=RUN_TIMEOUT)
     assert r.returncode == 0 and ": ok in" in r.stdout, r.stdout + r.stderr
-    assert _query(home, "SELECT count(*) FROM sim_orders WHERE client_key = ?", key) == [(1,)]
-    (intent_qty, intent_limit, sent_qty, sent_limit, filled), = _query(
+    assert query(home, "SELECT count(*) FROM sim_orders WHERE client_key = ?", key) == [(1,)]
+    (intent_qty, intent_limit, sent_qty, sent_limit, filled), = query(
         home, "SELECT t.qty, t.limit_price, o.qty, o.limit_price, t.filled_qty FROM trades t "
               "JOIN sim_orders o USING (client_key) WHERE client_key = ?", key)
     if (intent_qty, intent_limit) != (sent_qty, sent_limit):
@@ -271,10 +235,10 @@ def test_run_is_skipped_while_another_holds_the_lock(trading_home):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "skipped (another run is in progress)" in r.stdout
     assert seconds < 20, seconds                      # no waiting for the lock, no kernel
-    assert _query(home, "SELECT status, reason FROM runs") == [
+    assert query(home, "SELECT status, reason FROM runs") == [
         ("skipped", "another run is in progress")]
     assert not list(home.glob("outputs/**/*.ipynb"))
-    assert _query(home, "SELECT count(*) FROM trades")[0][0] == 0
+    assert query(home, "SELECT count(*) FROM trades")[0][0] == 0
 
 
 @pytest.mark.slow
@@ -296,7 +260,7 @@ def test_lock_of_a_killed_process_does_not_block_the_next_run(trading_home):
     assert (home / "data/run.lock").exists()         # the stale lock file is still there
     r = stockstock("trade", "--params", "scheduled/test.yaml", home=home, timeout=RUN_TIMEOUT)
     assert r.returncode == 0 and ": ok in" in r.stdout, r.stdout + r.stderr
-    assert [s for s, in _query(home, "SELECT status FROM runs ORDER BY started_at")] \
+    assert [s for s, in query(home, "SELECT status FROM runs ORDER BY started_at")] \
         == ["skipped", "ok"]
 
 
@@ -311,7 +275,7 @@ def test_tampered_model_fails_the_run_with_the_error_in_the_notebook(trading_hom
         f.write(b" ")
     r = stockstock(*TRADE, home=home, timeout=RUN_TIMEOUT)
     assert r.returncode == 1, r.stdout + r.stderr
-    (status, reason, nb_path), = _query(home, "SELECT status, reason, notebook_path FROM runs")
+    (status, reason, nb_path), = query(home, "SELECT status, reason, notebook_path FROM runs")
     assert status == "failed" and "ModelError" in reason and "lgbm.txt" in reason, reason
     assert "modified" in reason
     nb = nbformat.read(home / nb_path, as_version=4)
@@ -320,8 +284,8 @@ def test_tampered_model_fails_the_run_with_the_error_in_the_notebook(trading_hom
               if o.output_type == "error"]
     assert [e.ename for e in errors] == ["ModelError"]
     assert (home / nb_path).with_suffix(".html").exists()
-    assert _query(home, "SELECT count(*) FROM trades")[0][0] == 0
-    assert _query(home, "SELECT count(*) FROM sim_orders")[0][0] == 0
+    assert query(home, "SELECT count(*) FROM trades")[0][0] == 0
+    assert query(home, "SELECT count(*) FROM sim_orders")[0][0] == 0
 
 
 @pytest.mark.slow
@@ -337,7 +301,7 @@ def test_hung_cell_is_stopped_by_the_cell_timeout(trading_home):
     seconds = time.monotonic() - started
     assert r.returncode == 1, r.stdout + r.stderr
     assert seconds < 60, seconds                      # stopped, not waited out
-    (status, reason, nb_path), = _query(home, "SELECT status, reason, notebook_path FROM runs")
+    (status, reason, nb_path), = query(home, "SELECT status, reason, notebook_path FROM runs")
     assert (status, reason) == ("failed", "a cell ran longer than 4 s and was stopped")
     nb = nbformat.read(home / nb_path, as_version=4)   # it says so, as papermill would
     assert nb.metadata["papermill"]["exception"] is True
@@ -349,8 +313,8 @@ def test_hung_cell_is_stopped_by_the_cell_timeout(trading_home):
     assert {c.metadata["papermill"]["status"] for c in after if c.cell_type == "code"} \
         == {"pending"}
     assert "a cell ran longer than 4 s" in (home / nb_path).with_suffix(".html").read_text()
-    assert _query(home, "SELECT count(*) FROM trades")[0][0] == 0
-    assert _reap(home, grace=10) == []                # the hung kernel was shut down
+    assert query(home, "SELECT count(*) FROM trades")[0][0] == 0
+    assert reap(home, grace=10) == []                # the hung kernel was shut down
 
 
 @pytest.mark.slow
@@ -362,21 +326,21 @@ def test_no_run_leaves_a_kernel_or_connection_file_behind(trading_home):
     env = {"JUPYTER_RUNTIME_DIR": str(home / "runtime")}   # this test's kernel connection files
     good = stockstock(*TRADE, home=home, env=env, timeout=RUN_TIMEOUT)
     assert good.returncode == 0 and ": ok in" in good.stdout, good.stdout + good.stderr
-    assert _kernels_of(home) == [] and not list((home / "runtime").glob("kernel-*.json"))
+    assert home_processes(home) == [] and not list((home / "runtime").glob("kernel-*.json"))
     saturday = stockstock("trade", "--params", "scheduled/test.yaml", "-p",
                           "as_of=2011-03-19T15:00:00Z", home=home, env=env, timeout=RUN_TIMEOUT)
     assert "skipped (market closed (weekend))" in saturday.stdout, saturday.stdout
-    assert _kernels_of(home) == [] and not list((home / "runtime").glob("kernel-*.json"))
+    assert home_processes(home) == [] and not list((home / "runtime").glob("kernel-*.json"))
     died = stockstock(*TRADE, home=home, env={**env, "STOCKSTOCK_CRASH_AT": "after_reconcile"},
                       timeout=RUN_TIMEOUT)
     assert died.returncode == 1 and "the kernel died" in died.stdout, died.stdout + died.stderr
-    assert _kernels_of(home) == [] and not list((home / "runtime").glob("kernel-*.json"))
+    assert home_processes(home) == [] and not list((home / "runtime").glob("kernel-*.json"))
     with open(home / "models/lgbm.txt", "ab") as f:
         f.write(b" ")
     failed = stockstock(*TRADE, home=home, env=env, timeout=RUN_TIMEOUT)
     assert failed.returncode == 1 and "ModelError" in failed.stdout, failed.stdout
-    assert _kernels_of(home) == [] and not list((home / "runtime").glob("kernel-*.json"))
-    assert [s for s, in _query(home, "SELECT status FROM runs ORDER BY started_at")] \
+    assert home_processes(home) == [] and not list((home / "runtime").glob("kernel-*.json"))
+    assert [s for s, in query(home, "SELECT status FROM runs ORDER BY started_at")] \
         == ["ok", "skipped", "failed", "failed"]
 
 
@@ -388,7 +352,7 @@ def test_bad_parameter_exits_2_with_one_line_and_records_nothing(trading_home):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("stockstock trade: invalid parameters:"), lines
     assert "order_type" in lines[0] and "STOP" in lines[0]
-    assert _query(home, "SELECT count(*) FROM runs")[0][0] == 0
+    assert query(home, "SELECT count(*) FROM runs")[0][0] == 0
     assert not list(home.glob("outputs/**/*.ipynb"))
 
 
@@ -427,7 +391,7 @@ def test_secrets_appear_nowhere(trading_home):
         paper.stdout + paper.stderr
     sim = stockstock(*TRADE, home=home, env=secrets, timeout=RUN_TIMEOUT)
     assert sim.returncode == 0 and ": ok in" in sim.stdout, sim.stdout + sim.stderr
-    assert [s for s, in _query(home, "SELECT status FROM runs ORDER BY started_at")] \
+    assert [s for s, in query(home, "SELECT status FROM runs ORDER BY started_at")] \
         == ["failed", "ok"]
 
     files = [p for p in (home / "outputs").rglob("*") if p.is_file()]
@@ -445,4 +409,4 @@ def test_secrets_appear_nowhere(trading_home):
              if value.encode() in text or (len(value) >= 20 and value[:16].encode() in text)]
     assert leaks == [], leaks
     # the run really wrote something where a leak would show (not vacuous)
-    assert _query(home, "SELECT count(*) FROM trades")[0][0] >= 1
+    assert query(home, "SELECT count(*) FROM trades")[0][0] >= 1

@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
-import psutil
 import pytest
-from conftest import REPO
+from conftest import REPO, query, reap
 from fake_telegram import DEFAULT_TOKEN, FakeTelegram
 
 pytestmark = pytest.mark.slow
@@ -29,13 +28,6 @@ def tg() -> Iterator[FakeTelegram]:
     with FakeTelegram(DEFAULT_TOKEN) as fake:
         yield fake
 
-
-def _query(home: Path, sql: str) -> list[tuple]:
-    con = sqlite3.connect(home / "data/stockstock.db")
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def _start(home: Path, tg: FakeTelegram, *args: str) -> tuple[subprocess.Popen, Path]:
@@ -69,23 +61,6 @@ def _stop(proc: subprocess.Popen, out: Path, timeout: float = 30) -> tuple[int, 
     return code, time.monotonic() - started
 
 
-def _leftovers(home: Path, grace: float = 10) -> list[int]:
-    "Processes still running for `home` (a killed run's kernel exits on its own, soon)."
-    def mine() -> list[psutil.Process]:
-        found = []
-        for p in psutil.process_iter():
-            try:
-                if p.pid != os.getpid() and p.environ().get("STOCKSTOCK_HOME") == str(home) \
-                        and p.status() != psutil.STATUS_ZOMBIE:
-                    found.append(p)
-            except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-                pass
-        return found
-    _, alive = psutil.wait_procs(mine(), timeout=grace)
-    for p in alive: p.kill()
-    return [p.pid for p in alive]
-
-
 def test_daemon_pings_runs_on_schedule_and_stops_on_sigterm(trading_home, tg):
     home = trading_home
     # the replay's next session is 2011-03-16, a day the test model buys on
@@ -97,7 +72,7 @@ def test_daemon_pings_runs_on_schedule_and_stops_on_sigterm(trading_home, tg):
     try:
         tg.push_message(CHAT, "/ping")
         _wait(lambda: any(m.text == "pong" for m in tg.sent_to(CHAT)), 30, "no pong", proc, out)
-        _wait(lambda: _query(home, "SELECT status FROM runs") == [("ok",)], 60,
+        _wait(lambda: query(home, "SELECT status FROM runs") == [("ok",)], 60,
               "no scheduled run recorded ok", proc, out)
         _wait(lambda: sum("Order filled" in m.text for m in tg.sent) >= 2, 20,
               "the run's notices did not arrive", proc, out)
@@ -117,14 +92,14 @@ def test_daemon_pings_runs_on_schedule_and_stops_on_sigterm(trading_home, tg):
     assert code == 0, log
     assert seconds < 10 and "daemon_stopped" in log, log
     assert "Last run: <code>2011" in status_answer and " <b>ok</b>" in status_answer
-    assert {r for r, in _query(home, "SELECT status FROM runs")} == {"ok"}   # none left running
-    assert {s for s, in _query(home, "SELECT status FROM notices")} == {"sent"}
+    assert {r for r, in query(home, "SELECT status FROM runs")} == {"ok"}   # none left running
+    assert {s for s, in query(home, "SELECT status FROM notices")} == {"sent"}
     texts = [m.text for m in tg.sent if "Order filled" in m.text]
     assert len(texts) == len(set(texts)) >= 2                                # once each
     assert tg.commands and tg.commands[0]["command"] == "stop"              # the command menu
     files = [out, *(home / "data/logs").glob("*")]
     assert not [f for f in files if DEFAULT_TOKEN.encode() in f.read_bytes()]
-    assert _leftovers(home) == []
+    assert reap(home, grace=10) == []
 
 
 def _ask(tg: FakeTelegram, command: str, proc: subprocess.Popen, out: Path) -> str:
@@ -156,7 +131,7 @@ def test_a_hung_run_is_stopped_and_the_daemon_goes_on(trading_home, tg):
     assert seconds < 5 + 5 + 3, seconds                         # at most its timeout (+ grace)
     assert log.count("scheduled_run_timed_out") == 2, log
     # the first hung run was closed as failed by the second one, and that was told
-    assert ("failed",) in _query(home, "SELECT status FROM runs")
+    assert ("failed",) in query(home, "SELECT status FROM runs")
     assert any(m.text.startswith("<b>❌ Run failed</b>") and "interrupted" in m.text
                for m in tg.sent), [m.text for m in tg.sent]
-    assert _leftovers(home) == []
+    assert reap(home, grace=10) == []

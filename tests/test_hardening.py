@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-from conftest import REPO, TRADING_SYMBOLS, stockstock
+from conftest import REPO, TRADING_SYMBOLS, query, report_lines, stockstock
 
 from stockstock.calendar import next_session, sessions_between
 from stockstock.data import EMBEDDED_SYMBOLS, seed
@@ -25,13 +25,6 @@ from stockstock.state import sim_clock, sim_failures
 
 RUN_TIMEOUT = 180
 
-
-def _query(home: Path, sql: str, *args) -> list[tuple]:
-    con = sqlite3.connect(home / "data/stockstock.db")
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
 
 
 def _notebooks(home: Path) -> list[Path]:
@@ -107,7 +100,7 @@ def test_a_day_that_always_fails_does_not_wedge_the_replay(trading_home):
     trade = ("trade", "--params", "scheduled/test.yaml")
     results = [stockstock(*trade, home=home, timeout=RUN_TIMEOUT) for _ in range(3)]
     assert [r.returncode for r in results] == [1, 1, 0], [r.stdout for r in results]
-    runs = _query(home, "SELECT as_of, status FROM runs ORDER BY started_at")
+    runs = query(home, "SELECT as_of, status FROM runs ORDER BY started_at")
     days = [str(pd.Timestamp(a).tz_localize("UTC").tz_convert("America/New_York").date())
             for a, _ in runs]
     assert list(zip(days, [s for _, s in runs], strict=True)) == [
@@ -133,22 +126,22 @@ def test_a_halt_never_blocks_a_recorded_stop_loss(trading_home):
     for as_of in ("2011-03-04T20:30:00Z", "2011-03-09T20:30:00Z"):
         r = stockstock(*trade, "-p", f"as_of={as_of}", home=home, timeout=RUN_TIMEOUT)
         assert r.returncode == 0, r.stdout + r.stderr
-    (held,), = _query(home, "SELECT qty FROM sim_positions WHERE symbol = 'MSFT'")
+    (held,), = query(home, "SELECT qty FROM sim_positions WHERE symbol = 'MSFT'")
     slot = ("-p", "as_of=2011-03-16T19:30:00Z")
     crashed = stockstock(*trade, *slot, home=home, env={"STOCKSTOCK_CRASH_AT": "after_intent"},
                          timeout=RUN_TIMEOUT)
     assert crashed.returncode == 1, crashed.stdout
-    assert _query(home, "SELECT symbol, side, reason, status FROM trades WHERE side = 'SELL'") \
+    assert query(home, "SELECT symbol, side, reason, status FROM trades WHERE side = 'SELL'") \
         == [("MSFT", "SELL", "stop_loss", "intent")]
-    assert _query(home, "SELECT count(*) FROM sim_orders WHERE side = 'SELL'") == [(0,)]
+    assert query(home, "SELECT count(*) FROM sim_orders WHERE side = 'SELL'") == [(0,)]
     rerun = stockstock(*trade, *slot, home=home, timeout=RUN_TIMEOUT)
     assert rerun.returncode == 0 and ": ok" in rerun.stdout, rerun.stdout + rerun.stderr
     assert "halted (daily_loss): entries blocked" in rerun.stdout
-    assert _query(home, "SELECT symbol, side, qty, status FROM sim_orders WHERE side = 'SELL'") \
+    assert query(home, "SELECT symbol, side, qty, status FROM sim_orders WHERE side = 'SELL'") \
         == [("MSFT", "SELL", held, "filled")]
-    assert _query(home, "SELECT status FROM trades WHERE side = 'SELL'") == [("filled",)]
-    assert _query(home, "SELECT count(*) FROM sim_positions WHERE symbol = 'MSFT'") == [(0,)]
-    (status, reason), = _query(home, "SELECT status, reason FROM runs ORDER BY started_at DESC "
+    assert query(home, "SELECT status FROM trades WHERE side = 'SELL'") == [("filled",)]
+    assert query(home, "SELECT count(*) FROM sim_positions WHERE symbol = 'MSFT'") == [(0,)]
+    (status, reason), = query(home, "SELECT status, reason FROM runs ORDER BY started_at DESC "
                                      "LIMIT 1")
     assert (status, reason) == ("ok", "halted (daily_loss): entries blocked")
 
@@ -203,16 +196,10 @@ BAD_INPUTS = [
 def bad_input_table(request):
     rows: list[tuple] = []
     yield rows
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None or not rows: return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line("")
-        reporter.write_line(f"bad inputs: {len(rows)}, exit 2: "
-                            f"{sum(code == 2 for _, code, _ in rows)}, tracebacks: "
-                            f"{sum('Traceback' in line for _, _, line in rows)}")
-        for case, code, line in rows:
-            reporter.write_line(f"  {case:<30} exit {code}  {line[:110]}")
+    report_lines(request, [
+        f"bad inputs: {len(rows)}, exit 2: {sum(code == 2 for _, code, _ in rows)}, "
+        f"tracebacks: {sum('Traceback' in line for _, _, line in rows)}",
+        *(f"  {case:<30} exit {code}  {line[:110]}" for case, code, line in rows)] if rows else [])
 
 
 @pytest.mark.parametrize("case, argv, env, files, expected", BAD_INPUTS,
@@ -221,7 +208,7 @@ def test_bad_input_is_one_line_exit_2_and_records_nothing(case, argv, env, files
                                                          trading_home, bad_input_table):
     home = trading_home
     for name, data in files.items(): _write(home, name, data)
-    before = _query(home, "SELECT count(*) FROM runs")
+    before = query(home, "SELECT count(*) FROM runs")
     r = stockstock("trade", "--params", "scheduled/test.yaml", *argv, home=home, env=env,
                    timeout=60)
     lines = r.stderr.strip().splitlines()
@@ -230,7 +217,7 @@ def test_bad_input_is_one_line_exit_2_and_records_nothing(case, argv, env, files
     assert len(lines) == 1 and lines[0].startswith("stockstock trade"), lines
     assert expected in lines[0], lines[0]
     assert "Traceback" not in r.stderr + r.stdout
-    assert _query(home, "SELECT count(*) FROM runs") == before       # nothing recorded
+    assert query(home, "SELECT count(*) FROM runs") == before       # nothing recorded
     assert not _notebooks(home)
 
 
@@ -283,13 +270,8 @@ BAR_CASES = [
 def bar_table(request):
     rows: list[str] = []
     yield rows
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None or not rows: return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line("")
-        reporter.write_line("corrupted bars (MSFT on 2011-03-16, a day the model buys it):")
-        for row in rows: reporter.write_line(f"  {row}")
+    report_lines(request, ["corrupted bars (MSFT on 2011-03-16, a day the model buys it):",
+                           *(f"  {row}" for row in rows)] if rows else [])
 
 
 def _in_process_run(home: Path, monkeypatch, **params):
@@ -333,7 +315,7 @@ def test_a_bad_bar_never_triggers_a_stop_loss(trading_home, monkeypatch, bar_tab
     events = [(e.kind, e.symbol) for e in db.rows(RiskEvent, run_id=ctx.run_id)]
     assert ("bar_quarantined", "MSFT") in events
     # equity is valued at MSFT's last valid close, not at the bad one
-    (equity,), = _query(home, "SELECT equity FROM portfolio_snapshots ORDER BY as_of DESC LIMIT 1")
+    (equity,), = query(home, "SELECT equity FROM portfolio_snapshots ORDER BY as_of DESC LIMIT 1")
     assert equity > 90_000, equity
     bar_table.append(f"{'held, next bar /100':<28} quarantined no stop-loss SELL at the bad price")
 
@@ -392,9 +374,9 @@ def test_a_database_locked_during_the_run_ends_it_failed_with_its_notebook(tradi
     shutil.copy(REPO / "scheduled/hourly_trade.ipynb", home / "scheduled/hourly_trade.ipynb")
     ok = stockstock("trade", "--params", "scheduled/test.yaml", home=home, timeout=RUN_TIMEOUT)
     assert ok.returncode == 0 and ": ok in" in ok.stdout, ok.stdout + ok.stderr
-    statuses = [s for s, in _query(home, "SELECT status FROM runs ORDER BY started_at")]
+    statuses = [s for s, in query(home, "SELECT status FROM runs ORDER BY started_at")]
     assert statuses == ["failed", "ok"], statuses
-    assert _query(home, "SELECT count(*) FROM runs WHERE status = 'running'") == [(0,)]
+    assert query(home, "SELECT count(*) FROM runs WHERE status = 'running'") == [(0,)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,7 +391,7 @@ def test_logs_keep_client_keys_and_the_terminal_gets_readable_lines(trading_home
                    "as_of=2011-03-16T19:30:00Z", home=home, timeout=RUN_TIMEOUT)
     assert r.returncode == 0, r.stdout + r.stderr
     log = (home / "data/logs/stockstock.jsonl").read_text()
-    keys = [k for k, in _query(home, "SELECT client_key FROM trades")]
+    keys = [k for k, in query(home, "SELECT client_key FROM trades")]
     assert keys and all(f'"client_key": "{k}"' in log for k in keys), keys
     lock = FileLock(str(home / "data/run.lock"))
     with lock:

@@ -4,14 +4,13 @@ all neither breaks a run nor holds it up for more than the sending budget (4 s).
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import stockstock
+from conftest import query, stockstock
 from fake_telegram import DEFAULT_TOKEN, FakeTelegram
 
 from stockstock.config import Secrets
@@ -38,16 +37,9 @@ def _env(tg: FakeTelegram) -> dict[str, str]:
             "TELEGRAM_API_URL": tg.url}
 
 
-def _query(home: Path, sql: str, *args) -> list[tuple]:
-    con = sqlite3.connect(home / "data/stockstock.db")
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
-
 
 def _notices(home: Path) -> dict[str, str]:
-    return dict(_query(home, "SELECT key, status FROM notices"))
+    return dict(query(home, "SELECT key, status FROM notices"))
 
 
 def _trade(home: Path, tg: FakeTelegram, **env: str):
@@ -88,7 +80,7 @@ def test_notices_arrive_once_after_a_crash_and_rerun(trading_home, tg, point):
     assert crashed.returncode == 1, crashed.stdout + crashed.stderr
     rerun = _trade(home, tg)
     assert rerun.returncode == 0 and ": ok in" in rerun.stdout, rerun.stdout + rerun.stderr
-    failed_id, = (r for r, in _query(home, "SELECT run_id FROM runs WHERE status = 'failed'"))
+    failed_id, = (r for r, in query(home, "SELECT run_id FROM runs WHERE status = 'failed'"))
     assert _notices(home) == {**{k: "sent" for k in ORDER_KEYS}, f"run_failed:{failed_id}": "sent"}
     texts = Counter(m.text for m in tg.sent)
     assert len(texts) == 3 and set(texts.values()) == {1}, texts        # each arrived once
@@ -107,7 +99,7 @@ def test_telegram_faults_neither_break_nor_stall_the_run(trading_home, tg, fault
     r = _trade(home, tg)
     wall = time.monotonic() - started
     assert r.returncode == 0 and ": ok in" in r.stdout, r.stdout + r.stderr
-    assert _query(home, "SELECT status FROM runs") == [("ok",)]
+    assert query(home, "SELECT status FROM runs") == [("ok",)]
     spent = _log_events(home, "notices_processed")[-1]["seconds"]
     print(f"{fault}: notices took {spent:.2f} s of a {wall:.1f} s `stockstock trade`")
     assert spent <= BUDGET_S + 0.5, spent

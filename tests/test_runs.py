@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
-from conftest import THRESHOLD, TRADING_SYMBOLS, stockstock
+from conftest import THRESHOLD, TRADING_SYMBOLS, query, stockstock
 
 from stockstock.backtest import predict_actions, simulate
 from stockstock.config import load_params
@@ -20,13 +19,6 @@ from stockstock.risk import RiskLimits
 pytestmark = pytest.mark.slow
 
 
-def _query(home: Path, sql: str) -> list[tuple]:
-    con = sqlite3.connect(home / "data/stockstock.db")
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
 
 def test_readme_main_command_on_a_fresh_home(home):
     "`stockstock run` seeds, trains, runs once: executed notebook, ok row, run_id in metadata."
@@ -35,7 +27,7 @@ def test_readme_main_command_on_a_fresh_home(home):
     assert re.search(r"^run \S+: ok in [\d.]+ s$", r.stdout, re.M), r.stdout
     assert re.search(r"^portfolio value: [\d,]+\.\d\d USD \(cash [\d,]+\.\d\d\)$", r.stdout, re.M)
     assert re.search(r"^signals: (\w+ (BUY|SELL|HOLD)(, )?){5}$", r.stdout, re.M), r.stdout
-    (run_id, status, nb_path, model_sha, git, data_hash), = _query(
+    (run_id, status, nb_path, model_sha, git, data_hash), = query(
         home, "SELECT run_id, status, notebook_path, model_sha256, git_commit, data_hash "
               "FROM runs")
     assert status == "ok" and model_sha and data_hash
@@ -56,7 +48,7 @@ def test_twenty_runs_index_and_agreement_with_backtest(trading_home):
     for _ in range(20):
         r = stockstock("trade", "--params", "scheduled/test.yaml", home=home)
         assert r.returncode == 0, r.stdout + r.stderr
-    runs = _query(home, "SELECT run_id, status, as_of FROM runs ORDER BY as_of")
+    runs = query(home, "SELECT run_id, status, as_of FROM runs ORDER BY as_of")
     assert len(runs) == 20 and {s for _, s, _ in runs} == {"ok"}
     sessions = [pd.Timestamp(a).tz_localize("UTC").tz_convert("America/New_York").date()
                 for _, _, a in runs]
@@ -70,7 +62,7 @@ def test_twenty_runs_index_and_agreement_with_backtest(trading_home):
     index = (home / "outputs/index.html").read_text()
     assert index.count("<tr class='run ok sim'") == 20 and "20 runs: 20 ok" in index
     assert "KST" in index and "EDT" in index
-    for nb_path, in _query(home, "SELECT notebook_path FROM runs"):
+    for nb_path, in query(home, "SELECT notebook_path FROM runs"):
         assert Path(home / nb_path).with_suffix(".html").exists()
 
     # the same window through the backtest: same model, same costs, same risk rules
@@ -87,29 +79,29 @@ def test_twenty_runs_index_and_agreement_with_backtest(trading_home):
                    params.initial_cash)
     expected = [(str(t.date), t.symbol, t.side, int(t.qty), round(t.price, 8))
                 for t in sim.trades().itertuples()]
-    got = [(d, s, side, q, round(p, 8)) for d, s, side, q, p in _query(
+    got = [(d, s, side, q, round(p, 8)) for d, s, side, q, p in query(
         home, "SELECT trade_date, symbol, side, qty, fill_price FROM sim_orders "
               "WHERE status = 'filled' ORDER BY order_id")]
     assert len(expected) >= 3, "the test window must contain trades to compare"
     assert got == expected
-    (equity,), = _query(home, "SELECT equity FROM portfolio_snapshots ORDER BY as_of DESC LIMIT 1")
+    (equity,), = query(home, "SELECT equity FROM portfolio_snapshots ORDER BY as_of DESC LIMIT 1")
     assert equity == pytest.approx(sim.equity.iloc[-1], rel=1e-12)
 
     # a replay of a run that traded gives the same decisions
-    traded = _query(home, "SELECT run_id FROM runs WHERE n_orders > 0 ORDER BY as_of LIMIT 1")
+    traded = query(home, "SELECT run_id FROM runs WHERE n_orders > 0 ORDER BY as_of LIMIT 1")
     assert traded
     rep = stockstock("trade", "--replay", traded[0][0], home=home)
     assert rep.returncode == 0, rep.stdout + rep.stderr
     assert "decisions IDENTICAL" in rep.stdout
     assert list((home / "outputs/replay").rglob("*.ipynb"))
-    assert len(_query(home, "SELECT run_id FROM runs")) == 20      # main DB untouched
+    assert len(query(home, "SELECT run_id FROM runs")) == 20      # main DB untouched
 
 
 def test_replay_detects_a_changed_model(trading_home):
     home = trading_home
     r = stockstock("trade", "--params", "scheduled/test.yaml", home=home)
     assert r.returncode == 0, r.stderr
-    (run_id,), = _query(home, "SELECT run_id FROM runs")
+    (run_id,), = query(home, "SELECT run_id FROM runs")
     meta_path = home / "models/lgbm.meta.json"
     model_path = home / "models/lgbm.txt"
     # a different (but valid) model: retrain with fewer rounds and re-save

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import stockstock
+from conftest import query, stockstock
 from fake_telegram import DEFAULT_TOKEN, MAX_MESSAGE_LENGTH, FakeTelegram, run_application_in_thread
 
 from stockstock.config import Secrets, load_params
@@ -133,9 +133,9 @@ def test_stop_halts_the_next_runs_entries_and_start_resumes(trading_home, tg):
         halted = stockstock("trade", "--params", "scheduled/test.yaml", "-p", f"as_of={AS_OF}",
                             home=home)
         assert halted.returncode == 0, halted.stdout + halted.stderr
-        (state, note), = _query(home, "SELECT status, reason FROM runs")
+        (state, note), = query(home, "SELECT status, reason FROM runs")
         assert (state, note) == ("ok", "halted (telegram /stop): entries blocked")
-        assert _query(home, "SELECT count(*) FROM trades WHERE side = 'BUY'") == [(0,)]
+        assert query(home, "SELECT count(*) FROM trades WHERE side = 'BUY'") == [(0,)]
         status_answer, start = _ask(tg, "/status", "/start")
         assert "HALTED</b> — telegram /stop, until /start (by telegram:4242" in status_answer
         assert start.startswith("▶️ <b>Resumed</b> (was halted: telegram /stop)"), start
@@ -143,17 +143,10 @@ def test_stop_halts_the_next_runs_entries_and_start_resumes(trading_home, tg):
                              home=home)
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert db.get_state("halted") is None
-    assert _query(home, "SELECT symbol, qty FROM trades WHERE side = 'BUY' ORDER BY id") == [
+    assert query(home, "SELECT symbol, qty FROM trades WHERE side = 'BUY' ORDER BY id") == [
         ("MSFT", 480), ("GOOG", 35)]
     db.close()
 
-
-def _query(home: Path, sql: str) -> list[tuple]:
-    con = sqlite3.connect(home / "data/stockstock.db")
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_errors_reach_the_log_not_the_user_and_long_lists_are_cut(home, tg, log_lines,
