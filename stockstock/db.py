@@ -26,7 +26,7 @@ from .config import ConfigError, resolve_path
 
 # %% auto #0
 __all__ = ['ORDER_STATES', 'FINAL_ORDER_STATES', 'TRADE_STATES', 'NOTICE_STATES', 'BUSY_TIMEOUT_S', 'BAR_COLUMNS', 'RUN_STATES',
-           'UTCDateTime', 'utcnow', 'Base', 'Ohlcv', 'Run', 'Signal', 'Trade', 'Notice', 'Listing', 'PortfolioSnapshot',
+           'UTCDateTime', 'utcnow', 'Base', 'Ohlcv', 'Listing', 'Run', 'Signal', 'Trade', 'Notice', 'PortfolioSnapshot',
            'RiskEvent', 'SystemState', 'SimAccount', 'SimPosition', 'SimOrder', 'DatabaseBusy', 'busy_timeout_s',
            'Database', 'init_db']
 
@@ -64,6 +64,15 @@ class Ohlcv(Base):
     volume: Mapped[float] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(32), default="embedded")
 
+class Listing(Base):
+    "Where a symbol trades, as the broker resolved it once (then cached: one lookup per symbol)."
+    __tablename__ = "listings"
+    symbol: Mapped[str] = mapped_column(String(8), primary_key=True)
+    exchange: Mapped[str] = mapped_column(String(4))         # KIS codes: NAS / NYS / AMS
+    name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    resolved_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+# %% ../nbs/03_db.ipynb #552ebd02
 class Run(Base):
     "One scheduled run: what it was asked, what it saw, how it ended."
     __tablename__ = "runs"
@@ -106,6 +115,7 @@ class Signal(Base):
     outcome: Mapped[str | None] = mapped_column(Text, nullable=True)   # what became of it, why
     contributions: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # feature -> push
 
+# %% ../nbs/03_db.ipynb #306f7e85
 ORDER_STATES: tuple[str, ...] = ("submitted", "partially_filled", "filled", "cancelled",
                                  "rejected", "expired")
 FINAL_ORDER_STATES = frozenset({"filled", "cancelled", "rejected", "expired"})
@@ -138,12 +148,13 @@ class Trade(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
+# %% ../nbs/03_db.ipynb #a023e194
 class Notice(Base):
     "A message for the owner (Telegram), recorded before it is sent and sent at most once."
     __tablename__ = "notices"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(160), unique=True)   # what it is about, e.g.
-                                                                  # "order_filled:<client_key>"
+                                                                  # "order:<client_key>:filled"
     kind: Mapped[str] = mapped_column(String(32))                 # order_filled, run_failed, ...
     run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     text: Mapped[str] = mapped_column(Text)                       # Telegram HTML, escaped
@@ -155,14 +166,7 @@ class Notice(Base):
 
 NOTICE_STATES = ("pending", "sent", "logged", "unconfirmed", "failed")
 
-class Listing(Base):
-    "Where a symbol trades, as the broker resolved it once (then cached: one lookup per symbol)."
-    __tablename__ = "listings"
-    symbol: Mapped[str] = mapped_column(String(8), primary_key=True)
-    exchange: Mapped[str] = mapped_column(String(4))         # KIS codes: NAS / NYS / AMS
-    name: Mapped[str | None] = mapped_column(Text, nullable=True)
-    resolved_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
+# %% ../nbs/03_db.ipynb #134d2be1
 class PortfolioSnapshot(Base):
     "Cash, positions and equity at the end of a run."
     __tablename__ = "portfolio_snapshots"
@@ -258,7 +262,7 @@ def _add_missing_columns(engine: Engine) -> list[str]:
             added.append(f"{table.name}.{col.name}")
     return added
 
-# %% ../nbs/03_db.ipynb #fa9cad2e
+# %% ../nbs/03_db.ipynb #7301f1c1
 def _sqlite_url(url: str) -> str:
     "`url` checked and with its relative file path made absolute (folder created)."
     from sqlalchemy.engine import make_url
@@ -365,7 +369,7 @@ def ohlcv_summary(self) -> pd.DataFrame:
         rows = s.execute(q).all()
     return pd.DataFrame(rows, columns=["symbol", "rows", "first", "last"]).set_index("symbol")
 
-# %% ../nbs/03_db.ipynb #a4e4d63f
+# %% ../nbs/03_db.ipynb #0f1d68e7
 @patch_to(Database)
 def load_ohlcv_many(self, symbols: list[str], end: date | None = None,
                     ) -> dict[str, pd.DataFrame]:
@@ -490,7 +494,7 @@ def open_trades(self) -> list[Trade]:
         q = select(Trade).where(Trade.status.not_in(FINAL_ORDER_STATES)).order_by(Trade.id)
         return list(s.scalars(q))
 
-# %% ../nbs/03_db.ipynb #e018c7bd
+# %% ../nbs/03_db.ipynb #ec78b7a3
 @patch_to(Database)
 def queue_notice(self, key: str, kind: str, text: str, run_id: str | None = None,
                  ) -> tuple[Notice, bool]:
@@ -519,7 +523,7 @@ def mark_notice(self, notice_id: int, status: str, error: str | None = None) -> 
         if status in ("sent", "logged", "unconfirmed"): row.sent_at = utcnow()
     return row
 
-# %% ../nbs/03_db.ipynb #490a576b
+# %% ../nbs/03_db.ipynb #da3c82f8
 @patch_to(Database)
 def get_listing(self, symbol: str) -> Listing | None:
     "The cached listing of `symbol`, or None."
