@@ -855,7 +855,20 @@ def _run_note(ctx: RunContext) -> str | None:
     elif not ctx.decides:
         notes.append(f"protection only: the model decides once per session, at "
                      f"{ctx.params.decision_time} New York")
-    return "; ".join(notes) or None
+    return "; ".join(notes + _unacted(ctx)) or None
+
+def _unacted(ctx: RunContext) -> list[str]:
+    "Each BUY/SELL that sent no order, each quarantined or stale symbol, with why (the index)."
+    groups: dict[str, list[str]] = {}    # what happened -> symbols, in the signals' order
+    unusual = ("quarantined", "missing: no bar for")   # not "no bars at all" (before a listing)
+    for s in ctx.signals:
+        why = ctx.outcomes.get(s.symbol, "")
+        if s.action != "HOLD" and not why.startswith(("order sent", "stop-loss exit")) \
+                and not (ctx.halted and why.startswith("entries halted")):
+            groups.setdefault(f"{s.action} not sent ({why})", []).append(s.symbol)
+        elif s.confidence is None and (s.note or "").startswith(unusual):
+            groups.setdefault(s.note or "", []).append(s.symbol)
+    return [f"{', '.join(syms)} {what}" for what, syms in groups.items()]
 
 # %% ../nbs/11_trade.ipynb #14fcdd9c
 def run_steps(parameters: dict[str, Any], run_id: str | None = None,

@@ -143,7 +143,7 @@ def test_a_halt_never_blocks_a_recorded_stop_loss(trading_home):
     assert query(home, "SELECT count(*) FROM sim_positions WHERE symbol = 'MSFT'") == [(0,)]
     (status, reason), = query(home, "SELECT status, reason FROM runs ORDER BY started_at DESC "
                                      "LIMIT 1")
-    assert (status, reason) == ("ok", "halted (daily_loss): entries blocked")
+    assert (status, reason.split("; ")[0]) == ("ok", "halted (daily_loss): entries blocked")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,6 +297,8 @@ def test_a_bad_bar_quarantines_its_symbol_only(case, change, status, reason, tra
             if e.kind.startswith("bar_")] == [(f"bar_{status}", "MSFT")]
     outcome = db.rows(SignalRow, run_id=ctx.run_id, symbol="MSFT")[0].outcome
     assert outcome.startswith(status)
+    note = db.get_run(ctx.run_id).reason or ""      # the index's "reason / note" column
+    assert f"MSFT {outcome}" in note, note
     bar_table.append(f"{case:<28} {status:<11} MSFT orders 0, GOOG orders "
                      f"{len(db.rows(SimOrder, symbol='GOOG'))}; {outcome[:70]}")
 
