@@ -27,8 +27,8 @@ if TYPE_CHECKING:  # imported where used: the launcher starts the kernel before 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'TEMPLATE', 'RUN_LOCK', 'KERNEL_LOCK', 'ATOMIC', 'LAUNCHER_PID', 'PRELOAD', 'template_path', 'output_path',
-           'home_relative', 'model_cutoff', 'hide_unused_imports', 'skip_final_collection', 'preload',
+__all__ = ['log', 'TEMPLATE', 'RUN_LOCK', 'KERNEL_LOCK', 'ATOMIC', 'LAUNCHER_PID', 'PRELOAD', 'KERNEL_EXIT_S', 'template_path',
+           'output_path', 'home_relative', 'model_cutoff', 'hide_unused_imports', 'skip_final_collection', 'preload',
            'write_text_atomic', 'write_notebook', 'AtomicLocalHandler', 'register_atomic_io', 'mark_stopped',
            'ensure_plotly_js', 'tag_notebook', 'file_sha256', 'seal', 'HtmlRenderer', 'render_html',
            'exit_with_launcher', 'kernel_startup', 'wait_for_kernels', 'RunKernel', 'RunOutcome', 'queue_failed_run',
@@ -259,6 +259,8 @@ def wait_for_kernels(timeout: float = 30.0) -> bool:
 # %% ../nbs/12_runs.ipynb #221a26b8
 PRELOAD = "import stockstock.runs as _run; _run.kernel_startup(); del _run"
 
+KERNEL_EXIT_S = 20.0   # jupyter_client's shutdown_wait_time: SIGTERM at half, SIGKILL at the end
+
 class RunKernel:
     "The run's Jupyter kernel: started early, loading the run's modules as it boots."
     def __init__(self, cwd: Path, preload: bool = True) -> None:
@@ -273,6 +275,9 @@ class RunKernel:
                 return kc
 
         self.km = Manager(kernel_name="python3")
+        # a kernel asked to exit gets half of this before SIGTERM: on a busy 2-core machine the
+        # default 5 s was too short for a kernel that had loaded LightGBM to exit by itself
+        self.km.shutdown_wait_time = KERNEL_EXIT_S
         # no start-up chatter in the terminal or cron mail. (Not `HistoryManager.enabled=False`:
         # with it, ipykernel 7 sometimes ignores the shutdown request and must be terminated.)
         args = ["--IPKernelApp.log_level=ERROR"]
