@@ -334,9 +334,11 @@ def _trade_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--live", action="store_true", help="allow mode=live (sets confirm_live)")
 
 def _print_outcome(o) -> None:
+    "`run <id>: <status> in <s>`; why a run skipped or failed inline, an ok run's note below."
+    inline = o.reason and o.status != "ok"
     print(f"run {o.run_id or '(not recorded)'}: {o.status}" +
-          (f" ({o.reason})" if o.reason else "") +
-          f" in {o.duration_s:.1f} s")
+          (f" ({o.reason})" if inline else "") + f" in {o.duration_s:.1f} s")
+    if o.reason and not inline: print(f"note     {o.reason}")
     if o.notebook: print(f"notebook {o.notebook}")
     if o.html: print(f"report   {o.html}")
 
