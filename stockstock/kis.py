@@ -5,14 +5,18 @@
 # %% ../nbs/13_kis.ipynb #e11bcaed
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
+from contextlib import contextmanager, nullcontext
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -66,46 +70,50 @@ RATES = {"real": 20, "virtual": 2}   # requests per second, per KIS domain
 
 class RateLimiter:
     "At most `rate` requests in any `window` seconds, across threads (and processes, with `path`)."
-    def __init__(self, rate: float, window: float = 1.0, margin: float = 0.1,
-                 path: str | None = None) -> None:
+    def __init__(self, rate: float, window: float = 1.0, margin: float = 0.05,
+                 path: str | None = None, flight_s: float = 60.0) -> None:
         if rate < 1: rate, window = 1, window / rate          # e.g. 0.5/s: 1 request per 2 s
-        self.rate, self.span, self.path = int(rate), window + margin, path
-        self._sent: deque[float] = deque()
-        self._lock = threading.Lock()
+        self.rate, self.span, self.path, self.flight = int(rate), window + margin, path, flight_s
+        self._slots: list[list] = []          # [sent, answered or None, id], both epoch seconds
+        self._lock, self._ids = threading.Lock(), itertools.count()
         self.waited = 0.0
 
-    def _load(self) -> None:
+    @contextmanager
+    def _shared(self):
+        "The slot list, under the thread lock and (with `path`) the file's lock; saved after."
         import json
-        from pathlib import Path
-        try:
-            self._sent = deque(json.loads(Path(self.path).read_text()))
-        except (OSError, ValueError):
-            self._sent = deque()
-
-    def _save(self) -> None:
-        import json
-        from pathlib import Path
-        Path(self.path).write_text(json.dumps(list(self._sent)))
-
-    def acquire(self, deadline: float | None = None) -> float:
-        "Wait for a slot; its time (epoch s). `BrokerError` if the wait would pass `deadline`."
-        from contextlib import nullcontext
-
         from filelock import FileLock
         with self._lock, (FileLock(self.path + ".lock") if self.path else nullcontext()):
-            if self.path: self._load()
-            now = time.time()
-            while self._sent and now - self._sent[0] >= self.span: self._sent.popleft()
-            if len(self._sent) >= self.rate:
-                wait = self._sent[0] + self.span - now
-                if deadline is not None and time.monotonic() + wait > deadline:
-                    raise BrokerError("KIS rate limit: no request slot before the deadline")
-                time.sleep(wait)
-                self.waited += wait
-                self._sent.popleft()
-            self._sent.append(sent := time.time())
-            if self.path: self._save()
-            return sent
+            if self.path:
+                try: self._slots = json.loads(Path(self.path).read_text())
+                except (OSError, ValueError): self._slots = []
+            yield self._slots
+            if self.path: Path(self.path).write_text(json.dumps(self._slots))
+
+    def _at(self, slot: list, now: float) -> float:
+        "When a slot's request reached the server at the latest: its answer, or now if in flight."
+        return slot[1] if slot[1] is not None else min(now, slot[0] + self.flight)
+
+    def acquire(self, deadline: float | None = None) -> str:
+        "Wait for a slot; its id, for `done`. `BrokerError` if the wait would pass `deadline`."
+        while True:
+            with self._shared() as slots:
+                now = time.time()
+                slots[:] = [x for x in slots if now - self._at(x, now) < self.span]
+                if len(slots) < self.rate:
+                    slots.append([now, None, sid := f"{os.getpid()}-{next(self._ids)}"])
+                    return sid
+                wait = min(self._at(x, now) for x in slots) + self.span - now
+            if deadline is not None and time.monotonic() + wait > deadline:
+                raise BrokerError("KIS rate limit: no request slot before the deadline")
+            time.sleep(step := min(wait, 0.05))      # in-flight slots may free up sooner
+            self.waited += step
+
+    def done(self, sid: str) -> None:
+        "The request of slot `sid` has its answer (or failed): its window runs from now."
+        with self._shared() as slots:
+            for x in slots:
+                if x[2] == sid: x[1] = time.time()
 
 # %% ../nbs/13_kis.ipynb #8defd30f
 _local = threading.local()           # the current call's deadline (monotonic), per thread
@@ -130,10 +138,13 @@ class _Adapter(HTTPAdapter):
         deadline = getattr(_local, "deadline", None)
         left = self.timeout if deadline is None else min(self.timeout, deadline - time.monotonic())
         if left <= 0: raise requests.Timeout("the call's deadline passed")
-        self.limiter.acquire(deadline)
+        slot = self.limiter.acquire(deadline)
         with self._lock: self.counts[request.path_url.split("?")[0]] += 1
         kw["timeout"] = left
-        return super().send(request, **kw)
+        try:
+            return super().send(request, **kw)
+        finally:
+            self.limiter.done(slot)
 
     def send(self, request: Any, **kw: Any) -> requests.Response:
         response = self._send_once(request, **kw)
