@@ -48,6 +48,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message}\n")
 
+# %% ../nbs/15_cli.ipynb #5a1fecbf
 def positive_int(text: str) -> int:
     "An argparse type: a whole number > 0."
     try:
@@ -67,6 +68,7 @@ def positive_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
     return value
 
+# %% ../nbs/15_cli.ipynb #cd1cbf04
 def build_parser() -> argparse.ArgumentParser:
     "The argument parser with every registered subcommand."
     parser = _Parser(
@@ -143,19 +145,21 @@ def _print_table(rows: list[dict], file=None) -> None:
     print("  ".join(str(c).ljust(width[c]) for c in cols), file=file)
     for r in rows: print("  ".join(str(r[c]).ljust(width[c]) for c in cols), file=file)
 
+def _date_arg(text: str | None, name: str) -> date | None:
+    "An optional `YYYY-MM-DD` option as a date (`ConfigError` naming the option if it is not)."
+    if text is None: return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not a date YYYY-MM-DD") from None
+
+# %% ../nbs/15_cli.ipynb #f8f2f64a
 def _seed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--symbols", help="comma-separated symbols (default: sim: the embedded ones; "
                                      "paper/live: the parameters' symbols)")
     p.add_argument("--since", help="paper/live: first date to backfill (default: 10 years ago)")
     p.add_argument("--until", help="paper/live: last date (default: the last completed session)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-def _date_arg(text: str | None, name: str) -> date | None:
-    if text is None: return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"{name}: {text!r} is not a date YYYY-MM-DD") from None
 
 @command("seed", "load daily bars into the database: embedded (sim) or from KIS (paper/live)",
          _seed_args, example="stockstock seed --params scheduled/paper.yaml --since 2015-01-01")
@@ -359,6 +363,7 @@ def _print_run(params: TradingParams, run_id: str | None) -> None:
                                              f"{t.limit_price:.2f} -> {t.status}" for t in trades))
     if snaps: print(f"portfolio value: {snaps[-1].equity:,.2f} USD (cash {snaps[-1].cash:,.2f})")
 
+# %% ../nbs/15_cli.ipynb #2d7d94c4
 @command("trade", "execute the hourly trading notebook once (papermill)", _trade_args,
          example="stockstock trade --params scheduled/sim.yaml -p as_of=2011-03-16T19:30:00Z")
 def trade_command(args: argparse.Namespace) -> int:
