@@ -65,6 +65,16 @@ def reap(home: Path, grace: float = 15.0) -> list[int]:
     return [p.pid for p in alive]
 
 
+def template_with(home: Path, after: str, code: str) -> None:
+    """Write `home`'s own scheduled notebook (which `runs.template_path` prefers): the shipped one
+    with a cell holding `code` after the first cell that mentions `after` (e.g. a hang, a crash)."""
+    import nbformat
+    nb = nbformat.read(REPO / "scheduled/hourly_trade.ipynb", as_version=4)
+    at = next(i for i, c in enumerate(nb.cells) if after in c.source)
+    nb.cells.insert(at + 1, nbformat.v4.new_code_cell(code))
+    nbformat.write(nb, home / "scheduled/hourly_trade.ipynb")
+
+
 def report_lines(request: pytest.FixtureRequest, lines: list[str]) -> None:
     "Print `lines` in the terminal report (a module fixture's summary, shown even when captured)."
     plugins = request.config.pluginmanager

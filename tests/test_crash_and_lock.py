@@ -18,7 +18,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import BIN, REPO, home_processes, query, reap, report_lines, stockstock
+from conftest import (BIN, home_processes, query, reap, report_lines, stockstock,
+                      template_with)
 from filelock import FileLock
 
 # The slot the test model (conftest: over-fitted, threshold 0.4) trades from a fresh account:
@@ -292,10 +293,7 @@ def test_tampered_model_fails_the_run_with_the_error_in_the_notebook(trading_hom
 def test_hung_cell_is_stopped_by_the_cell_timeout(trading_home):
     "A home-local `scheduled/hourly_trade.ipynb` (which `runs.template_path` prefers) with a hang."
     home = trading_home
-    nb = nbformat.read(REPO / "scheduled/hourly_trade.ipynb", as_version=4)
-    at = next(i for i, c in enumerate(nb.cells) if "start_run" in c.source)
-    nb.cells.insert(at + 1, nbformat.v4.new_code_cell("import time\ntime.sleep(300)  # hung"))
-    nbformat.write(nb, home / "scheduled/hourly_trade.ipynb")
+    template_with(home, "start_run", "import time\ntime.sleep(300)  # hung")
     started = time.monotonic()
     r = stockstock(*TRADE, "--cell-timeout", "4", home=home, timeout=RUN_TIMEOUT)
     seconds = time.monotonic() - started

@@ -13,9 +13,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import nbformat
 import pytest
-from conftest import REPO, query, reap
+from conftest import query, reap, template_with
 from fake_telegram import DEFAULT_TOKEN, FakeTelegram
 
 pytestmark = pytest.mark.slow
@@ -112,10 +111,7 @@ def _ask(tg: FakeTelegram, command: str, proc: subprocess.Popen, out: Path) -> s
 def test_a_hung_run_is_stopped_and_the_daemon_goes_on(trading_home, tg):
     "A home-local template (which `runs.template_path` prefers) whose first step hangs."
     home = trading_home
-    nb = nbformat.read(REPO / "scheduled/hourly_trade.ipynb", as_version=4)
-    at = next(i for i, c in enumerate(nb.cells) if "start_run" in c.source)
-    nb.cells.insert(at + 1, nbformat.v4.new_code_cell("import time\ntime.sleep(300)  # hung"))
-    nbformat.write(nb, home / "scheduled/hourly_trade.ipynb")
+    template_with(home, "start_run", "import time\ntime.sleep(300)  # hung")
     proc, out = _start(home, tg, "--params", "scheduled/test.yaml", "--interval-seconds", "1",
                        "--run-timeout", "5")
     try:

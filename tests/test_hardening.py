@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-from conftest import REPO, TRADING_SYMBOLS, query, report_lines, stockstock
+from conftest import REPO, TRADING_SYMBOLS, query, report_lines, stockstock, template_with
 
 from stockstock.calendar import next_session, sessions_between
 from stockstock.data import EMBEDDED_SYMBOLS, seed
@@ -85,11 +85,8 @@ def test_sim_replay_walks_every_session_to_the_end_of_the_data(replay_home, monk
 
 def _failing_template(home: Path, session: str) -> None:
     "A home-local scheduled notebook that fails deterministically on `session`."
-    nb = nbformat.read(REPO / "scheduled/hourly_trade.ipynb", as_version=4)
-    at = next(i for i, c in enumerate(nb.cells) if "check_market" in c.source)
-    nb.cells.insert(at + 1, nbformat.v4.new_code_cell(
-        f"if str(ctx.session) == {session!r}: raise RuntimeError('a deterministic failure')"))
-    nbformat.write(nb, home / "scheduled/hourly_trade.ipynb")
+    fail = f"if str(ctx.session) == {session!r}: raise RuntimeError('a deterministic failure')"
+    template_with(home, "check_market", fail)
 
 
 @pytest.mark.slow
@@ -353,15 +350,12 @@ def test_a_database_locked_before_the_run_fails_it_in_one_line(trading_home):
 def test_a_database_locked_during_the_run_ends_it_failed_with_its_notebook(trading_home):
     "Another process takes the write lock while the notebook runs, for longer than the timeout."
     home = trading_home
-    nb = nbformat.read(REPO / "scheduled/hourly_trade.ipynb", as_version=4)
-    at = next(i for i, c in enumerate(nb.cells) if "start_run" in c.source)
-    nb.cells.insert(at + 1, nbformat.v4.new_code_cell(
-        "import subprocess, sys\n"
-        f"holder = subprocess.Popen([sys.executable, '-c', {HOLD_LOCK!r}, "
-        f"{str(home / 'data/stockstock.db')!r}, '5'], stdout=subprocess.PIPE, text=True, "
-        "stderr=subprocess.DEVNULL)\n"
-        "assert holder.stdout.readline().strip() == 'locked'"))
-    nbformat.write(nb, home / "scheduled/hourly_trade.ipynb")
+    template_with(home, "start_run",
+                  "import subprocess, sys\n"
+                  f"holder = subprocess.Popen([sys.executable, '-c', {HOLD_LOCK!r}, "
+                  f"{str(home / 'data/stockstock.db')!r}, '5'], stdout=subprocess.PIPE, text=True, "
+                  "stderr=subprocess.DEVNULL)\n"
+                  "assert holder.stdout.readline().strip() == 'locked'")
     r = stockstock("trade", "--params", "scheduled/test.yaml", home=home,
                    env={"STOCKSTOCK_DB_BUSY_TIMEOUT_S": "1"}, timeout=RUN_TIMEOUT)
     assert r.returncode == 1, r.stdout + r.stderr
