@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import ta
 import talib
+from scipy.signal import lfilter
 
 from .db import BAR_COLUMNS
 
@@ -32,8 +33,8 @@ FEATURES: list[str] = [
     # volume
     "obv_flow_20", "mfi_14", "volume_ratio_20",
 ]
-WARMUP = 250                 # bars dropped at the start of a series: EMA-type values settle
-LIVE_HISTORY = 2 * WARMUP    # bars a live run loads so today's row equals the full-history row
+WARMUP = 49         # rows dropped at a series' start: before it a feature is undefined or != `ta`
+LIVE_HISTORY = 500  # bars after which where a series starts no longer shows (< 1e-9, measured)
 
 # %% ../nbs/06_features.ipynb #9f01f28d
 class _Prices(NamedTuple):
@@ -90,20 +91,64 @@ def _moving_averages_ta(bars: pd.DataFrame) -> dict[str, pd.Series]:
             "sma_50_gap": sma[50] / c - 1, "sma_5_20_cross": sma[5] / sma[20] - 1,
             "sma_20_50_cross": sma[20] / sma[50] - 1}
 
+# %% ../nbs/06_features.ipynb #a1a70d47
+def _shift(x: np.ndarray, n: int) -> np.ndarray:
+    "`x` moved `n` bars later, NaN-filled (like `Series.shift(n)`)."
+    out = np.full(len(x), np.nan)
+    if n < len(x): out[n:] = x[: len(x) - n]     # a series shorter than `n` is all NaN
+    return out
+
+def _recursive_mean(x: np.ndarray, alpha: float) -> np.ndarray:
+    "Per column: `y[0] = x[0]`, `y[i] = (1-alpha) y[i-1] + alpha x[i]` (`ewm(adjust=False)`, in C)."
+    x = np.asarray(x, dtype=float)
+    if len(x) < 2: return x.copy()
+    rest, _ = lfilter([alpha], [1.0, alpha - 1.0], x[1:], axis=0, zi=(1.0 - alpha) * x[:1])
+    return np.concatenate([x[:1], rest])
+
+def _wilder(x: np.ndarray, n: int, start: int, seed) -> np.ndarray:
+    "Wilder's average of `x`'s columns from row `start` on (there: `seed`), NaN before."
+    out = np.full(np.shape(x), np.nan)
+    if len(x) > start:
+        values = np.array(x[start:], dtype=float)
+        values[0] = seed
+        out[start:] = _recursive_mean(values, 1 / n)
+    return out
+
+# %% ../nbs/06_features.ipynb #95e7be55
+def _adx(p: _Prices, n: int = 14) -> np.ndarray:
+    "Wilder's ADX(n) exactly as `ta` computes it (NaN where `ta` pads with zeros)."
+    hi, lo, c = p.high, p.low, p.close
+    if len(c) < 2 * n: return np.full(len(c), np.nan)
+    before = _shift(c, 1)
+    up, down = hi - _shift(hi, 1), _shift(lo, 1) - lo
+    moves = np.column_stack([np.maximum(hi, before) - np.minimum(lo, before),   # true range
+                             np.where((up > down) & (up > 0), up, 0.0),         # +DM
+                             np.where((down > up) & (down > 0), down, 0.0)])    # -DM
+    tr, plus, minus = (n * _wilder(moves, n, n, moves[1:n + 1].sum(axis=0) / n)).T
+    di_plus = np.where(tr != 0, 100 * plus / tr, 0.0)
+    di_minus = np.where(tr != 0, 100 * minus / tr, 0.0)
+    total = di_plus + di_minus
+    dx = np.where(total != 0, 100 * np.abs(di_plus - di_minus) / total, 0.0)
+    return _wilder(dx, n, 2 * n - 1, dx[n:2 * n].mean())
+
 # %% ../nbs/06_features.ipynb #0d69635f
 def _ema(x: np.ndarray, span: int) -> np.ndarray:
-    "Recursive EMA, `alpha = 2/(span+1)`, started at the first value: `ta`'s own pandas call."
-    return pd.Series(x).ewm(span=span, min_periods=span, adjust=False).mean().to_numpy()
+    "`ta`'s EMA: `alpha = 2/(span+1)` from the first non-NaN value, defined after `span` values."
+    out, defined = np.full(len(x), np.nan), np.flatnonzero(~np.isnan(x))
+    start = defined[0] if len(defined) else len(x)
+    if len(x) - start >= span:
+        out[start + span - 1:] = _recursive_mean(x[start:], 2 / (span + 1))[span - 1:]
+    return out
 
 def _trend(p: _Prices) -> dict[str, np.ndarray]:
     "EMA gaps, MACD line, signal and histogram over close, and ADX(14) (fast)."
     c = p.close
     ema12, ema26 = _ema(c, 12), _ema(c, 26)
     line = ema12 - ema26
-    signal = _ema(line, 9)    # pandas' EMA skips the line's leading NaNs, as `ta` does
+    signal = _ema(line, 9)    # from the line's first value, as `ta`'s pandas call does
     return {"ema_12_gap": ema12 / c - 1, "ema_26_gap": ema26 / c - 1, "macd": line / c,
             "macd_signal": signal / c, "macd_hist": (line - signal) / c,
-            "adx_14": talib.ADX(p.high, p.low, c, timeperiod=14)}
+            "adx_14": _adx(p)}
 
 # %% ../nbs/06_features.ipynb #d5eefba3
 def _trend_ta(bars: pd.DataFrame) -> dict[str, pd.Series]:
@@ -116,13 +161,18 @@ def _trend_ta(bars: pd.DataFrame) -> dict[str, pd.Series]:
             "macd_hist": macd.macd_diff() / c,
             "adx_14": ta.trend.ADXIndicator(hi, lo, c, window=14).adx()}
 
-# %% ../nbs/06_features.ipynb #8dc69944
-def _shift(x: np.ndarray, n: int) -> np.ndarray:
-    "`x` moved `n` bars later, NaN-filled (like `Series.shift(n)`)."
-    out = np.full(len(x), np.nan)
-    if n < len(x): out[n:] = x[: len(x) - n]     # a series shorter than `n` is all NaN
-    return out
+# %% ../nbs/06_features.ipynb #5520e325
+def _rsi(c: np.ndarray, n: int = 14) -> np.ndarray:
+    "Wilder's RSI(n) with `ta`'s recursion (average gain and loss from the first bar)."
+    change = np.diff(c, prepend=np.nan)
+    moves = np.column_stack([np.where(change > 0, change, 0.0), np.where(change < 0, -change, 0.0)])
+    gain, loss = _recursive_mean(moves, 1 / n).T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rsi = np.where(loss == 0, 100.0, 100 - 100 / (1 + gain / loss))
+    rsi[: n - 1] = np.nan                       # `ta`'s min_periods
+    return rsi
 
+# %% ../nbs/06_features.ipynb #8dc69944
 def _window_sum(x: np.ndarray, n: int) -> np.ndarray:
     "Sum of each `n`-bar window, added afresh (a running total would leave a residue on 0 flows)."
     out = np.full(len(x), np.nan)
@@ -139,7 +189,7 @@ def _momentum(p: _Prices) -> dict[str, np.ndarray]:
     k = 100 * (c - low14) / (high14 - low14)
     tp = (hi + lo + c) / 3.0
     cci = np.where(talib.MAX(tp, 20) == talib.MIN(tp, 20), np.nan, talib.CCI(hi, lo, c, 20))
-    return {"rsi_14": talib.RSI(c, 14), "stoch_k": k,
+    return {"rsi_14": _rsi(c), "stoch_k": k,
             "stoch_d": _window_sum(k, 3) / 3, "cci_20": cci,
             "roc_10": talib.ROC(c, 10), "return_1d": c / _shift(c, 1) - 1,
             "return_5d": c / _shift(c, 5) - 1}
@@ -155,6 +205,14 @@ def _momentum_ta(bars: pd.DataFrame) -> dict[str, pd.Series]:
             "return_1d": ta.others.daily_return(c) / 100,
             "return_5d": ta.momentum.roc(c, window=5) / 100}
 
+# %% ../nbs/06_features.ipynb #f7f8d9a7
+def _atr(p: _Prices, n: int = 14) -> np.ndarray:
+    "Wilder's ATR(n) with `ta`'s seed: the mean true range of the first `n` bars."
+    before = _shift(p.close, 1)
+    true_range = np.fmax(p.high - p.low, np.fmax(np.abs(p.high - before), np.abs(p.low - before)))
+    if len(true_range) < n: return np.full(len(true_range), np.nan)
+    return _wilder(true_range, n, n - 1, true_range[:n].mean())
+
 # %% ../nbs/06_features.ipynb #242f4f30
 def _volatility(p: _Prices) -> dict[str, np.ndarray]:
     "Bollinger %B and width, ATR(14) over close (fast)."
@@ -164,7 +222,7 @@ def _volatility(p: _Prices) -> dict[str, np.ndarray]:
     upper, lower = middle + 2 * sigma, middle - 2 * sigma
     pct_b = np.where(upper != lower, (c - lower) / (upper - lower), np.nan)
     return {"bb_pct_b": pct_b, "bb_width": (upper - lower) / middle,
-            "atr_14": talib.ATR(p.high, p.low, c, timeperiod=14) / c}
+            "atr_14": _atr(p) / c}
 
 # %% ../nbs/06_features.ipynb #aa8a304c
 def _volatility_ta(bars: pd.DataFrame) -> dict[str, pd.Series]:
