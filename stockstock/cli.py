@@ -25,9 +25,9 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'AddArguments', 'COMMANDS', 'EXAMPLES', 'SIM_PARAMS', 'command', 'positive_int', 'positive_seconds',
-           'build_parser', 'params_from', 'main', 'console', 'seed_command', 'config_command', 'market_command',
-           'train_command', 'backtest_command', 'trade_command', 'runs_command', 'run_command', 'notify_command',
-           'status_command', 'halt_command', 'resume_command', 'serve_command', 'bot_command']
+           'build_parser', 'params_from', 'main', 'console', 'seed_command', 'seed_dataset_command', 'config_command',
+           'market_command', 'train_command', 'backtest_command', 'trade_command', 'runs_command', 'run_command',
+           'notify_command', 'status_command', 'halt_command', 'resume_command', 'serve_command', 'bot_command']
 
 # %% ../nbs/15_cli.ipynb #8a2a0a6c
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -159,6 +159,8 @@ def _seed_args(p: argparse.ArgumentParser) -> None:
                                      "paper/live: the parameters' symbols)")
     p.add_argument("--since", help="paper/live: first date to backfill (default: 10 years ago)")
     p.add_argument("--until", help="paper/live: last date (default: the last completed session)")
+    p.add_argument("--dataset", help="an embedded research dataset instead, e.g. sp500-2010 "
+                                     "(into its own database; see `data.DATASETS`)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 @command("seed", "load daily bars into the database: embedded (sim) or from KIS (paper/live)",
@@ -167,6 +169,7 @@ def seed_command(args: argparse.Namespace) -> int:
     from stockstock.data import EMBEDDED_SYMBOLS, seed
     from stockstock.db import init_db
     params = params_from(args)
+    if args.dataset: return seed_dataset_command(args, params)
     since, until = _date_arg(args.since, "--since"), _date_arg(args.until, "--until")
     default = list(EMBEDDED_SYMBOLS) if params.mode == "sim" else params.symbols
     symbols = args.symbols.split(",") if args.symbols else default
@@ -195,6 +198,29 @@ def _seed_from_kis(db, params: TradingParams, symbols: list[str], since: date | 
         return [vars(r) for r in seed_from_broker(db, market, symbols, since, until, progress)]
     finally:
         broker.conn.close()
+
+# %% ../nbs/15_cli.ipynb #c2bc124e
+def seed_dataset_command(args: argparse.Namespace, params: TradingParams) -> int:
+    "`stockstock seed --dataset NAME`: seed an embedded dataset into its own database."
+    from stockstock.data import DATASETS, dataset_db_url, seed_dataset, summarise_repairs
+    from stockstock.db import init_db
+    if args.dataset not in DATASETS:
+        raise ConfigError(f"--dataset: {args.dataset!r} is not one of {', '.join(DATASETS)}")
+    db = init_db(dataset_db_url(params.db_url, args.dataset))
+    try:
+        symbols = args.symbols.split(",") if args.symbols else None
+        results, repairs = seed_dataset(db, args.dataset, symbols, not args.quiet)
+        summary = db.ohlcv_summary()
+    finally:
+        db.close()
+    out = resolve_path(params.outputs_dir) / "seed" / f"{args.dataset}-repairs.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    repairs.to_csv(out, index=False)
+    print(summarise_repairs(repairs, {}).to_string())
+    print(f"repairs table ({len(repairs)} rows) {out}")
+    print(f"database {db.url.removeprefix('sqlite:///')}: {len(summary)} symbols, "
+          f"{summary['rows'].sum()} bars ({len(results)} seeded now)")
+    return 0
 
 # %% ../nbs/15_cli.ipynb #a90de943
 @command("config", "show the effective parameters and which credentials are set",
@@ -227,6 +253,20 @@ def market_command(args: argparse.Namespace) -> int:
     print("session:", describe_session(to_et(at).date()))
     return 0
 
+# %% ../nbs/15_cli.ipynb #a1e7ec27
+def _history_problem(bars: dict, ds, folds: int) -> str | None:
+    "One line when `ds` is too short for `folds` folds: the bars there are and the bars needed."
+    from stockstock.features import WARMUP
+    from stockstock.model import HORIZON, sessions_needed
+    have, need = len(set(ds.dates)), sessions_needed(folds)
+    if have >= need: return None
+    longest = max(bars, key=lambda s: len(bars[s]))
+    return (f"too little history to train: at most {len(bars[longest])} bars ({longest}), "
+            f"{have} labelled sessions up to the cut-off {ds.recipe.get('cutoff')} after the "
+            f"features' {WARMUP}-bar warm-up and the {HORIZON}-day label; {folds}-fold purged "
+            f"cross-validation needs {need} (about {need + WARMUP + HORIZON} bars; or fewer "
+            "--folds)")
+
 # %% ../nbs/15_cli.ipynb #2fb9be58
 def _load_bars(params: TradingParams) -> tuple[dict, pd.DatetimeIndex]:
     "Bars of `params.symbols` (embedded ones seeded first when missing) and all their dates."
@@ -249,7 +289,8 @@ def _load_bars(params: TradingParams) -> tuple[dict, pd.DatetimeIndex]:
     return bars, pd.DatetimeIndex(sorted(set().union(*[b.index for b in bars.values()])))
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cutoff", help="last date whose label may be used (default: ~2y before end)")
+    p.add_argument("--cutoff", help="last date whose label may be used (default: sim ~2y "
+                                    "before the end; paper/live: the last session)")
     p.add_argument("--folds", type=positive_int, default=5,
                    help="cross-validation folds (default 5)")
     p.add_argument("--max-rounds", type=positive_int, default=500, help="boosting rounds cap")
@@ -260,11 +301,15 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def train_command(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from stockstock.evaluate import edge_lines
     from stockstock.model import build_dataset, default_cutoff, save_model, train_model
     params = params_from(args)
     bars, days = _load_bars(params)
-    cutoff = pd.Timestamp(args.cutoff).date() if args.cutoff else default_cutoff(days)
+    cutoff = pd.Timestamp(args.cutoff).date() if args.cutoff else default_cutoff(days, params.mode)
     ds = build_dataset(bars, cutoff=cutoff)
+    if (why := _history_problem(bars, ds, args.folds)):
+        print(f"stockstock train: {why}", file=sys.stderr)
+        return 2
     model, table = train_model(ds, n_splits=args.folds, max_rounds=args.max_rounds,
                                progress=not args.quiet)
     model.meta["cutoff"] = str(cutoff)
@@ -274,9 +319,7 @@ def train_command(args: argparse.Namespace) -> int:
     print(f"model {path} (sha256 {model.sha256[:16]}…), trained on {len(ds.y)} rows "
           f"{model.meta['train_from']}..{model.meta['train_to']}, cut-off {cutoff}, "
           f"{model.meta['num_boost_round']} rounds")
-    if (advised := model.meta.get("recommended_threshold")) is not None:
-        print(f"recommended confidence threshold {advised:.2f} (purged CV on the training "
-              f"window; `confidence_threshold: recommended` uses it)")
+    for line in edge_lines(model.meta): print(line)
     return 0
 
 # %% ../nbs/15_cli.ipynb #6f007e43

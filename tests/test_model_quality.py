@@ -1,5 +1,6 @@
-"""Model quality: blind to the future, byte-identical, calibrated files, old files, variants served
-as trained, the drift check on run inputs, and the sim demo at the recommended threshold."""
+"""Model quality: blind to the future, byte-identical, calibrated files that never reverse the
+ranking, old files, variants served as trained, the drift check on run inputs, and the edge the CLI
+records (never a requirement that the replay trades: the replay must not vote on the rule)."""
 from __future__ import annotations
 
 import json
@@ -14,21 +15,23 @@ import pandas as pd
 import pytest
 from conftest import stockstock
 
-from stockstock.backtest import predict_actions, simulate
+from scipy.stats import spearmanr
+
 from stockstock.data import embedded_bars
+from stockstock.evaluate import daily_rank_ic, day_panel, edge_lines, model_edge
 from stockstock.model import (
     DEFAULT_PARAMS,
     DRIFT_WINDOW,
-    OWNER_THRESHOLD,
     ModelError,
     build_dataset,
+    cross_validate,
     default_cutoff,
+    direction,
     fit_booster,
     load_model,
     save_model,
     train_model,
 )
-from stockstock.risk import RiskLimits
 from stockstock.signals import make_signals, recent_feature_rows
 
 SYMBOLS = ["AAPL", "MSFT", "GOOG", "IBM"]
@@ -96,19 +99,77 @@ def test_a_model_saved_before_calibration_still_loads(bars, tmp_path):
 
 
 def test_calibration_file_is_part_of_the_model(bars, tmp_path):
-    ds = build_dataset({"IBM": bars["IBM"]}, cutoff=date(2007, 12, 31))
-    model, _ = train_model(ds, n_splits=3, max_rounds=30)
+    ds = build_dataset(bars, cutoff=date(2007, 12, 31))
+    model, _ = train_model(ds, n_splits=3, max_rounds=30, edge_options=dict(n_perm=50))
     path = save_model(model, tmp_path / "lgbm.txt")
     loaded = load_model(path)
     raw = loaded.raw_proba(ds.X.iloc[:20])
     calibrated = loaded.predict_proba(ds.X.iloc[:20])
-    assert not np.allclose(raw, calibrated)          # calibration changes the probabilities
+    kept = model.meta["calibration_check"]["kept"]     # the pool ships only if it helped
+    assert np.allclose(raw, calibrated) != kept
     np.testing.assert_allclose(calibrated, model.predict_proba(ds.X.iloc[:20]), rtol=0, atol=0)
     calibration = path.with_suffix(".calibration.json")
     spec = json.loads(calibration.read_text())
-    spec["intercept"][2] += 0.5                       # someone "improves" P(UP)
+    spec["base"][2] += 0.1                            # someone "improves" P(UP)
     calibration.write_text(json.dumps(spec))
     with pytest.raises(ModelError, match="was modified"):
+        load_model(path)
+
+
+def regime_flip_bars(seed: int, symbols: int = 30, days: int = 600, flip: int = 230,
+                     phi: float = 0.6) -> dict[str, pd.DataFrame]:
+    """Random walks whose 5-day momentum continues (phi > 0) until session `flip` and reverses
+    after: a model trained on the first regime ranks the second the wrong way out of fold."""
+    rng = np.random.default_rng(seed)
+    sign = np.where(np.arange(days) < flip, 1.0, -1.0)
+    out = {}
+    for k in range(symbols):
+        r, eps = np.zeros(days), rng.normal(0, 0.015, days)
+        for t in range(1, days):
+            r[t] = sign[t] * phi * r[max(t - 5, 0):t].mean() + eps[t]
+        close = 50 * np.exp(np.cumsum(r))
+        out[f"S{k:02d}"] = pd.DataFrame(
+            dict(open=close, high=close * np.exp(np.abs(rng.normal(0, 0.005, days))),
+                 low=close * np.exp(-np.abs(rng.normal(0, 0.005, days))), close=close,
+                 volume=rng.lognormal(12, 0.3, days)),
+            index=pd.bdate_range("2010-01-01", periods=days, name="date"))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_calibration_keeps_the_ranking_of_an_anti_predictive_model(seed: int):
+    """Train where the raw signal is anti-predictive out of fold: ranked by P(UP) and by
+    P(UP) − P(DOWN), the calibrated probabilities order every row exactly as the raw ones."""
+    ds = build_dataset(regime_flip_bars(seed))
+    cv = cross_validate(ds, n_splits=2, max_rounds=200)
+    tested = ds.take(np.flatnonzero(cv.tested))
+    oof = pd.Series(direction(cv.oof[cv.tested]), tested.X.index)
+    assert daily_rank_ic(day_panel(oof), day_panel(tested.forward)).mean() < -0.05  # the premise
+    model, _ = train_model(ds, n_splits=2, max_rounds=200, edge_options=dict(n_perm=50))
+    assert model.meta["edge"]["daily_ic"] < -0.05 and not model_edge(model.meta).measured
+    for rows in (tested.X, ds.X):                      # the out-of-fold rows, and every row
+        raw, calibrated = model.raw_proba(rows), model.predict_proba(rows)
+        for score in (lambda p: p[:, 2], direction):
+            assert spearmanr(score(raw), score(calibrated))[0] == pytest.approx(1.0, abs=1e-12)
+            order = np.argsort(score(raw), kind="stable")
+            assert (np.diff(score(calibrated)[order]) >= -1e-15).all()   # monotone, row by row
+    assert model.meta["calibration_check"]["rank_kept"] == dict(p_up=1.0, direction=1.0)
+
+
+def test_an_old_reversible_calibration_is_refused(bars, tmp_path):
+    ds = build_dataset({"IBM": bars["IBM"]}, cutoff=date(2007, 12, 31))
+    path = tmp_path / "lgbm.txt"
+    LGBM = fit_booster(ds.X, ds.y, DEFAULT_PARAMS, 20)
+    LGBM.save_model(str(path))
+    import hashlib
+    calibration = path.with_suffix(".calibration.json")
+    calibration.write_text(json.dumps(dict(method="matrix_scaling", coef=np.eye(3).tolist(),
+                                           intercept=[0, 0, 0])))
+    digest = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (path, calibration)}
+    path.with_suffix(".meta.json").write_text(json.dumps(dict(
+        features=list(ds.X.columns), classes=["DOWN", "HOLD", "UP"], sha256=digest[path],
+        calibration=dict(file=calibration.name, sha256=digest[calibration]))))
+    with pytest.raises(ModelError, match="may reverse the ranking; retrain"):
         load_model(path)
 
 
@@ -148,8 +209,9 @@ def test_drift_check_on_the_rows_a_run_sees(bars):
 
 
 @pytest.mark.slow
-def test_stockstock_train_writes_a_calibrated_model_that_trades_the_replay(home):
-    "The CLI path, unchanged: calibrated, drift-referenced, a threshold that trades the demo."
+def test_stockstock_train_records_its_edge_and_says_so(home):
+    """The CLI path: calibrated, drift-referenced, byte-identical run to run, and the edge it
+    measured out of fold is in the meta and on the terminal, with the verdict the gate uses."""
     r = stockstock("train", "--quiet", home=home)
     assert r.returncode == 0, r.stderr
     path = home / "models/lgbm.txt"
@@ -160,15 +222,10 @@ def test_stockstock_train_writes_a_calibrated_model_that_trades_the_replay(home)
     meta = model.meta
     assert model.calibrator is not None and meta["drift_reference"]
     assert meta["num_boost_round"] >= 1 and meta["params"]["num_threads"] >= 1
-    threshold = meta["recommended_threshold"]
-    assert 0.3 <= threshold < OWNER_THRESHOLD, threshold
-    cutoff = pd.Timestamp(meta["cutoff"])
-    sim_bars = {s: embedded_bars(s) for s in [*SYMBOLS, "FB"]}
-    closes = pd.DataFrame({s: b["close"] for s, b in sim_bars.items()}).loc[
-        cutoff + pd.Timedelta(days=1):]
-    trades = {}
-    for t in (OWNER_THRESHOLD, threshold):
-        actions = predict_actions(model, sim_bars, closes.index[0].date(), threshold=t)
-        trades[t] = simulate(actions, closes, RiskLimits()).trades()
-    assert trades[OWNER_THRESHOLD].empty           # the owner's 0.6 is out of this model's reach
-    assert trades[threshold]["date"].nunique() >= 5
+    edge = meta["edge"]
+    assert edge["ci_low"] <= edge["daily_ic"] <= edge["ci_high"] and edge["days"] > 1000
+    assert edge["data_hash"] == meta["data_hash"] and len(meta["data_hash"]) == 64
+    assert meta["recommended_threshold"] is None or meta["threshold_reason"].startswith(
+        f"{meta['recommended_threshold']:.2f}")
+    assert r.stdout.rstrip().splitlines()[-len(edge_lines(meta)):] == edge_lines(meta)
+    assert r.stdout.rstrip().endswith(model_edge(meta).describe())
