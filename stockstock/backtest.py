@@ -170,7 +170,9 @@ def _block_actions(model, rows: pd.DataFrame, threshold: float | str,
                    ) -> tuple[pd.Series, float, pd.DataFrame]:
     "Actions of one block's rows, the threshold used (`recommended`: the model's own), the P."
     t = model.meta["recommended_threshold"] if threshold == "recommended" else float(threshold)
-    if not len(rows):
+    if not len(rows) or t is None:            # no threshold beat the placebo: no call at all
+        if len(rows): return (pd.Series("HOLD", index=rows.index, dtype=object), t,
+                              pd.DataFrame(model.predict_proba(rows), rows.index, CLASSES))
         return pd.Series([], index=rows.index, dtype=object), t, pd.DataFrame(columns=CLASSES)
     proba = model.predict_proba(rows)
     acts, _ = decide(proba, t)
@@ -190,7 +192,8 @@ def walk_forward(bars_by_symbol: dict[str, pd.DataFrame], start: date, end: date
                  slippage_pct: float = 0.0005, initial_cash: float = 100_000.0,
                  progress: bool = False, n_splits: int = 5,
                  feature_set: str = DEFAULT_FEATURE_SET, label: str = DEFAULT_LABEL,
-                 weighting: str = DEFAULT_WEIGHTING) -> WalkForward:
+                 weighting: str = DEFAULT_WEIGHTING,
+                 edge_options: dict | None = None) -> WalkForward:   # see `model.train_model`
     "Retrain every `retrain_every` sessions on purged history, trade [start, end] out of sample."
     limits = limits or RiskLimits()
     closes = _closes(bars_by_symbol).loc[pd.Timestamp(start):pd.Timestamp(end or date.max)]
@@ -203,7 +206,8 @@ def walk_forward(bars_by_symbol: dict[str, pd.DataFrame], start: date, end: date
     for eve, block in tqdm(schedule, desc="walk-forward", disable=not progress):
         train = ds.until(eve)
         if window_days: train = _last_sessions(train, window_days)
-        model, _ = train_model(train, params, n_splits, max_rounds, weighting=weighting)
+        model, _ = train_model(train, params, n_splits, max_rounds, weighting=weighting,
+                               edge_options=edge_options)
         acts, used, proba = _block_actions(model,
                                            panel[(pdates >= block[0]) & (pdates <= block[-1])],
                                            threshold)
@@ -308,7 +312,10 @@ def no_trade_reason(self: WalkForward) -> str | None:
     "Why the backtest made no trade (None when it traded)."
     if len(self.simulation.trades()): return None
     top = self.retrains["max_probability"].max() if len(self.retrains) else float("nan")
-    used = sorted(set(self.retrains.get("threshold", [])))
+    used = sorted(set(self.retrains.get("threshold", [])) - {None})
+    if not used:
+        return ("no trade: the retrained models recommend no threshold (none beat the "
+                "shuffled-date placebo), so the threshold rule made no call")
     return (f"no trade: no UP or DOWN probability reached the confidence threshold "
             f"{', '.join(f'{u:.2f}' for u in used)} (the highest any retrained model gave was "
             f"{top:.2f}); `confidence_threshold: recommended` uses each model's own advice")

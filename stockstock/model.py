@@ -552,6 +552,7 @@ class LGBMTradingModel:
     classes: tuple[str, ...] = CLASSES
     calibrator: Calibrator | None = None                  # None: raw booster probabilities
     feature_set: str = DEFAULT_FEATURE_SET
+    out_of_fold: pd.DataFrame | None = field(default=None, repr=False)  # training's evidence
 
     def __post_init__(self):
         if not self.features: self.features = list(FEATURE_SETS[self.feature_set])
@@ -682,16 +683,18 @@ def _training_meta(ds: Dataset, params: dict, rounds: int, weighting: str,
 
 # %% ../nbs/07_model.ipynb #1de26ed3
 def _out_of_fold(ds: Dataset, cv: CrossValidation, seed: int = 0,
-                 **options) -> tuple[Calibrator, dict]:
-    "The shipped calibrator, and what the out-of-fold rows say: calibration, threshold, edge."
+                 **options) -> tuple[Calibrator, dict, pd.DataFrame]:
+    "The shipped calibrator, what the out-of-fold rows say (calibration, threshold, edge), rows."
     tested, raw, fold = ds.take(np.flatnonzero(cv.tested)), cv.oof[cv.tested], cv.fold[cv.tested]
     calibrator, honest, check = _calibrate(raw, tested, fold)
     choice = choose_threshold(honest, tested.forward, tested.recipe.get("horizon", HORIZON),
                               seed=seed, n_perm=options.get("n_perm", N_PLACEBO))
+    rows = pd.DataFrame(honest, tested.X.index, [f"p_{c.lower()}" for c in CLASSES]).assign(
+        forward=tested.forward, label=tested.y, fold=fold)
     return calibrator, dict(
         recommended_threshold=choice.threshold, threshold_reason=choice.reason,
         thresholds=choice.table.to_dict("records"), calibration_check=check,
-        edge=measure_edge(honest, tested, seed, **options))
+        edge=measure_edge(honest, tested, seed, **options)), rows
 
 # %% ../nbs/07_model.ipynb #bcddab45
 def train_model(ds: Dataset, params: dict | None = None, n_splits: int = 5,
@@ -704,13 +707,13 @@ def train_model(ds: Dataset, params: dict | None = None, n_splits: int = 5,
     cv = cross_validate(ds, params, n_splits, max_rounds, progress, weighting)
     rounds = int(np.median(cv.best))
     booster = fit_booster(ds.X, ds.y, params, rounds, weight=sample_weights(ds, weighting))
-    calibrator, found = _out_of_fold(ds, cv, **(edge_options or {}))
+    calibrator, found, rows = _out_of_fold(ds, cv, **(edge_options or {}))
     meta = {**_training_meta(ds, params, rounds, weighting, cv.table), **found,
             "drift_reference": drift_reference(ds.X)}
     log.info("model_trained", rows=len(ds.y), rounds=rounds, daily_ic=found["edge"]["daily_ic"],
              ci_low=found["edge"]["ci_low"], recommended_threshold=found["recommended_threshold"])
-    return LGBMTradingModel(booster, meta, calibrator=calibrator,
-                            feature_set=meta["feature_set"]), cv.table
+    return LGBMTradingModel(booster, meta, calibrator=calibrator, feature_set=meta["feature_set"],
+                            out_of_fold=rows), cv.table
 
 # %% ../nbs/07_model.ipynb #b0f40ebd
 def file_sha256(path: str | Path) -> str:

@@ -37,3 +37,14 @@ def test_research_notebook_renders_every_chart_in_its_html(notebook: Path, tmp_p
     # offline: plotly.js itself is inside the page, once, and never fetched from a CDN
     assert len(re.findall(r"plotly\.js v\d+\.\d+\.\d+", html)) == 1
     assert not re.search(r"""src=["'][^"']*plot\.ly""", html)
+
+
+def test_the_edge_notebook_opens_with_its_verdict():
+    """Issue 16: the verdict in words at the top, whatever it is, and a last cell that fails when a
+    figure crosses a line the words draw (so the words cannot silently go stale)."""
+    nb = nbformat.read(REPO / "nbs/research/04_edge.ipynb", as_version=4)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and "## Verdict" in first.source
+    assert "daily rank IC" in first.source and "placebo" in first.source
+    last = nb.cells[-1].source
+    assert "model_edge(meta500).measured" in last and "assert" in last
