@@ -27,8 +27,8 @@ from ..calendar import NEW_YORK, SEOUL, is_open, session_open_close
 # %% auto #0
 __all__ = ['P_TOKEN', 'P_REVOKE', 'P_PRICE', 'P_DETAIL', 'P_DAILY', 'P_INFO', 'P_KR_PRICE', 'P_ORDER', 'P_RVSECNCL', 'P_CCNL',
            'P_NCCS', 'P_PRESENT', 'P_BALANCE', 'P_PSAMOUNT', 'Domain', 'DOMAINS', 'ENDPOINTS', 'REAL_ONLY_TR',
-           'VIRTUAL_ONLY_TR', 'BUY_TR', 'SELL_TR', 'ERRORS', 'EXCHANGES', 'ORDER_CODE_TO_SHORT', 'TYPE_TO_SHORT',
-           'FAULT_KINDS', 'Bar', 'Credentials', 'LoggedRequest', 'Fault', 'FakeOrder', 'FakeKis']
+           'VIRTUAL_ONLY_TR', 'BUY_TR', 'SELL_TR', 'ERRORS', 'EXCHANGES', 'ORDER_CODE_TO_SHORT', 'TYPE_TO_SHORT', 'Bar',
+           'FAULT_KINDS', 'Credentials', 'LoggedRequest', 'Fault', 'FakeOrder', 'FakeKis']
 
 # %% ../../nbs/17_testing_kis.ipynb #c9e8b82e
 P_TOKEN = "/oauth2/tokenP"
@@ -38,6 +38,8 @@ P_DETAIL = "/uapi/overseas-price/v1/quotations/price-detail"
 P_DAILY = "/uapi/overseas-price/v1/quotations/dailyprice"
 P_INFO = "/uapi/domestic-stock/v1/quotations/search-info"
 P_KR_PRICE = "/uapi/domestic-stock/v1/quotations/inquire-price"
+
+# %% ../../nbs/17_testing_kis.ipynb #9c363e6e
 P_ORDER = "/uapi/overseas-stock/v1/trading/order"
 P_RVSECNCL = "/uapi/overseas-stock/v1/trading/order-rvsecncl"
 P_CCNL = "/uapi/overseas-stock/v1/trading/inquire-ccnl"
@@ -46,7 +48,7 @@ P_PRESENT = "/uapi/overseas-stock/v1/trading/inquire-present-balance"
 P_BALANCE = "/uapi/overseas-stock/v1/trading/inquire-balance"
 P_PSAMOUNT = "/uapi/overseas-stock/v1/trading/inquire-psamount"
 
-# %% ../../nbs/17_testing_kis.ipynb #5a30d3f4
+# %% ../../nbs/17_testing_kis.ipynb #1557f40c
 Domain = Literal["real", "virtual"]
 DOMAINS: tuple[Domain, Domain] = ("real", "virtual")
 
@@ -56,6 +58,7 @@ def _same(*tr: str) -> dict[Domain, frozenset[str]]:
 def _rv(real: set[str], virtual: set[str]) -> dict[Domain, frozenset[str]]:
     return {"real": frozenset(real), "virtual": frozenset(virtual)}
 
+# %% ../../nbs/17_testing_kis.ipynb #cedda25b
 # path -> (HTTP method, accepted tr_ids per domain). Quotations use the same tr_id on both.
 ENDPOINTS: dict[str, tuple[str, dict[Domain, frozenset[str]]]] = {
     P_PRICE: ("GET", _same("HHDFS00000300")),
@@ -72,13 +75,13 @@ ENDPOINTS: dict[str, tuple[str, dict[Domain, frozenset[str]]]] = {
     P_PSAMOUNT: ("GET", _rv({"TTTS3007R"}, {"VTTS3007R"})),
 }
 
-# %% ../../nbs/17_testing_kis.ipynb #1557f40c
+# %% ../../nbs/17_testing_kis.ipynb #85e9111f
 REAL_ONLY_TR = frozenset().union(*(t["real"] - t["virtual"] for _, t in ENDPOINTS.values()))
 VIRTUAL_ONLY_TR = frozenset().union(*(t["virtual"] - t["real"] for _, t in ENDPOINTS.values()))
 BUY_TR = {"TTTT1002U", "VTTT1002U"}
 SELL_TR = {"TTTT1006U", "VTTT1001U"}
 
-# %% ../../nbs/17_testing_kis.ipynb #f93b1f58
+# %% ../../nbs/17_testing_kis.ipynb #34022c15
 ERRORS: dict[str, tuple[str, str]] = {
     "rate_limit": ("EGW00201", "초당 거래건수를 초과하였습니다."),
     "token_expired": ("EGW00123", "기간이 만료된 token 입니다."),
@@ -108,7 +111,7 @@ ERRORS: dict[str, tuple[str, str]] = {
     "ok_more": ("KIOK0500", "조회가 계속됩니다..다음버튼을 Click 하십시오."),
 }
 
-# %% ../../nbs/17_testing_kis.ipynb #1c50831c
+# %% ../../nbs/17_testing_kis.ipynb #3e9184ce
 # exchange short code (quotes) -> (order code, search-info product type, name)
 EXCHANGES: dict[str, tuple[str, str, str]] = {
     "NAS": ("NASD", "512", "나스닥"),
@@ -118,12 +121,7 @@ EXCHANGES: dict[str, tuple[str, str, str]] = {
 ORDER_CODE_TO_SHORT = {v[0]: k for k, v in EXCHANGES.items()}
 TYPE_TO_SHORT = {v[1]: k for k, v in EXCHANGES.items()}
 
-FAULT_KINDS = frozenset({
-    "rate_limit", "token_expired", "token_limit", "http_error", "malformed_json", "delay",
-    "reject", "market_closed", "lose_answer"})
-_HTTP_SHORTCUTS = {"http_500": 500, "http_502": 502, "http_503": 503}
-
-# %% ../../nbs/17_testing_kis.ipynb #434b6c5c
+# %% ../../nbs/17_testing_kis.ipynb #4cec3453
 def _key(seed: str, n: int) -> str:
     out = ""
     for i in itertools.count():
@@ -132,7 +130,7 @@ def _key(seed: str, n: int) -> str:
             return ("PS" + out)[:n] if n == 36 else out[:n]
     raise AssertionError("unreachable")
 
-# %% ../../nbs/17_testing_kis.ipynb #d7450114
+# %% ../../nbs/17_testing_kis.ipynb #5bf46726
 @dataclass(frozen=True)
 class Credentials:
     "Fake KIS credentials with the real lengths: appkey 36, secretkey 180, account NNNNNNNN-NN."
@@ -147,23 +145,22 @@ class Credentials:
         if len(self.account) != 11 or self.account[8] != "-":
             raise ValueError("account must look like NNNNNNNN-NN")
 
-# %% ../../nbs/17_testing_kis.ipynb #4cec3453
+# %% ../../nbs/17_testing_kis.ipynb #c98de81f
 @patch_to(Credentials, cls_method=True)
 def make(cls, seed: str, account: str) -> Credentials:
     "Credentials derived from `seed` (stable from run to run) for `account`."
     return cls(_key(seed + "/appkey", 36), _key(seed + "/secret", 180), account)
 
+# %% ../../nbs/17_testing_kis.ipynb #1b1e2e79
 @patch_to(Credentials, as_prop=True)
 def cano(self) -> str:
-    "The account number's first 8 digits (`CANO`)."
     return self.account[:8]
 
 @patch_to(Credentials, as_prop=True)
 def product(self) -> str:
-    "The account's 2-digit product code (`ACNT_PRDT_CD`)."
     return self.account[9:]
 
-# %% ../../nbs/17_testing_kis.ipynb #69649ae1
+# %% ../../nbs/17_testing_kis.ipynb #0058d68a
 @dataclass
 class LoggedRequest:
     "One request as the fake saw it (status None: the answer was withheld / connection dropped)."
@@ -180,7 +177,7 @@ class LoggedRequest:
     msg_cd: str | None = None
     fault: str | None = None
 
-# %% ../../nbs/17_testing_kis.ipynb #3fefc0db
+# %% ../../nbs/17_testing_kis.ipynb #d0736cfb
 @dataclass
 class Fault:
     "An injected fault; `times=None` means forever. `hits` counts how often it fired."
@@ -195,11 +192,12 @@ class Fault:
     msg1: str | None = None
     hits: int = 0
 
-# %% ../../nbs/17_testing_kis.ipynb #1b1e2e79
+# %% ../../nbs/17_testing_kis.ipynb #52bf1d5f
 def _path_matches(path: str, pattern: str) -> bool:
     "Exact path, or a suffix after a '/': 'order' matches .../order but not .../order-rvsecncl."
     return path == pattern or path.endswith("/" + pattern.lstrip("/"))
 
+# %% ../../nbs/17_testing_kis.ipynb #254b7d0a
 @patch_to(Fault)
 def matches(self, domain: Domain, path: str, tr_id: str | None) -> bool:
     "Does this fault (not yet used up) apply to a request to `path` on `domain`?"
@@ -208,9 +206,7 @@ def matches(self, domain: Domain, path: str, tr_id: str | None) -> bool:
     if self.path is not None and not _path_matches(path, self.path): return False
     return self.tr_id is None or self.tr_id == tr_id
 
-# %% ../../nbs/17_testing_kis.ipynb #0058d68a
-Bar = tuple[date, Decimal, Decimal, Decimal, Decimal, int]  # date, open, high, low, close, volume
-
+# %% ../../nbs/17_testing_kis.ipynb #4cb4dfe0
 @dataclass
 class _Token:
     token: str
@@ -218,6 +214,9 @@ class _Token:
     appkey: str
     issued: datetime
     expires: datetime
+
+# %% ../../nbs/17_testing_kis.ipynb #74798158
+Bar = tuple[date, Decimal, Decimal, Decimal, Decimal, int]  # date, open, high, low, close, volume
 
 @dataclass
 class _Symbol:
@@ -228,13 +227,14 @@ class _Symbol:
     raw: list[Bar] = field(default_factory=list)
     adjusted: list[Bar] | None = None
 
-# %% ../../nbs/17_testing_kis.ipynb #d0736cfb
+# %% ../../nbs/17_testing_kis.ipynb #c9e6e410
 @dataclass
 class _Holding:
     symbol: str
     qty: int = 0
     cost: Decimal = Decimal(0)  # purchase amount (avg price x qty), fees excluded
 
+# %% ../../nbs/17_testing_kis.ipynb #7f54b08e
 @dataclass
 class _Account:
     domain: Domain
@@ -244,7 +244,7 @@ class _Account:
     realized: Decimal = Decimal(0)
     fees: Decimal = Decimal(0)
 
-# %% ../../nbs/17_testing_kis.ipynb #e974292e
+# %% ../../nbs/17_testing_kis.ipynb #a0a24541
 @dataclass
 class FakeOrder:
     "An order (or a cancel/modify request row) in the fake's book."
@@ -263,7 +263,7 @@ class FakeOrder:
     fills: list[tuple[int, Decimal, datetime]] = field(default_factory=list)
     closed_qty: int = 0  # cancelled / replaced / expired remainder
 
-# %% ../../nbs/17_testing_kis.ipynb #53c48696
+# %% ../../nbs/17_testing_kis.ipynb #5c1a4338
 @patch_to(FakeOrder, as_prop=True)
 def filled_qty(self) -> int:
     return sum(q for q, _, _ in self.fills)
@@ -276,12 +276,13 @@ def fill_amount(self) -> Decimal:
 def avg_fill_price(self) -> Decimal:
     return self.fill_amount / self.filled_qty if self.filled_qty else Decimal(0)
 
+# %% ../../nbs/17_testing_kis.ipynb #0c411290
 @patch_to(FakeOrder, as_prop=True)
 def remaining(self) -> int:
     "Shares that may still trade: 0 once the order is closed."
     return self.qty - self.filled_qty if self.status == "open" else 0
 
-# %% ../../nbs/17_testing_kis.ipynb #8073b11d
+# %% ../../nbs/17_testing_kis.ipynb #57b5a36f
 @dataclass
 class _Reply:
     status: int
@@ -293,13 +294,14 @@ class _Reply:
     delay_after: float = 0.0  # wait this long after processing, before answering
     fault: str | None = None
 
+# %% ../../nbs/17_testing_kis.ipynb #8c248a10
 @patch_to(_Reply, as_prop=True)
 def msg_cd(self) -> str | None:
     "The answer's message code (`msg_cd`, or `error_code` of a token endpoint)."
     if not self.payload: return None
     return self.payload.get("msg_cd") or self.payload.get("error_code")
 
-# %% ../../nbs/17_testing_kis.ipynb #c9e6e410
+# %% ../../nbs/17_testing_kis.ipynb #249cc50c
 def _d(x: Any) -> Decimal:
     return x if isinstance(x, Decimal) else Decimal(str(x))
 
@@ -310,13 +312,14 @@ def _p4(x: Decimal | float | int) -> str:
 def _p2(x: Decimal | float | int) -> str:
     return f"{_d(x):.2f}"
 
+# %% ../../nbs/17_testing_kis.ipynb #e4c5a89d
 def _as_utc(t: datetime | str | pd.Timestamp) -> datetime:
     ts = pd.Timestamp(t)
     if ts.tzinfo is None:
         raise ValueError(f"{t!r} has no time zone")
     return ts.tz_convert("UTC").to_pydatetime()
 
-# %% ../../nbs/17_testing_kis.ipynb #87c16c5d
+# %% ../../nbs/17_testing_kis.ipynb #947d4f23
 def _bars_from_frame(df: pd.DataFrame) -> list[Bar]:
     frame = df.rename(columns=str.lower)
     missing = {"open", "high", "low", "close", "volume"} - set(frame.columns)
@@ -329,7 +332,7 @@ def _bars_from_frame(df: pd.DataFrame) -> list[Bar]:
                                          frame["close"], frame["volume"], strict=True)]
     return sorted(rows)
 
-# %% ../../nbs/17_testing_kis.ipynb #a0a24541
+# %% ../../nbs/17_testing_kis.ipynb #aa92ecaf
 def _resample(rows: list[Bar], weekly: bool) -> list[Bar]:
     "Weekly (ISO week) or monthly bars stamped with the period's last trading date."
     groups: dict[tuple[int, int], list[Bar]] = {}
@@ -342,16 +345,7 @@ def _resample(rows: list[Bar], weekly: bool) -> list[Bar]:
                     sum(x[5] for x in g)))
     return sorted(out)
 
-# %% ../../nbs/17_testing_kis.ipynb #3291b008
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, fake: FakeKis, domain: Domain) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.fake = fake
-        self.domain: Domain = domain
-
+# %% ../../nbs/17_testing_kis.ipynb #a5d34ac0
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 60
@@ -367,7 +361,17 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
-# %% ../../nbs/17_testing_kis.ipynb #de131aa0
+# %% ../../nbs/17_testing_kis.ipynb #57540784
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, fake: FakeKis, domain: Domain) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.fake = fake
+        self.domain: Domain = domain
+
+# %% ../../nbs/17_testing_kis.ipynb #a754515e
 class FakeKis:
     "Loopback fake KIS Open API with a real and a virtual domain, each on a port of 127.0.0.1."
     def __init__(self, now: datetime | str | pd.Timestamp, *, # the fake clock's start (aware)
@@ -387,21 +391,28 @@ class FakeKis:
                  token_validity: timedelta = timedelta(days=1),  # on the fake clock
                  expiry_in_wall_time: bool = True,    # report expiry as wall-clock now + validity
                  unknown_token_code: str = "EGW00123") -> None: # answer to an unknown token
-        self.creds: dict[Domain, Credentials | None] = {
-            "real": real or Credentials.make("fake-real", "12345678-01"),
-            "virtual": virtual or Credentials.make("fake-virtual", "50012345-01"),
-        }
-        self.rate_limits: dict[Domain, float | None] = {"real": 20, "virtual": 2}
-        self.rate_limits.update(rate_limits or {})
         store_attr("fill_mode,partial_qty,page_size,bars_page_size,ticking,token_min_interval,"
                    "token_validity,expiry_in_wall_time,unknown_token_code")
-        self.commission_rate, self.usd_krw = _d(commission_rate), _d(usd_krw)
-        self.market_closed_answer: dict[Domain, tuple[str, str]] = {
-            d: ERRORS["market_closed"] for d in DOMAINS}
+        self._configure(real, virtual, rate_limits, commission_rate, usd_krw)
         self._t0, self._mono0 = _as_utc(now), time.monotonic()
         self._init_state(cash_usd, virtual_cash_usd)
 
-# %% ../../nbs/17_testing_kis.ipynb #1b94bd55
+# %% ../../nbs/17_testing_kis.ipynb #8362bb84
+@patch_to(FakeKis)
+def _configure(self, real: Credentials | None, virtual: Credentials | None,
+               rate_limits: dict[Domain, float | None] | None,
+               commission_rate: float | Decimal, usd_krw: float | Decimal) -> None:
+    self.creds: dict[Domain, Credentials | None] = {
+        "real": real or Credentials.make("fake-real", "12345678-01"),
+        "virtual": virtual or Credentials.make("fake-virtual", "50012345-01"),
+    }
+    self.rate_limits: dict[Domain, float | None] = {"real": 20, "virtual": 2}
+    self.rate_limits.update(rate_limits or {})
+    self.commission_rate, self.usd_krw = _d(commission_rate), _d(usd_krw)
+    self.market_closed_answer: dict[Domain, tuple[str, str]] = {
+        d: ERRORS["market_closed"] for d in DOMAINS}
+
+# %% ../../nbs/17_testing_kis.ipynb #e62bd84d
 @patch_to(FakeKis)
 def _init_state(self, cash_usd: float | Decimal, virtual_cash_usd: float | Decimal | None
                 ) -> None:
@@ -424,7 +435,7 @@ def _init_state(self, cash_usd: float | Decimal, virtual_cash_usd: float | Decim
     self._servers: dict[Domain, _Server] = {}
     self._threads: list[threading.Thread] = []
 
-# %% ../../nbs/17_testing_kis.ipynb #4166bbf3
+# %% ../../nbs/17_testing_kis.ipynb #a4072f62
 @patch_to(FakeKis)
 def start(self) -> FakeKis:
     "Serve both domains on ephemeral ports of 127.0.0.1 (a no-op if already serving)."
@@ -439,6 +450,7 @@ def start(self) -> FakeKis:
         self._threads.append(th)
     return self
 
+# %% ../../nbs/17_testing_kis.ipynb #1ea948dd
 @patch_to(FakeKis)
 def stop(self) -> None:
     "Stop serving; delayed answers are abandoned."
@@ -451,7 +463,7 @@ def stop(self) -> None:
     self._servers.clear()
     self._threads.clear()
 
-# %% ../../nbs/17_testing_kis.ipynb #249cc50c
+# %% ../../nbs/17_testing_kis.ipynb #701780db
 @patch_to(FakeKis)
 def __enter__(self) -> FakeKis:
     return self.start()
@@ -460,6 +472,7 @@ def __enter__(self) -> FakeKis:
 def __exit__(self, *exc: object) -> None:
     self.stop()
 
+# %% ../../nbs/17_testing_kis.ipynb #b63a2059
 @patch_to(FakeKis)
 def url(self, domain: Domain) -> str:
     return f"http://127.0.0.1:{self._servers[domain].server_address[1]}"
@@ -472,7 +485,7 @@ def real_url(self) -> str:
 def virtual_url(self) -> str:
     return self.url("virtual")
 
-# %% ../../nbs/17_testing_kis.ipynb #78fe0f17
+# %% ../../nbs/17_testing_kis.ipynb #f50d6b8f
 @patch_to(FakeKis)
 def patch_pykis(self, monkeypatch: Any) -> None:
     "Point python-kis's URL builder at this fake (pytest's `monkeypatch`)."
@@ -480,6 +493,7 @@ def patch_pykis(self, monkeypatch: Any) -> None:
     monkeypatch.setattr(pykis.kis, "REAL_DOMAIN", self.real_url)
     monkeypatch.setattr(pykis.kis, "VIRTUAL_DOMAIN", self.virtual_url)
 
+# %% ../../nbs/17_testing_kis.ipynb #9ddbf56a
 @patch_to(FakeKis)
 def pykis_kwargs(self, virtual: bool) -> dict[str, Any]:
     "Keyword arguments for `PyKis(**kw)`: real keys always, virtual keys for paper mode."
@@ -494,7 +508,7 @@ def pykis_kwargs(self, virtual: bool) -> dict[str, Any]:
                   account=v.account)
     return kw
 
-# %% ../../nbs/17_testing_kis.ipynb #f0bd9332
+# %% ../../nbs/17_testing_kis.ipynb #68d81e54
 @patch_to(FakeKis, as_prop=True)
 def now(self) -> datetime:
     "The fake clock (aware UTC)."
@@ -502,11 +516,12 @@ def now(self) -> datetime:
         return self._t0 + timedelta(seconds=time.monotonic() - self._mono0)
     return self._t0
 
+# %% ../../nbs/17_testing_kis.ipynb #c4f91deb
 @patch_to(FakeKis)
 def market_open(self) -> bool:
     return is_open(self.now)
 
-# %% ../../nbs/17_testing_kis.ipynb #01d6beb2
+# %% ../../nbs/17_testing_kis.ipynb #29b8ea60
 @patch_to(FakeKis)
 def _close_order(self, o: FakeOrder, status: str) -> None:
     if o.status != "open":
@@ -514,6 +529,7 @@ def _close_order(self, o: FakeOrder, status: str) -> None:
     o.closed_qty = o.remaining
     o.status = status
 
+# %% ../../nbs/17_testing_kis.ipynb #e1b10b85
 @patch_to(FakeKis)
 def _sweep(self) -> None:
     "Day orders: whatever is still open at the close of its session expires."
@@ -528,13 +544,14 @@ def _sweep(self) -> None:
         if now >= close:
             self._close_order(o, "expired")
 
-# %% ../../nbs/17_testing_kis.ipynb #2f155ad2
+# %% ../../nbs/17_testing_kis.ipynb #22c40ed9
 @patch_to(FakeKis)
 def set_time(self, t: datetime | str | pd.Timestamp) -> None:
     with self._lock:
         self._t0, self._mono0 = _as_utc(t), time.monotonic()
         self._sweep()
 
+# %% ../../nbs/17_testing_kis.ipynb #7d6e3da8
 @patch_to(FakeKis)
 def advance(self, seconds: float = 0, **delta: float) -> None:
     "Move the clock forward: `advance(61)`, `advance(days=1)`."
@@ -543,7 +560,7 @@ def advance(self, seconds: float = 0, **delta: float) -> None:
         self._mono0 = time.monotonic()
         self._sweep()
 
-# %% ../../nbs/17_testing_kis.ipynb #674eba70
+# %% ../../nbs/17_testing_kis.ipynb #03c800de
 @patch_to(FakeKis)
 def add_symbol(self, symbol: str, exchange: str = "NAS", *, last: float | Decimal = 100,
                name: str | None = None, bars: pd.DataFrame | None = None,
@@ -557,6 +574,7 @@ def add_symbol(self, symbol: str, exchange: str = "NAS", *, last: float | Decima
         if bars is not None:
             self.set_bars(symbol, bars, adjusted)
 
+# %% ../../nbs/17_testing_kis.ipynb #8ec4e679
 @patch_to(FakeKis)
 def set_bars(self, symbol: str, raw: pd.DataFrame, adjusted: pd.DataFrame | None = None) -> None:
     """Daily bars (index: dates; columns open/high/low/close/volume). MODP=0 serves `raw`,
@@ -567,7 +585,7 @@ def set_bars(self, symbol: str, raw: pd.DataFrame, adjusted: pd.DataFrame | None
         s.raw = _bars_from_frame(raw)
         s.adjusted = None if adjusted is None else _bars_from_frame(adjusted)
 
-# %% ../../nbs/17_testing_kis.ipynb #cb44f11f
+# %% ../../nbs/17_testing_kis.ipynb #86718379
 @patch_to(FakeKis)
 def set_price(self, symbol: str, price: float | Decimal) -> None:
     "Set the last price; in fill_mode 'immediate' open orders that become marketable fill."
@@ -579,11 +597,12 @@ def set_price(self, symbol: str, price: float | Decimal) -> None:
                 if o.symbol == symbol and o.status == "open" and o.kind != "cancel":
                     self._auto_fill(o, full=True)
 
+# %% ../../nbs/17_testing_kis.ipynb #137f504a
 @patch_to(FakeKis)
 def last_price(self, symbol: str) -> Decimal:
     return self._symbols[symbol].last
 
-# %% ../../nbs/17_testing_kis.ipynb #e62bd84d
+# %% ../../nbs/17_testing_kis.ipynb #39bbb737
 def _gw_error(name: str, status: int = 500, fault: str | None = None) -> _Reply:
     code, msg = ERRORS[name]
     return _Reply(status, {"rt_cd": "1", "msg_cd": code, "msg1": msg}, fault=fault)
@@ -592,6 +611,7 @@ def _token_error(name: str) -> _Reply:
     code, msg = ERRORS[name]
     return _Reply(403, {"error_description": msg, "error_code": code})
 
+# %% ../../nbs/17_testing_kis.ipynb #e8b15609
 def _api_error(code: str, msg: str, rt_cd: str = "1") -> _Reply:
     "A business error: HTTP 200 with rt_cd != 0 (python-kis raises KisAPIError)."
     return _Reply(200, {"rt_cd": rt_cd, "msg_cd": code, "msg1": msg})
@@ -601,7 +621,7 @@ def _ok(payload: dict[str, Any], ok: str = "ok_query", tr_cont: str = "D") -> _R
     return _Reply(200, {"rt_cd": "0", "msg_cd": code, "msg1": msg, **payload},
                   headers={"tr_cont": tr_cont})
 
-# %% ../../nbs/17_testing_kis.ipynb #a4072f62
+# %% ../../nbs/17_testing_kis.ipynb #4e6261c7
 @patch_to(FakeKis)
 def _key_error(self, domain: Domain, appkey: str | None, secret: str | None,
                token_endpoint: bool) -> _Reply | None:
@@ -615,7 +635,7 @@ def _key_error(self, domain: Domain, appkey: str | None, secret: str | None,
     else: return None
     return _token_error(name) if token_endpoint else _gw_error(name)
 
-# %% ../../nbs/17_testing_kis.ipynb #9171051a
+# %% ../../nbs/17_testing_kis.ipynb #2c230ddc
 @patch_to(FakeKis)
 def _token(self, domain: Domain, body: dict[str, Any]) -> _Reply:
     "POST /oauth2/tokenP: a token for the domain's own keys, at most one per appkey per minute."
@@ -629,6 +649,7 @@ def _token(self, domain: Domain, body: dict[str, Any]) -> _Reply:
     self._last_issue[appkey] = now
     return self._mint(domain, appkey, now)
 
+# %% ../../nbs/17_testing_kis.ipynb #5cf373a3
 @patch_to(FakeKis)
 def _mint(self, domain: Domain, appkey: str, now: datetime) -> _Reply:
     "A new token for `appkey`, valid `token_validity` on the fake clock from `now`."
@@ -645,7 +666,7 @@ def _mint(self, domain: Domain, appkey: str, now: datetime) -> _Reply:
         "expires_in": int(self.token_validity.total_seconds()),
     })
 
-# %% ../../nbs/17_testing_kis.ipynb #b63a2059
+# %% ../../nbs/17_testing_kis.ipynb #540a504d
 @patch_to(FakeKis)
 def _check_auth(self, domain: Domain, headers: dict[str, str]) -> _Reply | None:
     "The answer to a request without valid keys or token for `domain`, else None."
@@ -661,6 +682,7 @@ def _check_auth(self, domain: Domain, headers: dict[str, str]) -> _Reply | None:
     if self.now >= tok.expires: return _gw_error("token_expired")
     return None
 
+# %% ../../nbs/17_testing_kis.ipynb #e0622891
 @patch_to(FakeKis)
 def _revoke(self, body: Any) -> _Reply:
     "POST /oauth2/revokeP: forget the token."
@@ -668,7 +690,7 @@ def _revoke(self, body: Any) -> _Reply:
     self._tokens.pop(str(b.get("token", "")), None)
     return _Reply(200, {"code": 200, "message": "접근토큰 폐기에 성공하였습니다"})
 
-# %% ../../nbs/17_testing_kis.ipynb #f50d6b8f
+# %% ../../nbs/17_testing_kis.ipynb #0d404f2a
 def _tr_id_error(domain: Domain, accepted: frozenset[str], tr_id: str) -> _Reply | None:
     "The answer to a `tr_id` this endpoint does not accept on `domain`, else None."
     if tr_id in accepted: return None
@@ -676,7 +698,7 @@ def _tr_id_error(domain: Domain, accepted: frozenset[str], tr_id: str) -> _Reply
     if domain == "virtual" and tr_id in REAL_ONLY_TR: return _gw_error("not_virtual_tr")
     return _gw_error("bad_tr_id")
 
-# %% ../../nbs/17_testing_kis.ipynb #9ddbf56a
+# %% ../../nbs/17_testing_kis.ipynb #77182c00
 @patch_to(FakeKis)
 def _route(self, domain: Domain, method: str, path: str, headers: dict[str, str],
            params: dict[str, str], body: Any) -> _Reply:
@@ -695,7 +717,7 @@ def _route(self, domain: Domain, method: str, path: str, headers: dict[str, str]
     b = {k.upper(): v for k, v in body.items()} if isinstance(body, dict) else {}
     return self._handle(domain, path, tr_id, up, b, headers.get("tr_cont", "") == "N")
 
-# %% ../../nbs/17_testing_kis.ipynb #28ce17f3
+# %% ../../nbs/17_testing_kis.ipynb #b9cc1148
 @patch_to(FakeKis)
 def _handle(self, domain: Domain, path: str, tr_id: str, up: dict[str, str], b: dict[str, Any],
             cont: bool) -> _Reply:
@@ -716,7 +738,7 @@ def _handle(self, domain: Domain, path: str, tr_id: str, up: dict[str, str], b: 
     }
     return handlers[path]()
 
-# %% ../../nbs/17_testing_kis.ipynb #17af0694
+# %% ../../nbs/17_testing_kis.ipynb #25dfb558
 @patch_to(FakeKis)
 def _admit(self, domain: Domain, now: float) -> bool:
     "Sliding 1-second window over admitted requests, on their logged arrival times."
@@ -730,7 +752,7 @@ def _admit(self, domain: Domain, now: float) -> bool:
         self._window[domain] = win
         return True
 
-# %% ../../nbs/17_testing_kis.ipynb #ecc4680d
+# %% ../../nbs/17_testing_kis.ipynb #315ef32e
 @patch_to(FakeKis)
 def _take_fault(self, domain: Domain, path: str, tr_id: str | None) -> Fault | None:
     with self._lock:
@@ -740,6 +762,7 @@ def _take_fault(self, domain: Domain, path: str, tr_id: str | None) -> Fault | N
                 return f
     return None
 
+# %% ../../nbs/17_testing_kis.ipynb #7657f334
 @patch_to(FakeKis)
 def _fault_reply(self, f: Fault) -> _Reply:
     "The answer a fault puts in place of the real one."
@@ -760,7 +783,17 @@ def _fault_reply(self, f: Fault) -> _Reply:
     if f.kind == "market_closed": return _api_error(*ERRORS["market_closed"])
     raise AssertionError(f.kind)
 
-# %% ../../nbs/17_testing_kis.ipynb #e1b10b85
+# %% ../../nbs/17_testing_kis.ipynb #aa72f509
+def _after_fault(reply: _Reply, fault: Fault | None) -> _Reply:
+    if fault is not None and fault.kind == "lose_answer":
+        reply.fault = "lose_answer"
+        if fault.seconds: reply.delay_after = fault.seconds
+        else: reply.drop = True
+    elif fault is not None:
+        reply.fault = fault.kind
+    return reply
+
+# %% ../../nbs/17_testing_kis.ipynb #4eebdd73
 @patch_to(FakeKis)
 def _dispatch(self, domain: Domain, method: str, path: str, headers: dict[str, str],
               params: dict[str, str], body: Any, arrived: float) -> _Reply:
@@ -779,15 +812,9 @@ def _dispatch(self, domain: Domain, method: str, path: str, headers: dict[str, s
     with self._lock:
         self._sweep()
         reply = self._route(domain, method, path, headers, params, body)
-    if fault is not None and fault.kind == "lose_answer":
-        reply.fault = "lose_answer"
-        if fault.seconds: reply.delay_after = fault.seconds
-        else: reply.drop = True
-    elif fault is not None:
-        reply.fault = fault.kind
-    return reply
+    return _after_fault(reply, fault)
 
-# %% ../../nbs/17_testing_kis.ipynb #22c40ed9
+# %% ../../nbs/17_testing_kis.ipynb #e4bf5e01
 @patch_to(FakeKis)
 def _read(self, h: _Handler, method: str) -> LoggedRequest:
     "Read the request `h` holds and append it to the log (headers lower-cased)."
@@ -806,7 +833,7 @@ def _read(self, h: _Handler, method: str) -> LoggedRequest:
         self._log.append(entry)
     return entry
 
-# %% ../../nbs/17_testing_kis.ipynb #d584017b
+# %% ../../nbs/17_testing_kis.ipynb #ffb3e603
 @patch_to(FakeKis)
 def _write(self, h: _Handler, entry: LoggedRequest, reply: _Reply) -> None:
     "Send `reply` with KIS's headers; a client that gave up just closes the connection."
@@ -826,7 +853,7 @@ def _write(self, h: _Handler, entry: LoggedRequest, reply: _Reply) -> None:
     except OSError:  # the client gave up (timeout) before we answered
         h.close_connection = True
 
-# %% ../../nbs/17_testing_kis.ipynb #7d6e3da8
+# %% ../../nbs/17_testing_kis.ipynb #0ff73840
 @patch_to(FakeKis)
 def _serve(self, h: _Handler, method: str) -> None:
     "Log one request and answer it, or withhold the answer as a fault or `stop` says."
@@ -849,17 +876,14 @@ def _serve(self, h: _Handler, method: str) -> None:
     entry.status = reply.status
     self._write(h, entry, reply)
 
-# %% ../../nbs/17_testing_kis.ipynb #c56197a5
+# %% ../../nbs/17_testing_kis.ipynb #5f914901
 @patch_to(FakeKis, as_prop=True)
 def log(self) -> list[LoggedRequest]:
+    "A copy of the request log, oldest first."
     with self._lock:
         return list(self._log)
 
-@patch_to(FakeKis)
-def clear_log(self) -> None:
-    with self._lock:
-        self._log.clear()
-
+# %% ../../nbs/17_testing_kis.ipynb #51576ce8
 @patch_to(FakeKis)
 def requests(self, domain: Domain | None = None, path: str | None = None,
              tr_id: str | None = None, status: int | None = None,
@@ -872,7 +896,7 @@ def requests(self, domain: Domain | None = None, path: str | None = None,
             and (status is None or r.status == status)
             and (msg_cd is None or r.msg_cd == msg_cd)]
 
-# %% ../../nbs/17_testing_kis.ipynb #b562f700
+# %% ../../nbs/17_testing_kis.ipynb #5870c376
 @patch_to(FakeKis)
 def count(self, domain: Domain | None = None, path: str | None = None,
           tr_id: str | None = None, status: int | None = None, msg_cd: str | None = None) -> int:
@@ -882,6 +906,7 @@ def count(self, domain: Domain | None = None, path: str | None = None,
 def counts_by_path(self, domain: Domain | None = None) -> Counter[str]:
     return Counter(r.path for r in self.log if domain is None or r.domain == domain)
 
+# %% ../../nbs/17_testing_kis.ipynb #ff6f5016
 @patch_to(FakeKis)
 def requests_per_second_max(self, domain: Domain, *, path: str | None = None,
                             accepted_only: bool = False) -> int:
@@ -895,7 +920,7 @@ def requests_per_second_max(self, domain: Domain, *, path: str | None = None,
         best = max(best, hi - lo + 1)
     return best
 
-# %% ../../nbs/17_testing_kis.ipynb #0605e114
+# %% ../../nbs/17_testing_kis.ipynb #2f2c82c0
 @patch_to(FakeKis)
 def dump(self) -> Iterator[str]:
     "One line per logged request (for assertion messages)."
@@ -903,7 +928,19 @@ def dump(self) -> Iterator[str]:
         yield (f"{r.t:.3f} {r.domain:7} {r.method:4} {r.path} tr_id={r.tr_id} "
                f"-> {r.status} {r.msg_cd or ''} {r.fault or ''}")
 
-# %% ../../nbs/17_testing_kis.ipynb #38af7429
+# %% ../../nbs/17_testing_kis.ipynb #67357f5b
+@patch_to(FakeKis)
+def clear_log(self) -> None:
+    with self._lock:
+        self._log.clear()
+
+# %% ../../nbs/17_testing_kis.ipynb #7506e745
+FAULT_KINDS = frozenset({
+    "rate_limit", "token_expired", "token_limit", "http_error", "malformed_json", "delay",
+    "reject", "market_closed", "lose_answer"})
+_HTTP_SHORTCUTS = {"http_500": 500, "http_502": 502, "http_503": 503}
+
+# %% ../../nbs/17_testing_kis.ipynb #87dfcc06
 @patch_to(FakeKis)
 def inject(self, kind: str, *, path: str | None = None, tr_id: str | None = None,
            domain: Domain | None = None, times: int | None = 1, seconds: float | None = None,
@@ -920,12 +957,13 @@ def inject(self, kind: str, *, path: str | None = None, tr_id: str | None = None
         self._faults.append(f)
     return f
 
+# %% ../../nbs/17_testing_kis.ipynb #1270b4b1
 @patch_to(FakeKis)
 def clear_faults(self) -> None:
     with self._lock:
         self._faults.clear()
 
-# %% ../../nbs/17_testing_kis.ipynb #e8b15609
+# %% ../../nbs/17_testing_kis.ipynb #d4c21448
 @patch_to(FakeKis)
 def _lookup(self, excd: str, symb: str) -> _Symbol | None:
     s = self._symbols.get(symb)
@@ -935,6 +973,7 @@ def _lookup(self, excd: str, symb: str) -> _Symbol | None:
 def _ny_today(self) -> date:
     return self.now.astimezone(NEW_YORK).date()
 
+# %% ../../nbs/17_testing_kis.ipynb #e082b8f9
 @patch_to(FakeKis)
 def _visible_bars(self, s: _Symbol, adjusted: bool) -> list[Bar]:
     "The raw or adjusted bars up to the fake's New York date."
@@ -942,7 +981,7 @@ def _visible_bars(self, s: _Symbol, adjusted: bool) -> list[Bar]:
     today = self._ny_today()
     return [r for r in rows if r[0] <= today]
 
-# %% ../../nbs/17_testing_kis.ipynb #deaf94ed
+# %% ../../nbs/17_testing_kis.ipynb #6a0adf9d
 @patch_to(FakeKis)
 def _prev_close(self, s: _Symbol) -> Decimal:
     today = self._ny_today()
@@ -954,11 +993,12 @@ def _today_bar(self, s: _Symbol) -> Bar | None:
     today = self._ny_today()
     return next((r for r in s.raw if r[0] == today), None)
 
+# %% ../../nbs/17_testing_kis.ipynb #df2bdc9d
 def _sign(diff: Decimal) -> str:
     "KIS's sign code of a change: 2 up, 3 unchanged, 5 down."
     return "2" if diff > 0 else "5" if diff < 0 else "3"
 
-# %% ../../nbs/17_testing_kis.ipynb #7011a855
+# %% ../../nbs/17_testing_kis.ipynb #b9a38c8f
 _PRICE_FIELDS = ("rsym", "zdiv", "base", "pvol", "last", "sign", "diff", "rate", "tvol", "tamt",
                  "ordy")
 
@@ -976,7 +1016,34 @@ def _price(self, p: dict[str, str]) -> _Reply:
         "rate": _p2(diff / base * 100 if base else 0), "tvol": str(vol),
         "tamt": _p2(s.last * vol), "ordy": "매수가능"}}, "ok_quote")
 
-# %% ../../nbs/17_testing_kis.ipynb #18da09ad
+# %% ../../nbs/17_testing_kis.ipynb #262b7131
+@patch_to(FakeKis)
+def _range_52w(self, s: _Symbol) -> dict[str, str]:
+    "The 52-week high and low (the last 252 bars) and their dates; none yet: the last price."
+    rows = self._visible_bars(s, False)[-252:]
+    h52 = max(rows, key=lambda r: r[2]) if rows else None
+    l52 = min(rows, key=lambda r: r[3]) if rows else None
+    return {"h52p": _p4(h52[2] if h52 else s.last),
+            "h52d": (h52[0] if h52 else self._ny_today()).strftime("%Y%m%d"),
+            "l52p": _p4(l52[3] if l52 else s.last),
+            "l52d": (l52[0] if l52 else self._ny_today()).strftime("%Y%m%d")}
+
+# %% ../../nbs/17_testing_kis.ipynb #dd6d2dd9
+@patch_to(FakeKis)
+def _detail_rest(self, s: _Symbol, base: Decimal, vol: int) -> dict[str, str]:
+    "The rest of price-detail: valuation (zeros), KRW conversion, orderability, tick, volume."
+    diff = s.last - base
+    return {"perx": "0.00", "pbrx": "0.00", "epsx": "0.00", "bpsx": "0.00", "shar": "0",
+            "mcap": "0", "curr": "USD", "zdiv": "4", "vnit": "1",
+            "t_xprc": _p2(s.last * self.usd_krw), "t_xdif": _p2(diff * self.usd_krw),
+            "t_xrat": _p2(diff / base * 100 if base else 0),
+            "p_xprc": _p2(base * self.usd_krw), "p_xdif": "0", "p_xrat": "0.00",
+            "t_rate": _p2(self.usd_krw), "p_rate": _p2(self.usd_krw),
+            "t_xsgn": _sign(diff), "p_xsng": "3", "e_ordyn": "매매 가능",
+            "e_hogau": "0.0100" if s.last >= 1 else "0.0001", "e_icod": "FAKE SECTOR",
+            "e_parp": "0.0000", "tvol": str(vol), "tamt": _p2(s.last * vol), "etyp_nm": ""}
+
+# %% ../../nbs/17_testing_kis.ipynb #3799f941
 _DETAIL_FIELDS = tuple(
     "rsym pvol open high low last base tomv pamt uplp dnlp h52p h52d l52p l52d perx pbrx epsx "
     "bpsx shar mcap curr zdiv vnit t_xprc t_xdif t_xrat p_xprc p_xdif p_xrat t_rate p_rate "
@@ -996,33 +1063,21 @@ def _price_detail(self, p: dict[str, str]) -> _Reply:
            **self._range_52w(s), **self._detail_rest(s, base, vol)}
     return _ok({"output": out}, "ok_quote")
 
-# %% ../../nbs/17_testing_kis.ipynb #91e270d9
-@patch_to(FakeKis)
-def _range_52w(self, s: _Symbol) -> dict[str, str]:
-    "The 52-week high and low (the last 252 bars) and their dates; none yet: the last price."
-    rows = self._visible_bars(s, False)[-252:]
-    h52 = max(rows, key=lambda r: r[2]) if rows else None
-    l52 = min(rows, key=lambda r: r[3]) if rows else None
-    return {"h52p": _p4(h52[2] if h52 else s.last),
-            "h52d": (h52[0] if h52 else self._ny_today()).strftime("%Y%m%d"),
-            "l52p": _p4(l52[3] if l52 else s.last),
-            "l52d": (l52[0] if l52 else self._ny_today()).strftime("%Y%m%d")}
+# %% ../../nbs/17_testing_kis.ipynb #fe521bb8
+def _bar_rows(page: list[Bar], prev_close: dict[date, Decimal]) -> list[dict[str, str]]:
+    "dailyprice's output2: one row per bar, its change against the previous bar's close."
+    out2 = []
+    for d, o, hi, lo, c, v in page:
+        pc = prev_close.get(d, c)
+        diff = c - pc
+        out2.append({"xymd": d.strftime("%Y%m%d"), "clos": _p4(c), "sign": _sign(diff),
+                     "diff": _p4(abs(diff)), "rate": _p2(diff / pc * 100 if pc else 0),
+                     "open": _p4(o), "high": _p4(hi), "low": _p4(lo), "tvol": str(v),
+                     "tamt": _p2(c * v), "pbid": _p4(c), "vbid": "0", "pask": _p4(c),
+                     "vask": "0"})
+    return out2
 
-@patch_to(FakeKis)
-def _detail_rest(self, s: _Symbol, base: Decimal, vol: int) -> dict[str, str]:
-    "The rest of price-detail: valuation (zeros), KRW conversion, orderability, tick, volume."
-    diff = s.last - base
-    return {"perx": "0.00", "pbrx": "0.00", "epsx": "0.00", "bpsx": "0.00", "shar": "0",
-            "mcap": "0", "curr": "USD", "zdiv": "4", "vnit": "1",
-            "t_xprc": _p2(s.last * self.usd_krw), "t_xdif": _p2(diff * self.usd_krw),
-            "t_xrat": _p2(diff / base * 100 if base else 0),
-            "p_xprc": _p2(base * self.usd_krw), "p_xdif": "0", "p_xrat": "0.00",
-            "t_rate": _p2(self.usd_krw), "p_rate": _p2(self.usd_krw),
-            "t_xsgn": _sign(diff), "p_xsng": "3", "e_ordyn": "매매 가능",
-            "e_hogau": "0.0100" if s.last >= 1 else "0.0001", "e_icod": "FAKE SECTOR",
-            "e_parp": "0.0000", "tvol": str(vol), "tamt": _p2(s.last * vol), "etyp_nm": ""}
-
-# %% ../../nbs/17_testing_kis.ipynb #d22335fa
+# %% ../../nbs/17_testing_kis.ipynb #4f94020e
 @patch_to(FakeKis)
 def _dailyprice(self, p: dict[str, str]) -> _Reply:
     s = self._lookup(p.get("EXCD", ""), p.get("SYMB", ""))
@@ -1041,20 +1096,7 @@ def _dailyprice(self, p: dict[str, str]) -> _Reply:
                             "nrec": str(len(out2))}, "output2": out2},
                "ok_quote", tr_cont="M" if more else "D")
 
-def _bar_rows(page: list[Bar], prev_close: dict[date, Decimal]) -> list[dict[str, str]]:
-    "dailyprice's output2: one row per bar, its change against the previous bar's close."
-    out2 = []
-    for d, o, hi, lo, c, v in page:
-        pc = prev_close.get(d, c)
-        diff = c - pc
-        out2.append({"xymd": d.strftime("%Y%m%d"), "clos": _p4(c), "sign": _sign(diff),
-                     "diff": _p4(abs(diff)), "rate": _p2(diff / pc * 100 if pc else 0),
-                     "open": _p4(o), "high": _p4(hi), "low": _p4(lo), "tvol": str(v),
-                     "tamt": _p2(c * v), "pbid": _p4(c), "vbid": "0", "pask": _p4(c),
-                     "vask": "0"})
-    return out2
-
-# %% ../../nbs/17_testing_kis.ipynb #540a504d
+# %% ../../nbs/17_testing_kis.ipynb #36f16ac1
 @patch_to(FakeKis)
 def _search_info(self, p: dict[str, str]) -> _Reply:
     s = self._symbols.get(p.get("PDNO", ""))
@@ -1069,11 +1111,13 @@ def _search_info(self, p: dict[str, str]) -> _Reply:
         "ovrs_excg_cd": EXCHANGES[s.exchange][0], "tr_crcy_cd": "USD",
         "natn_cd": "840", "natn_name": "미국"}})
 
-# %% ../../nbs/17_testing_kis.ipynb #16ccdbb2
+# %% ../../nbs/17_testing_kis.ipynb #b1b5cf4d
 @patch_to(FakeKis)
 def _excg(self, symbol: str) -> str:
+    "The order code (NASD/NYSE/AMEX) of `symbol`'s exchange."
     return EXCHANGES[self._symbols[symbol].exchange][0]
 
+# %% ../../nbs/17_testing_kis.ipynb #9311b4a9
 @patch_to(FakeKis)
 def _account_ok(self, domain: Domain, fields: dict[str, Any]) -> bool:
     "Do the request's CANO / ACNT_PRDT_CD name this domain's account?"
@@ -1081,7 +1125,7 @@ def _account_ok(self, domain: Domain, fields: dict[str, Any]) -> bool:
     return (acct is not None and fields.get("CANO") == acct.creds.cano
             and fields.get("ACNT_PRDT_CD") == acct.creds.product)
 
-# %% ../../nbs/17_testing_kis.ipynb #0d404f2a
+# %% ../../nbs/17_testing_kis.ipynb #b915d3f2
 @patch_to(FakeKis)
 def _new_order(self, domain: Domain, symbol: str, excg: str, side: Literal["buy", "sell"],
                qty: int, price: Decimal, ord_dvsn: str,
@@ -1094,13 +1138,14 @@ def _new_order(self, domain: Domain, symbol: str, excg: str, side: Literal["buy"
     self.orders[odno] = o
     return o
 
+# %% ../../nbs/17_testing_kis.ipynb #361c108c
 @patch_to(FakeKis)
 def _order_answer(self, o: FakeOrder) -> _Reply:
     return _ok({"output": {"KRX_FWDG_ORD_ORGNO": "01790", "ODNO": o.odno,
                            "ORD_TMD": o.placed_at.astimezone(SEOUL).strftime("%H%M%S")}},
                "ok_order")
 
-# %% ../../nbs/17_testing_kis.ipynb #77182c00
+# %% ../../nbs/17_testing_kis.ipynb #28cb1338
 @patch_to(FakeKis)
 def _reserved_cash(self, domain: Domain) -> Decimal:
     return sum((o.remaining * o.price * (1 + self.commission_rate)
@@ -1108,6 +1153,7 @@ def _reserved_cash(self, domain: Domain) -> Decimal:
                 if o.domain == domain and o.side == "buy" and o.kind != "cancel"),
                Decimal(0))
 
+# %% ../../nbs/17_testing_kis.ipynb #d6b6978c
 @patch_to(FakeKis)
 def _reserved_qty(self, domain: Domain, symbol: str) -> int:
     return sum(o.remaining for o in self.orders.values()
@@ -1119,23 +1165,13 @@ def _orderable_qty(self, domain: Domain, symbol: str) -> int:
     h = self.accounts[domain].holdings.get(symbol)
     return (h.qty if h else 0) - self._reserved_qty(domain, symbol)
 
-# %% ../../nbs/17_testing_kis.ipynb #606804c9
+# %% ../../nbs/17_testing_kis.ipynb #0751640e
 @patch_to(FakeKis)
 def _marketable(self, o: FakeOrder) -> bool:
     last = self._symbols[o.symbol].last
     return o.price >= last if o.side == "buy" else o.price <= last
 
-@patch_to(FakeKis)
-def _auto_fill(self, o: FakeOrder, full: bool) -> None:
-    "Fill a marketable plain limit at the last price: all of it (`full`) or `partial_qty`."
-    if self.fill_mode == "never" or o.status != "open" or o.ord_dvsn != "00": return
-    if not self.market_open(): return
-    if not self._marketable(o): return
-    q = o.remaining if full else min(self.partial_qty, o.remaining)
-    if q > 0:
-        self._apply_fill(o, q, self._symbols[o.symbol].last)
-
-# %% ../../nbs/17_testing_kis.ipynb #728036ff
+# %% ../../nbs/17_testing_kis.ipynb #3221cde8
 @patch_to(FakeKis)
 def _apply_fill(self, o: FakeOrder, qty: int, price: Decimal) -> None:
     "Trade `qty` shares of `o` at `price`: cash, fees, holdings at cost, realised profit."
@@ -1160,13 +1196,24 @@ def _apply_fill(self, o: FakeOrder, qty: int, price: Decimal) -> None:
     if o.filled_qty >= o.qty:
         o.status = "filled"
 
-# %% ../../nbs/17_testing_kis.ipynb #ff6c3e2e
+# %% ../../nbs/17_testing_kis.ipynb #ee812014
+@patch_to(FakeKis)
+def _auto_fill(self, o: FakeOrder, full: bool) -> None:
+    "Fill a marketable plain limit at the last price: all of it (`full`) or `partial_qty`."
+    if self.fill_mode == "never" or o.status != "open" or o.ord_dvsn != "00": return
+    if not self.market_open(): return
+    if not self._marketable(o): return
+    q = o.remaining if full else min(self.partial_qty, o.remaining)
+    if q > 0:
+        self._apply_fill(o, q, self._symbols[o.symbol].last)
+
+# %% ../../nbs/17_testing_kis.ipynb #77dffef0
 def _allowed_ord_dvsn(domain: Domain, side: str) -> set[str]:
     "The order types (`ORD_DVSN`) KIS accepts for US stocks on `domain` for `side`."
     return ({"00"} if domain == "virtual" else
             {"00", "32", "34"} if side == "buy" else {"00", "31", "32", "33", "34"})
 
-# %% ../../nbs/17_testing_kis.ipynb #d5f31d29
+# %% ../../nbs/17_testing_kis.ipynb #d27f0870
 def _price_error(ord_dvsn: str, qty: int, price: Decimal) -> _Reply | None:
     "The answer to a quantity or price KIS refuses, else None."
     if qty <= 0: return _api_error(*ERRORS["bad_qty"])
@@ -1176,7 +1223,7 @@ def _price_error(ord_dvsn: str, qty: int, price: Decimal) -> _Reply | None:
     if price % tick != 0: return _api_error(*ERRORS["tick"])
     return None
 
-# %% ../../nbs/17_testing_kis.ipynb #b9508d3c
+# %% ../../nbs/17_testing_kis.ipynb #aaef118b
 @patch_to(FakeKis)
 def _order_form(self, domain: Domain, side: str, b: dict[str, Any]
                 ) -> _Reply | tuple[str, str, int, Decimal, str]:
@@ -1196,7 +1243,7 @@ def _order_form(self, domain: Domain, side: str, b: dict[str, Any]
     if (err := _price_error(ord_dvsn, qty, price)) is not None: return err
     return symbol, excg, qty, price, ord_dvsn
 
-# %% ../../nbs/17_testing_kis.ipynb #aa72f509
+# %% ../../nbs/17_testing_kis.ipynb #bea3fdc8
 @patch_to(FakeKis)
 def _afford(self, domain: Domain, side: str, symbol: str, qty: int, price: Decimal
             ) -> _Reply | None:
@@ -1208,7 +1255,7 @@ def _afford(self, domain: Domain, side: str, symbol: str, qty: int, price: Decim
         return _api_error(*ERRORS["qty"])
     return None
 
-# %% ../../nbs/17_testing_kis.ipynb #a356fd61
+# %% ../../nbs/17_testing_kis.ipynb #7d5d1722
 @patch_to(FakeKis)
 def _order(self, domain: Domain, tr_id: str, b: dict[str, Any]) -> _Reply:
     "POST trading/order: check the order, book it, fill it if marketable (see Fills)."
@@ -1224,21 +1271,7 @@ def _order(self, domain: Domain, tr_id: str, b: dict[str, Any]) -> _Reply:
         self._auto_fill(o, full=self.fill_mode == "immediate")
     return self._order_answer(o)
 
-# %% ../../nbs/17_testing_kis.ipynb #688f33e4
-@patch_to(FakeKis)
-def _rvsecncl(self, domain: Domain, b: dict[str, Any]) -> _Reply:
-    "POST trading/order-rvsecncl: modify (01) or cancel (02) what is open of an order."
-    if not self._account_ok(domain, b): return _api_error(*ERRORS["account"])
-    orig = self.orders.get(str(b.get("ORGN_ODNO", "")))
-    if (orig is None or orig.domain != domain or orig.status != "open"
-            or orig.symbol != b.get("PDNO") or orig.exchange != b.get("OVRS_EXCG_CD")):
-        return _api_error(*ERRORS["no_order"])
-    if not self.market_open(): return _api_error(*self.market_closed_answer[domain])
-    dvsn = str(b.get("RVSE_CNCL_DVSN_CD", ""))
-    if dvsn == "02": return self._cancel_row(orig)
-    if dvsn == "01": return self._modify(orig, b)
-    return _gw_error("ord_dvsn")
-
+# %% ../../nbs/17_testing_kis.ipynb #d07e0e0b
 @patch_to(FakeKis)
 def _cancel_row(self, orig: FakeOrder) -> _Reply:
     row = self._new_order(orig.domain, orig.symbol, orig.exchange, orig.side, orig.remaining,
@@ -1246,7 +1279,7 @@ def _cancel_row(self, orig: FakeOrder) -> _Reply:
     self._close_order(orig, "cancelled")
     return self._order_answer(row)
 
-# %% ../../nbs/17_testing_kis.ipynb #e4bf5e01
+# %% ../../nbs/17_testing_kis.ipynb #fbe8e15e
 @patch_to(FakeKis)
 def _modify(self, orig: FakeOrder, b: dict[str, Any]) -> _Reply:
     "Replace the open remainder of `orig` by a `modify` row with the body's quantity and price."
@@ -1263,7 +1296,22 @@ def _modify(self, orig: FakeOrder, b: dict[str, Any]) -> _Reply:
     self._auto_fill(new, full=self.fill_mode == "immediate")
     return self._order_answer(new)
 
-# %% ../../nbs/17_testing_kis.ipynb #c58fe603
+# %% ../../nbs/17_testing_kis.ipynb #e57c58f1
+@patch_to(FakeKis)
+def _rvsecncl(self, domain: Domain, b: dict[str, Any]) -> _Reply:
+    "POST trading/order-rvsecncl: modify (01) or cancel (02) what is open of an order."
+    if not self._account_ok(domain, b): return _api_error(*ERRORS["account"])
+    orig = self.orders.get(str(b.get("ORGN_ODNO", "")))
+    if (orig is None or orig.domain != domain or orig.status != "open"
+            or orig.symbol != b.get("PDNO") or orig.exchange != b.get("OVRS_EXCG_CD")):
+        return _api_error(*ERRORS["no_order"])
+    if not self.market_open(): return _api_error(*self.market_closed_answer[domain])
+    dvsn = str(b.get("RVSE_CNCL_DVSN_CD", ""))
+    if dvsn == "02": return self._cancel_row(orig)
+    if dvsn == "01": return self._modify(orig, b)
+    return _gw_error("ord_dvsn")
+
+# %% ../../nbs/17_testing_kis.ipynb #f3e1a256
 @patch_to(FakeKis)
 def set_cash(self, domain: Domain, usd: float | Decimal) -> None:
     with self._lock:
@@ -1276,6 +1324,7 @@ def set_holding(self, domain: Domain, symbol: str, qty: int, avg_price: float | 
         if qty <= 0: acct.holdings.pop(symbol, None)
         else: acct.holdings[symbol] = _Holding(symbol, qty, _d(avg_price) * qty)
 
+# %% ../../nbs/17_testing_kis.ipynb #f66fa76c
 @patch_to(FakeKis)
 def cash(self, domain: Domain) -> Decimal:
     return self.accounts[domain].cash
@@ -1287,7 +1336,7 @@ def holding(self, domain: Domain, symbol: str) -> tuple[int, Decimal]:
     if h is None or h.qty == 0: return 0, Decimal(0)
     return h.qty, h.cost / h.qty
 
-# %% ../../nbs/17_testing_kis.ipynb #4a95636d
+# %% ../../nbs/17_testing_kis.ipynb #41fb225b
 @patch_to(FakeKis)
 def open_orders(self, domain: Domain | None = None) -> list[FakeOrder]:
     with self._lock:
@@ -1295,6 +1344,7 @@ def open_orders(self, domain: Domain | None = None) -> list[FakeOrder]:
         return [o for o in self.orders.values()
                 if o.status == "open" and (domain is None or o.domain == domain)]
 
+# %% ../../nbs/17_testing_kis.ipynb #d65886e4
 @patch_to(FakeKis)
 def place_order(self, domain: Domain, symbol: str, side: Literal["buy", "sell"], qty: int,
                 price: float | Decimal, *, auto_fill: bool = False) -> FakeOrder:
@@ -1305,7 +1355,7 @@ def place_order(self, domain: Domain, symbol: str, side: Literal["buy", "sell"],
             self._auto_fill(o, full=self.fill_mode == "immediate")
         return o
 
-# %% ../../nbs/17_testing_kis.ipynb #8043faa6
+# %% ../../nbs/17_testing_kis.ipynb #f224b13c
 @patch_to(FakeKis)
 def fill(self, odno: str, qty: int | None = None, price: float | Decimal | None = None) -> None:
     "Fill `qty` (default: all remaining) of an open order at `price` (default: its limit)."
@@ -1318,13 +1368,14 @@ def fill(self, odno: str, qty: int | None = None, price: float | Decimal | None 
             raise ValueError(f"cannot fill {q} of {o.remaining} remaining")
         self._apply_fill(o, q, o.price if price is None else _d(price))
 
+# %% ../../nbs/17_testing_kis.ipynb #70cf968c
 @patch_to(FakeKis)
 def cancel(self, odno: str) -> None:
     "Cancel the remainder of an open order on the exchange side (no request row)."
     with self._lock:
         self._close_order(self.orders[odno], "cancelled")
 
-# %% ../../nbs/17_testing_kis.ipynb #51576ce8
+# %% ../../nbs/17_testing_kis.ipynb #75335154
 @patch_to(FakeKis)
 def _paged(self, rows: list[dict[str, Any]], p: dict[str, str], cont: bool, fk: str
            ) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
@@ -1337,13 +1388,14 @@ def _paged(self, rows: list[dict[str, Any]], p: dict[str, str], cont: bool, fk: 
     ctx = {"ctx_area_fk200": fk, "ctx_area_nk200": str(nxt) if more else ""}
     return page, ctx, "M" if more else "D"
 
+# %% ../../nbs/17_testing_kis.ipynb #e0016578
 def _excg_filter(code: str, exchange: str, exact: bool) -> bool:
     "'', '%' = all; NASD = all US unless `exact` (virtual balance); else that exchange."
     if code in ("", "%"): return True
     if code == "NASD" and not exact: return True
     return code == exchange
 
-# %% ../../nbs/17_testing_kis.ipynb #7c64fc54
+# %% ../../nbs/17_testing_kis.ipynb #27080243
 @patch_to(FakeKis)
 def _row(self, o: FakeOrder) -> dict[str, Any]:
     s = self._symbols.get(o.symbol)
@@ -1371,7 +1423,7 @@ def _row(self, o: FakeOrder) -> dict[str, Any]:
         "rvse_cncl_dvsn_cd": {"order": "00", "modify": "01", "cancel": "02"}[o.kind],
     }
 
-# %% ../../nbs/17_testing_kis.ipynb #e6698d67
+# %% ../../nbs/17_testing_kis.ipynb #5e6174ed
 def _ccnl_wanted(r: dict[str, Any], p: dict[str, str], start: str, end: str) -> bool:
     "Does the ccnl row `r` pass the query's dates, symbol, side and filled/unfilled filters?"
     pdno, sb, cn = p.get("PDNO", ""), p.get("SLL_BUY_DVSN", "00"), p.get("CCLD_NCCS_DVSN", "00")
@@ -1380,6 +1432,7 @@ def _ccnl_wanted(r: dict[str, Any], p: dict[str, str], start: str, end: str) -> 
     if cn == "01" and int(r["ft_ccld_qty"]) == 0: return False
     return not (cn == "02" and r["nccs_qty"] == "0")
 
+# %% ../../nbs/17_testing_kis.ipynb #9a000c7d
 @patch_to(FakeKis)
 def _ccnl(self, domain: Domain, p: dict[str, str], cont: bool) -> _Reply:
     "inquire-ccnl: the domain's orders and request rows between two dates, paged."
@@ -1397,7 +1450,7 @@ def _ccnl(self, domain: Domain, p: dict[str, str], cont: bool) -> _Reply:
                                   f"{start}{end}{p.get('PDNO', '')}")
     return _ok({**ctx, "output": page}, "ok_more" if more == "M" else "ok_query", more)
 
-# %% ../../nbs/17_testing_kis.ipynb #ffafe5c8
+# %% ../../nbs/17_testing_kis.ipynb #72ce49ff
 @patch_to(FakeKis)
 def _nccs(self, domain: Domain, p: dict[str, str], cont: bool) -> _Reply:
     "inquire-nccs: the domain's open orders (not cancel rows), oldest first, paged."
@@ -1408,7 +1461,7 @@ def _nccs(self, domain: Domain, p: dict[str, str], cont: bool) -> _Reply:
     page, ctx, more = self._paged(rows, p, cont, p.get("OVRS_EXCG_CD", ""))
     return _ok({**ctx, "output": page}, "ok_more" if more == "M" else "ok_query", more)
 
-# %% ../../nbs/17_testing_kis.ipynb #24f6eab9
+# %% ../../nbs/17_testing_kis.ipynb #79a076fd
 @patch_to(FakeKis)
 def _holding_rows(self, domain: Domain) -> list[tuple[_Holding, _Symbol | None, Decimal]]:
     "(holding, its symbol, its last price) per holding of `domain`, by symbol."
@@ -1418,7 +1471,7 @@ def _holding_rows(self, domain: Domain) -> list[tuple[_Holding, _Symbol | None, 
         out.append((h, s, s.last if s else (h.cost / h.qty if h.qty else Decimal(0))))
     return out
 
-# %% ../../nbs/17_testing_kis.ipynb #a357849c
+# %% ../../nbs/17_testing_kis.ipynb #74682890
 @patch_to(FakeKis)
 def _present_holdings(self, domain: Domain) -> list[dict[str, str]]:
     "inquire-present-balance's output1: one row per holding."
@@ -1443,7 +1496,7 @@ def _present_holdings(self, domain: Domain) -> list[dict[str, str]]:
             "item_lnkg_excg_cd": excg})
     return out1
 
-# %% ../../nbs/17_testing_kis.ipynb #0de6e2f9
+# %% ../../nbs/17_testing_kis.ipynb #6450e6be
 @patch_to(FakeKis)
 def _present_cash(self, domain: Domain) -> list[dict[str, str]]:
     "inquire-present-balance's output2: the USD deposit, what open buys reserve, the rest."
@@ -1456,7 +1509,7 @@ def _present_cash(self, domain: Domain) -> list[dict[str, str]]:
         "frcr_evlu_amt2": _p2(cash * rate), "acpl_cstd_crcy_yn": "N",
         "nxdy_frcr_drwg_psbl_amt": _p2(cash - reserved)}]
 
-# %% ../../nbs/17_testing_kis.ipynb #01cf91dc
+# %% ../../nbs/17_testing_kis.ipynb #25565732
 @patch_to(FakeKis)
 def _present_totals(self, domain: Domain) -> dict[str, str]:
     "inquire-present-balance's output3: the account's totals in KRW."
@@ -1478,7 +1531,7 @@ def _present_totals(self, domain: Domain) -> dict[str, str]:
         "ustl_sll_amt_smtl": "0", "ustl_buy_amt_smtl": "0", "tot_frcr_cblc_smtl": "0",
         "tot_loan_amt": "0"}
 
-# %% ../../nbs/17_testing_kis.ipynb #d4c21448
+# %% ../../nbs/17_testing_kis.ipynb #bc34bbc7
 @patch_to(FakeKis)
 def _present_balance(self, domain: Domain, p: dict[str, str]) -> _Reply:
     "inquire-present-balance: holdings (US queries only), cash per currency, totals."
@@ -1487,7 +1540,7 @@ def _present_balance(self, domain: Domain, p: dict[str, str]) -> _Reply:
     return _ok({"output1": self._present_holdings(domain) if us else [],
                 "output2": self._present_cash(domain), "output3": self._present_totals(domain)})
 
-# %% ../../nbs/17_testing_kis.ipynb #e082b8f9
+# %% ../../nbs/17_testing_kis.ipynb #5efc9be9
 @patch_to(FakeKis)
 def _balance_row(self, domain: Domain, h: _Holding, s: _Symbol | None, last: Decimal,
                  excg: str) -> dict[str, str]:
@@ -1505,7 +1558,7 @@ def _balance_row(self, domain: Domain, h: _Holding, s: _Symbol | None, last: Dec
         "now_pric2": _p4(last), "tr_crcy_cd": "USD", "ovrs_excg_cd": excg,
         "loan_type_cd": "10", "loan_dt": "", "expd_dt": ""}
 
-# %% ../../nbs/17_testing_kis.ipynb #6a0adf9d
+# %% ../../nbs/17_testing_kis.ipynb #a4c50e27
 @patch_to(FakeKis)
 def _balance(self, domain: Domain, p: dict[str, str], cont: bool) -> _Reply:
     "inquire-balance: holdings on the asked exchange (paged) and realised profit."
@@ -1526,7 +1579,7 @@ def _balance(self, domain: Domain, p: dict[str, str], cont: bool) -> _Reply:
     return _ok({**ctx, "output1": page, "output2": out2},
                "ok_more" if more == "M" else "ok_query", more)
 
-# %% ../../nbs/17_testing_kis.ipynb #df2bdc9d
+# %% ../../nbs/17_testing_kis.ipynb #bcffa032
 @patch_to(FakeKis)
 def _psamount(self, domain: Domain, p: dict[str, str]) -> _Reply:
     "inquire-psamount: unreserved cash and the whole shares it buys at a price (or the last)."

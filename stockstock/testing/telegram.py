@@ -40,10 +40,11 @@ class ApiError(Exception):
         super().__init__(description)
         self.status, self.description, self.parameters = status, description, parameters
 
+# %% ../../nbs/17a_testing_telegram.ipynb #e39d93d5
 def bad_request(detail: str) -> ApiError:
     return ApiError(400, f"Bad Request: {detail}")
 
-# %% ../../nbs/17a_testing_telegram.ipynb #e39d93d5
+# %% ../../nbs/17a_testing_telegram.ipynb #947040e8
 @dataclass(frozen=True)
 class SentMessage:
     "One successful sendMessage call, as the fake recorded it."
@@ -55,6 +56,7 @@ class SentMessage:
     plain_text: str                # text after entity parsing (what the user would read)
     params: dict[str, Any] = field(default_factory=dict)  # every decoded parameter
 
+# %% ../../nbs/17a_testing_telegram.ipynb #530f9da3
 @dataclass(frozen=True)
 class RequestRecord:
     "One request to /bot<token>/<method> (or anything else), in arrival order."
@@ -64,7 +66,7 @@ class RequestRecord:
     params: dict[str, Any] = field(default_factory=dict)
     fault: str | None = None       # the injected fault's kind, if one fired
 
-# %% ../../nbs/17a_testing_telegram.ipynb #41632ca8
+# %% ../../nbs/17a_testing_telegram.ipynb #d263cf8c
 @dataclass
 class Fault:
     """An injected fault. `kind`: "status" (answer `status` + `description`), "delay" (sleep
@@ -79,7 +81,7 @@ class Fault:
     delay: float = 0.0
     deliver: bool = False
 
-# %% ../../nbs/17a_testing_telegram.ipynb #67bb8ab4
+# %% ../../nbs/17a_testing_telegram.ipynb #e8a7bc34
 _COMMAND = re.compile(r"(?<![\w/])/[A-Za-z0-9_]{1,32}(?:@[A-Za-z0-9_]{3,32})?")
 
 def _utf16_len(text: str) -> int:
@@ -90,7 +92,7 @@ def command_entities(text: str) -> list[dict[str, Any]]:
     return [{"type": "bot_command", "offset": _utf16_len(text[:m.start()]),
              "length": _utf16_len(m.group())} for m in _COMMAND.finditer(text)]
 
-# %% ../../nbs/17a_testing_telegram.ipynb #fb8821bc
+# %% ../../nbs/17a_testing_telegram.ipynb #939afcf8
 HTML_TAGS = frozenset({"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span",
                        "tg-spoiler", "a", "code", "pre", "blockquote", "tg-emoji"})
 _ENTITY = re.compile(r"&(#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|lt|gt|amp|quot);")
@@ -102,7 +104,7 @@ def _at(text: str, i: int) -> str:
     "Where an error is, as Telegram says it: 'at byte offset N' (UTF-8 bytes)."
     return f"at byte offset {len(text[:i].encode('utf-8'))}"
 
-# %% ../../nbs/17a_testing_telegram.ipynb #7fbbb316
+# %% ../../nbs/17a_testing_telegram.ipynb #5a365eb7
 def _char_ref(text: str, i: int) -> tuple[str, int]:
     "What the `&` at `i` stands for and where the text goes on; unknown `&...` is kept as is."
     m = _ENTITY.match(text, i)
@@ -112,7 +114,7 @@ def _char_ref(text: str, i: int) -> tuple[str, int]:
     except (ValueError, OverflowError):
         return m.group(), m.end()
 
-# %% ../../nbs/17a_testing_telegram.ipynb #939afcf8
+# %% ../../nbs/17a_testing_telegram.ipynb #165b9af3
 def _end_tag(text: str, i: int, stack: list[str]) -> int:
     "Close the innermost open tag with the end tag at `i`; where the text goes on."
     close = text.find(">", i)
@@ -125,7 +127,7 @@ def _end_tag(text: str, i: int, stack: list[str]) -> int:
     stack.pop()
     return close + 1
 
-# %% ../../nbs/17a_testing_telegram.ipynb #5a365eb7
+# %% ../../nbs/17a_testing_telegram.ipynb #f336d6f6
 def _start_tag(text: str, i: int, stack: list[str]) -> int:
     "Open the tag that starts at `i` if Telegram supports it; where the text goes on."
     close, j = text.find(">", i), i + 1
@@ -140,7 +142,7 @@ def _start_tag(text: str, i: int, stack: list[str]) -> int:
     stack.append(name)
     return close + 1
 
-# %% ../../nbs/17a_testing_telegram.ipynb #165b9af3
+# %% ../../nbs/17a_testing_telegram.ipynb #998b37ee
 def check_html(text: str) -> str:
     """Parse Telegram-HTML `text` and return its plain text; raise `ApiError` 400 "can't parse
     entities" for what Telegram rejects: an unsupported or unclosed tag (every `<` starts a
@@ -161,11 +163,12 @@ def check_html(text: str) -> str:
     if stack: raise _entity_error(f'Can\'t find end tag corresponding to start tag "{stack[-1]}"')
     return "".join(out)
 
-# %% ../../nbs/17a_testing_telegram.ipynb #ac16f53c
+# %% ../../nbs/17a_testing_telegram.ipynb #a8985d52
 _MDV2_CODE = re.compile(r"```.*?```|`[^`]*`", re.S)
 _MDV2_LINK_TARGET = re.compile(r"\]\((?:\\.|[^)\\])*\)")
 _MDV2_NEVER_MARKUP = ".-=+#{}!"
 
+# %% ../../nbs/17a_testing_telegram.ipynb #2cfab041
 def check_markdown_v2(text: str) -> None:
     """A deliberately partial MarkdownV2 check: characters that are never markup
     (`. - = + # { } !` outside code and link targets) must be escaped with a backslash,
@@ -182,7 +185,7 @@ def check_markdown_v2(text: str) -> None:
                               "escaped with the preceding '\\'")
         i += 1
 
-# %% ../../nbs/17a_testing_telegram.ipynb #35fe58a1
+# %% ../../nbs/17a_testing_telegram.ipynb #ecd0a2b3
 # Values PTB sends JSON-encoded inside form fields.
 _JSON_FIELDS = frozenset({"reply_markup", "entities", "caption_entities", "commands", "scope",
                           "allowed_updates", "link_preview_options", "reply_parameters",
@@ -196,7 +199,7 @@ def _number(kind: Callable[[str], Any], value: str, error: str) -> Any:
     except ValueError:
         raise bad_request(error) from None
 
-# %% ../../nbs/17a_testing_telegram.ipynb #2cc5af41
+# %% ../../nbs/17a_testing_telegram.ipynb #ec68178b
 def _coerce(name: str, value: Any) -> Any:
     "Decode one form field the way Telegram would (PTB sends non-strings JSON-encoded)."
     if not isinstance(value, str): return value
@@ -211,7 +214,7 @@ def _coerce(name: str, value: Any) -> Any:
     if value in ("true", "false") and _BOOL_FIELD.match(name): return value == "true"
     return value
 
-# %% ../../nbs/17a_testing_telegram.ipynb #a30a566d
+# %% ../../nbs/17a_testing_telegram.ipynb #054584de
 def _multipart(ctype: str, body: bytes) -> dict[str, Any]:
     "The fields of a multipart/form-data body: text as str, files as bytes."
     msg = email.parser.BytesParser().parsebytes(f"Content-Type: {ctype}\r\n\r\n".encode() + body)
@@ -225,6 +228,7 @@ def _multipart(ctype: str, body: bytes) -> dict[str, Any]:
             out[name] = payload
     return out
 
+# %% ../../nbs/17a_testing_telegram.ipynb #206db9b0
 def _body_params(ctype: str, body: bytes) -> dict[str, Any]:
     "The fields of a JSON, multipart or form-encoded request body."
     if ctype.startswith("application/json"):
@@ -234,7 +238,7 @@ def _body_params(ctype: str, body: bytes) -> dict[str, Any]:
     if ctype.startswith("multipart/form-data"): return _multipart(ctype, body)
     return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
 
-# %% ../../nbs/17a_testing_telegram.ipynb #019b40f9
+# %% ../../nbs/17a_testing_telegram.ipynb #aff9bfb6
 def _read_params(req: BaseHTTPRequestHandler) -> dict[str, Any]:
     "Every field of the request (query, then body), decoded as Telegram would."
     raw: dict[str, Any] = dict(parse_qsl(urlsplit(req.path).query))
@@ -243,28 +247,20 @@ def _read_params(req: BaseHTTPRequestHandler) -> dict[str, Any]:
     if body: raw |= _body_params(req.headers.get("Content-Type", ""), body)
     return {k: _coerce(k, v) for k, v in raw.items()}
 
-# %% ../../nbs/17a_testing_telegram.ipynb #11ba482a
+# %% ../../nbs/17a_testing_telegram.ipynb #a1c41ff2
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False      # never join handler threads (long polls) on close
     allow_reuse_address = True
     fake: FakeTelegram
 
+# %% ../../nbs/17a_testing_telegram.ipynb #170786c4
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"   # keep-alive, as httpx expects
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
         "Silenced: the default writes the request line — with the bot token — to stderr."
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.fake._track(self.connection, True)
-
-    def finish(self) -> None:
-        with contextlib.suppress(OSError):
-            super().finish()
-        self.server.fake._track(self.connection, False)
 
     def handle_one_request(self) -> None:
         try:
@@ -277,7 +273,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST
 
-# %% ../../nbs/17a_testing_telegram.ipynb #054584de
+# %% ../../nbs/17a_testing_telegram.ipynb #fb0e66d3
+@patch_to(_Handler)
+def setup(self) -> None:
+    BaseHTTPRequestHandler.setup(self)
+    self.server.fake._track(self.connection, True)
+
+@patch_to(_Handler)
+def finish(self) -> None:
+    with contextlib.suppress(OSError):
+        BaseHTTPRequestHandler.finish(self)
+    self.server.fake._track(self.connection, False)
+
+# %% ../../nbs/17a_testing_telegram.ipynb #0c70311a
 @patch_to(_Handler)
 def reply(self, status: int, payload: dict[str, Any]) -> None:
     body = json.dumps(payload).encode()
@@ -288,13 +296,14 @@ def reply(self, status: int, payload: dict[str, Any]) -> None:
     self.wfile.write(body)
     self.wfile.flush()
 
+# %% ../../nbs/17a_testing_telegram.ipynb #a5de729d
 @patch_to(_Handler)
 def drop_connection(self) -> None:
     self.close_connection = True
     with contextlib.suppress(OSError):
         self.connection.shutdown(socket.SHUT_RDWR)
 
-# %% ../../nbs/17a_testing_telegram.ipynb #1e46174d
+# %% ../../nbs/17a_testing_telegram.ipynb #f9c3956e
 class FakeTelegram:
     "Loopback fake Bot API server. Use as a context manager (or `start()` / `close()`)."
     def __init__(self, token: str = DEFAULT_TOKEN, *, # the bot token the fake accepts
@@ -315,7 +324,7 @@ class FakeTelegram:
         self.webhook_url = ""
         self._init_state()
 
-# %% ../../nbs/17a_testing_telegram.ipynb #aff9bfb6
+# %% ../../nbs/17a_testing_telegram.ipynb #bedf6333
 @patch_to(FakeTelegram)
 def _init_state(self) -> None:
     "The lock and condition every wait uses, pending updates, id counters, faults, the server."
@@ -331,7 +340,7 @@ def _init_state(self) -> None:
     self._server: _Server | None = None
     self._thread: threading.Thread | None = None
 
-# %% ../../nbs/17a_testing_telegram.ipynb #a1c41ff2
+# %% ../../nbs/17a_testing_telegram.ipynb #d1eb03d2
 @patch_to(FakeTelegram)
 def start(self) -> FakeTelegram:
     self._server = _Server(("127.0.0.1", 0), _Handler)
@@ -342,6 +351,7 @@ def start(self) -> FakeTelegram:
     self._thread.start()
     return self
 
+# %% ../../nbs/17a_testing_telegram.ipynb #4e644e49
 @patch_to(FakeTelegram)
 def close(self) -> None:
     "Stop serving: wakes long polls and delays, closes every open connection."
@@ -359,7 +369,7 @@ def close(self) -> None:
     if self._thread is not None:
         self._thread.join(timeout=5)
 
-# %% ../../nbs/17a_testing_telegram.ipynb #451e2e10
+# %% ../../nbs/17a_testing_telegram.ipynb #8d8b5fab
 @patch_to(FakeTelegram)
 def __enter__(self) -> FakeTelegram:
     return self.start()
@@ -368,6 +378,7 @@ def __enter__(self) -> FakeTelegram:
 def __exit__(self, *exc: object) -> None:
     self.close()
 
+# %% ../../nbs/17a_testing_telegram.ipynb #f2e7c702
 @patch_to(FakeTelegram, as_prop=True)
 def port(self) -> int:
     assert self._server is not None, "FakeTelegram is not started"
@@ -378,6 +389,7 @@ def url(self) -> str:
     "The API root, like https://api.telegram.org (the TELEGRAM_API_URL setting)."
     return f"http://127.0.0.1:{self.port}"
 
+# %% ../../nbs/17a_testing_telegram.ipynb #244d74fe
 @patch_to(FakeTelegram, as_prop=True)
 def base_url(self) -> str:
     return f"{self.url}/bot"
@@ -386,12 +398,13 @@ def base_url(self) -> str:
 def base_file_url(self) -> str:
     return f"{self.url}/file/bot"
 
-# %% ../../nbs/17a_testing_telegram.ipynb #6b2b8587
+# %% ../../nbs/17a_testing_telegram.ipynb #c2b1679a
 @patch_to(FakeTelegram)
 def _track(self, conn: socket.socket, add: bool) -> None:
     with self._cond:
         (self._conns.add if add else self._conns.discard)(conn)
 
+# %% ../../nbs/17a_testing_telegram.ipynb #e23285dd
 @patch_to(FakeTelegram)
 def _log(self, method: str, arrived: float, status: int, params: dict[str, Any],
          fault: Fault | None) -> None:
@@ -400,13 +413,14 @@ def _log(self, method: str, arrived: float, status: int, params: dict[str, Any],
                                            fault.kind if fault else None))
         self._cond.notify_all()
 
-# %% ../../nbs/17a_testing_telegram.ipynb #649727e2
+# %% ../../nbs/17a_testing_telegram.ipynb #be842763
 @patch_to(FakeTelegram)
 def fault(self, method: str, fault: Fault) -> None:
     "Inject `fault` for `method` (case-insensitive; '*' = every method). Faults queue up."
     with self._cond:
         self._faults.setdefault(method.lower(), []).append(fault)
 
+# %% ../../nbs/17a_testing_telegram.ipynb #2e3726a2
 @patch_to(FakeTelegram)
 def _take_fault(self, method: str) -> Fault | None:
     "The fault this request fires (one use of it), if any."
@@ -422,7 +436,7 @@ def _take_fault(self, method: str) -> Fault | None:
                 return fault
     return None
 
-# %% ../../nbs/17a_testing_telegram.ipynb #04a4a466
+# %% ../../nbs/17a_testing_telegram.ipynb #886d996c
 @patch_to(FakeTelegram)
 def fail(self, method: str, status: int = 500, description: str | None = None, *,
          times: int | None = 1, parameters: dict[str, Any] | None = None) -> None:
@@ -431,13 +445,14 @@ def fail(self, method: str, status: int = 500, description: str | None = None, *
         description = HTTPStatus(status).phrase
     self.fault(method, Fault("status", times, status, description, parameters))
 
+# %% ../../nbs/17a_testing_telegram.ipynb #c4c77ab1
 @patch_to(FakeTelegram)
 def rate_limit(self, method: str, retry_after: int, *, times: int | None = 1) -> None:
     "Answer 429 Too Many Requests with `parameters.retry_after`, exactly like Telegram."
     self.fail(method, 429, f"Too Many Requests: retry after {retry_after}", times=times,
               parameters={"retry_after": retry_after})
 
-# %% ../../nbs/17a_testing_telegram.ipynb #0be5f72a
+# %% ../../nbs/17a_testing_telegram.ipynb #5ebb324a
 @patch_to(FakeTelegram)
 def delay(self, method: str, seconds: float, *, times: int | None = 1) -> None:
     "Sleep `seconds` before answering (normally) — to provoke client read timeouts."
@@ -448,12 +463,13 @@ def drop(self, method: str, *, times: int | None = 1, deliver: bool = False) -> 
     "Close the connection without answering (`deliver`: after processing the request)."
     self.fault(method, Fault("drop", times, deliver=deliver))
 
+# %% ../../nbs/17a_testing_telegram.ipynb #1316f75c
 @patch_to(FakeTelegram)
 def clear_faults(self) -> None:
     with self._cond:
         self._faults.clear()
 
-# %% ../../nbs/17a_testing_telegram.ipynb #bedf6333
+# %% ../../nbs/17a_testing_telegram.ipynb #a8817115
 # Methods answered with `true` and otherwise ignored (recorded in the request log).
 _TRUE_METHODS = frozenset({"close", "logout", "sendchataction", "answercallbackquery",
                            "setmydescription", "setmyshortdescription", "setmyname",
@@ -464,6 +480,7 @@ _SERVED = {"getme": "_get_me", "getupdates": "_get_updates", "sendmessage": "_se
            "getwebhookinfo": "_get_webhook_info", "setmycommands": "_set_my_commands",
            "getmycommands": "_get_my_commands", "deletemycommands": "_delete_my_commands"}
 
+# %% ../../nbs/17a_testing_telegram.ipynb #7521bfc3
 @patch_to(FakeTelegram)
 def _dispatch(self, method: str, params: dict[str, Any]) -> Any:
     "The `result` of `method`, or `ApiError`."
@@ -473,18 +490,20 @@ def _dispatch(self, method: str, params: dict[str, Any]) -> Any:
     if key in _TRUE_METHODS: return True
     raise ApiError(404, "Not Found")
 
+# %% ../../nbs/17a_testing_telegram.ipynb #f0edf379
 @patch_to(FakeTelegram)
 def on(self, method: str, handler: Callable[[dict[str, Any]], Any]) -> None:
     """Serve (or override) `method` with `handler(params) -> result`; it may raise ApiError.
     Runs in a server thread, under no lock."""
     self._handlers[method.lower()] = handler
 
-# %% ../../nbs/17a_testing_telegram.ipynb #328ce342
+# %% ../../nbs/17a_testing_telegram.ipynb #2d92b0fa
 @patch_to(FakeTelegram)
 def _get_me(self, params: dict[str, Any]) -> dict[str, Any]:
     return {**self.bot_user, "can_join_groups": True,
             "can_read_all_group_messages": False, "supports_inline_queries": False}
 
+# %% ../../nbs/17a_testing_telegram.ipynb #84ad721a
 @patch_to(FakeTelegram)
 def _delete_webhook(self, params: dict[str, Any]) -> bool:
     with self._cond:
@@ -493,6 +512,7 @@ def _delete_webhook(self, params: dict[str, Any]) -> bool:
             self._updates.clear()
     return True
 
+# %% ../../nbs/17a_testing_telegram.ipynb #46dffde3
 @patch_to(FakeTelegram)
 def _set_webhook(self, params: dict[str, Any]) -> bool:
     with self._cond:
@@ -505,7 +525,7 @@ def _get_webhook_info(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"url": self.webhook_url, "has_custom_certificate": False,
                 "pending_update_count": len(self._updates)}
 
-# %% ../../nbs/17a_testing_telegram.ipynb #041cd559
+# %% ../../nbs/17a_testing_telegram.ipynb #79e7053e
 @patch_to(FakeTelegram)
 def _set_my_commands(self, params: dict[str, Any]) -> bool:
     commands = params.get("commands")
@@ -515,6 +535,7 @@ def _set_my_commands(self, params: dict[str, Any]) -> bool:
         self.commands = commands
     return True
 
+# %% ../../nbs/17a_testing_telegram.ipynb #877fb240
 @patch_to(FakeTelegram)
 def _get_my_commands(self, params: dict[str, Any]) -> list[dict[str, Any]]:
     with self._cond:
@@ -526,7 +547,32 @@ def _delete_my_commands(self, params: dict[str, Any]) -> bool:
         self.commands = []
     return True
 
-# %% ../../nbs/17a_testing_telegram.ipynb #8d8b5fab
+# %% ../../nbs/17a_testing_telegram.ipynb #17ec3609
+@patch_to(FakeTelegram)
+def _confirm(self, offset: Any) -> None:
+    "Forget the updates an `offset` confirms (call under the lock)."
+    if isinstance(offset, int) and offset < 0:
+        self._updates = self._updates[offset:]
+    elif isinstance(offset, int):
+        self._updates = [u for u in self._updates if u["update_id"] >= offset]
+
+# %% ../../nbs/17a_testing_telegram.ipynb #d7da63db
+@patch_to(FakeTelegram)
+def _wait_for_updates(self, generation: int, deadline: float, limit: int
+                      ) -> list[dict[str, Any]]:
+    "Pending updates as soon as there are some; [] at the deadline; 409 if another poll began."
+    while True:
+        if self._updates:
+            return self._updates[:limit]
+        if generation != self._poll_generation:
+            raise ApiError(409, "Conflict: terminated by other getUpdates request; "
+                                "make sure that only one bot instance is running")
+        left = deadline - time.monotonic()
+        if left <= 0 or self._closing.is_set():
+            return []
+        self._cond.wait(min(left, 0.25))
+
+# %% ../../nbs/17a_testing_telegram.ipynb #38544673
 @patch_to(FakeTelegram)
 def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
     offset = params.get("offset")
@@ -543,31 +589,7 @@ def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         self._confirm(offset)
         return self._wait_for_updates(generation, deadline, limit)
 
-@patch_to(FakeTelegram)
-def _confirm(self, offset: Any) -> None:
-    "Forget the updates an `offset` confirms (call under the lock)."
-    if isinstance(offset, int) and offset < 0:
-        self._updates = self._updates[offset:]
-    elif isinstance(offset, int):
-        self._updates = [u for u in self._updates if u["update_id"] >= offset]
-
-# %% ../../nbs/17a_testing_telegram.ipynb #00535832
-@patch_to(FakeTelegram)
-def _wait_for_updates(self, generation: int, deadline: float, limit: int
-                      ) -> list[dict[str, Any]]:
-    "Pending updates as soon as there are some; [] at the deadline; 409 if another poll began."
-    while True:
-        if self._updates:
-            return self._updates[:limit]
-        if generation != self._poll_generation:
-            raise ApiError(409, "Conflict: terminated by other getUpdates request; "
-                                "make sure that only one bot instance is running")
-        left = deadline - time.monotonic()
-        if left <= 0 or self._closing.is_set():
-            return []
-        self._cond.wait(min(left, 0.25))
-
-# %% ../../nbs/17a_testing_telegram.ipynb #244d74fe
+# %% ../../nbs/17a_testing_telegram.ipynb #6e017c5e
 def _plain_text(text: str, parse_mode: str | None) -> str:
     "What the user reads of `text` in `parse_mode`; `ApiError` 400 for markup Telegram refuses."
     mode = (parse_mode or "").lower()
@@ -578,7 +600,18 @@ def _plain_text(text: str, parse_mode: str | None) -> str:
     if mode in ("", "markdown"): return text
     raise bad_request(f"unsupported parse_mode {parse_mode}")
 
-# %% ../../nbs/17a_testing_telegram.ipynb #9d70897d
+# %% ../../nbs/17a_testing_telegram.ipynb #670fc72e
+@patch_to(FakeTelegram)
+def _message(self, chat_id: int | str, message_id: int, plain: str) -> dict[str, Any]:
+    "The `Message` Telegram answers a sendMessage with."
+    chat: dict[str, Any] = {"id": chat_id, "type": "private"}
+    if isinstance(chat_id, str) or chat_id < 0:
+        chat = {"id": chat_id if isinstance(chat_id, int) else -1000000000001,
+                "type": "supergroup", "title": str(chat_id)}
+    return {"message_id": message_id, "from": self.bot_user, "chat": chat,
+            "date": int(time.time()), "text": plain}
+
+# %% ../../nbs/17a_testing_telegram.ipynb #3207fccb
 @patch_to(FakeTelegram)
 def _send_message(self, params: dict[str, Any]) -> dict[str, Any]:
     chat_id = params.get("chat_id")
@@ -597,17 +630,56 @@ def _send_message(self, params: dict[str, Any]) -> dict[str, Any]:
                                      message_id, plain, dict(params)))
     return self._message(chat_id, message_id, plain)
 
+# %% ../../nbs/17a_testing_telegram.ipynb #deea8ee4
 @patch_to(FakeTelegram)
-def _message(self, chat_id: int | str, message_id: int, plain: str) -> dict[str, Any]:
-    "The `Message` Telegram answers a sendMessage with."
-    chat: dict[str, Any] = {"id": chat_id, "type": "private"}
-    if isinstance(chat_id, str) or chat_id < 0:
-        chat = {"id": chat_id if isinstance(chat_id, int) else -1000000000001,
-                "type": "supergroup", "title": str(chat_id)}
-    return {"message_id": message_id, "from": self.bot_user, "chat": chat,
-            "date": int(time.time()), "text": plain}
+def _answer(self, req: _Handler, method: str, arrived: float, params: dict[str, Any],
+            fault: Fault | None, error: ApiError | None, result: Any = None) -> None:
+    "Log the request, then send `result` or `error` in Telegram's envelope."
+    if error is None:
+        status, payload = 200, {"ok": True, "result": result}
+    else:
+        status = error.status
+        payload = {"ok": False, "error_code": error.status, "description": error.description}
+        if error.parameters:
+            payload["parameters"] = error.parameters
+    self._log(method, arrived, status, params, fault)
+    try:
+        req.reply(status, payload)
+    except OSError:
+        req.close_connection = True
 
-# %% ../../nbs/17a_testing_telegram.ipynb #e23285dd
+# %% ../../nbs/17a_testing_telegram.ipynb #46d2cea6
+@patch_to(FakeTelegram)
+def _drop(self, req: _Handler, method: str, arrived: float, params: dict[str, Any],
+          fault: Fault | None) -> None:
+    req.drop_connection()
+    self._log(method, arrived, 0, params, fault)
+
+# %% ../../nbs/17a_testing_telegram.ipynb #6f62e56a
+@patch_to(FakeTelegram)
+def _serve_method(self, req: _Handler, method: str, arrived: float,
+                  params: dict[str, Any]) -> None:
+    "Answer `method`, or let the fault it takes answer, delay or drop it."
+    fault = self._take_fault(method)
+    if fault is not None and fault.kind == "status":
+        error = ApiError(fault.status, fault.description, fault.parameters)
+        self._answer(req, method, arrived, params, fault, error)
+        return
+    closed = fault is not None and fault.kind == "delay" and self._closing.wait(fault.delay)
+    if closed or (fault is not None and fault.kind == "drop" and not fault.deliver):
+        self._drop(req, method, arrived, params, fault)
+        return
+    result, error = None, None
+    try:
+        result = self._dispatch(method, params)
+    except ApiError as exc:
+        error = exc
+    if fault is not None and fault.kind == "drop":   # delivered, but the answer is lost
+        self._drop(req, method, arrived, params, fault)
+        return
+    self._answer(req, method, arrived, params, fault, error, result)
+
+# %% ../../nbs/17a_testing_telegram.ipynb #6db0f56b
 @patch_to(FakeTelegram)
 def _serve(self, req: _Handler) -> None:
     arrived = time.monotonic()
@@ -628,55 +700,7 @@ def _serve(self, req: _Handler) -> None:
     else:
         self._serve_method(req, method, arrived, params)
 
-# %% ../../nbs/17a_testing_telegram.ipynb #374c7105
-@patch_to(FakeTelegram)
-def _serve_method(self, req: _Handler, method: str, arrived: float,
-                  params: dict[str, Any]) -> None:
-    "Answer `method`, or let the fault it takes answer, delay or drop it."
-    fault = self._take_fault(method)
-    if fault is not None and fault.kind == "status":
-        error = ApiError(fault.status, fault.description, fault.parameters)
-        self._answer(req, method, arrived, params, fault, error)
-        return
-    closed = fault is not None and fault.kind == "delay" and self._closing.wait(fault.delay)
-    if closed or (fault is not None and fault.kind == "drop" and not fault.deliver):
-        self._drop(req, method, arrived, params, fault)
-        return
-    try:
-        result: Any = self._dispatch(method, params)
-        error: ApiError | None = None
-    except ApiError as exc:
-        result, error = None, exc
-    if fault is not None and fault.kind == "drop":   # delivered, but the answer is lost
-        self._drop(req, method, arrived, params, fault)
-        return
-    self._answer(req, method, arrived, params, fault, error, result)
-
-# %% ../../nbs/17a_testing_telegram.ipynb #b05f45c9
-@patch_to(FakeTelegram)
-def _answer(self, req: _Handler, method: str, arrived: float, params: dict[str, Any],
-            fault: Fault | None, error: ApiError | None, result: Any = None) -> None:
-    "Log the request, then send `result` or `error` in Telegram's envelope."
-    if error is None:
-        status, payload = 200, {"ok": True, "result": result}
-    else:
-        status = error.status
-        payload = {"ok": False, "error_code": error.status, "description": error.description}
-        if error.parameters:
-            payload["parameters"] = error.parameters
-    self._log(method, arrived, status, params, fault)
-    try:
-        req.reply(status, payload)
-    except OSError:
-        req.close_connection = True
-
-@patch_to(FakeTelegram)
-def _drop(self, req: _Handler, method: str, arrived: float, params: dict[str, Any],
-          fault: Fault | None) -> None:
-    req.drop_connection()
-    self._log(method, arrived, 0, params, fault)
-
-# %% ../../nbs/17a_testing_telegram.ipynb #886d996c
+# %% ../../nbs/17a_testing_telegram.ipynb #fc8db6d7
 @patch_to(FakeTelegram)
 def push_update(self, update: dict[str, Any]) -> dict[str, Any]:
     "Queue a raw Update (an `update_id` is assigned if missing); returns it."
@@ -686,13 +710,14 @@ def push_update(self, update: dict[str, Any]) -> dict[str, Any]:
         self._cond.notify_all()
     return update
 
+# %% ../../nbs/17a_testing_telegram.ipynb #63faf952
 @patch_to(FakeTelegram, as_prop=True)
 def pending_updates(self) -> list[dict[str, Any]]:
     "Updates not yet confirmed by a getUpdates offset."
     with self._cond:
         return list(self._updates)
 
-# %% ../../nbs/17a_testing_telegram.ipynb #c4c77ab1
+# %% ../../nbs/17a_testing_telegram.ipynb #36942109
 @patch_to(FakeTelegram)
 def push_message(self, chat_id: int, text: str, user_id: int | None = None, *,
                  username: str | None = None) -> dict[str, Any]:
@@ -716,7 +741,7 @@ def push_message(self, chat_id: int, text: str, user_id: int | None = None, *,
         message["entities"] = entities
     return self.push_update({"message": message})
 
-# %% ../../nbs/17a_testing_telegram.ipynb #48940017
+# %% ../../nbs/17a_testing_telegram.ipynb #e1b0e9ff
 @patch_to(FakeTelegram)
 def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
     "Block until `predicate()` is truthy (checked after each request); return its value."
@@ -732,12 +757,13 @@ def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
                                    f"sent={[m.text for m in self.sent]!r}")
             self._cond.wait(min(left, 0.1))
 
+# %% ../../nbs/17a_testing_telegram.ipynb #b3be64b4
 @patch_to(FakeTelegram)
 def wait_for_sent(self, n: int = 1, timeout: float = 5.0) -> list[SentMessage]:
     "Block until at least `n` messages were sent; return a copy of `sent`."
     return self.wait_for(lambda: list(self.sent) if len(self.sent) >= n else None, timeout)
 
-# %% ../../nbs/17a_testing_telegram.ipynb #c15d5377
+# %% ../../nbs/17a_testing_telegram.ipynb #277cde42
 @patch_to(FakeTelegram)
 async def wait_for_async(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
     "Like `wait_for`, for use inside the event loop that runs the bot (never blocks it)."
@@ -752,24 +778,39 @@ async def wait_for_async(self, predicate: Callable[[], Any], timeout: float = 5.
                                f"sent={[m.text for m in self.sent]!r}")
         await asyncio.sleep(0.01)
 
+# %% ../../nbs/17a_testing_telegram.ipynb #d9e13c8e
 @patch_to(FakeTelegram)
 async def wait_for_sent_async(self, n: int = 1, timeout: float = 5.0) -> list[SentMessage]:
     return await self.wait_for_async(
         lambda: list(self.sent) if len(self.sent) >= n else None, timeout)
 
-# %% ../../nbs/17a_testing_telegram.ipynb #a8817115
+# %% ../../nbs/17a_testing_telegram.ipynb #3c18a3e6
 @patch_to(FakeTelegram)
 def sent_to(self, chat_id: int | str) -> list[SentMessage]:
     with self._cond:
         return [m for m in self.sent if m.chat_id == chat_id]
 
+# %% ../../nbs/17a_testing_telegram.ipynb #c6353a53
 @patch_to(FakeTelegram)
 def calls(self, method: str) -> list[RequestRecord]:
     "Request-log records for `method` (case-insensitive)."
     with self._cond:
         return [r for r in self.requests if r.method.lower() == method.lower()]
 
-# %% ../../nbs/17a_testing_telegram.ipynb #ba4aa224
+# %% ../../nbs/17a_testing_telegram.ipynb #7d86a934
+def _run_loop(loop: asyncio.AbstractEventLoop, main: Callable[[], Coroutine[Any, Any, None]],
+              ready: threading.Event, errors: list[BaseException]) -> None:
+    "The thread's body: run `main()` on `loop` (its own) and close it; keep any exception."
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main())
+    except BaseException as exc:  # reported to the test thread
+        errors.append(exc)
+    finally:
+        ready.set()
+        loop.close()
+
+# %% ../../nbs/17a_testing_telegram.ipynb #afd60db2
 async def _run_application(app: Any, poll_timeout: int, ready: threading.Event,
                            stop: threading.Event) -> None:
     "Initialize, start and poll `app` until `stop` is set; then stop and shut it down."
@@ -787,19 +828,7 @@ async def _run_application(app: Any, poll_timeout: int, ready: threading.Event,
             await app.stop()
         await app.shutdown()
 
-def _run_loop(loop: asyncio.AbstractEventLoop, main: Callable[[], Coroutine[Any, Any, None]],
-              ready: threading.Event, errors: list[BaseException]) -> None:
-    "The thread's body: run `main()` on `loop` (its own) and close it; keep any exception."
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_until_complete(main())
-    except BaseException as exc:  # reported to the test thread
-        errors.append(exc)
-    finally:
-        ready.set()
-        loop.close()
-
-# %% ../../nbs/17a_testing_telegram.ipynb #f0edf379
+# %% ../../nbs/17a_testing_telegram.ipynb #37676ef9
 @contextlib.contextmanager
 def run_application_in_thread(app: Any, *, poll_timeout: int = 1,
                               start_timeout: float = 10.0) -> Iterator[asyncio.AbstractEventLoop]:
