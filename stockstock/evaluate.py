@@ -51,6 +51,7 @@ def _pair_ic(zs: np.ndarray, ms: np.ndarray, zf: np.ndarray, mf: np.ndarray,
     ic = np.divide(num, scale, out=np.zeros_like(num), where=scale > 0)
     return np.where((ms & mf).sum(axis=-1) >= min_symbols, ic, np.nan)
 
+# %% ../nbs/06a_evaluate.ipynb #34faa4ce
 def daily_rank_ic(score: pd.DataFrame, forward: pd.DataFrame,
                   min_symbols: int = MIN_SYMBOLS) -> pd.Series:
     "Per day: Spearman correlation across symbols of `score` with `forward` (dates × symbols)."
@@ -83,6 +84,7 @@ def _mean(values) -> float:
     v = _finite(values)
     return float(v.mean()) if len(v) else np.nan
 
+# %% ../nbs/06a_evaluate.ipynb #13ed5e07
 def mean_ci(values, block: int = BLOCK_DAYS, n_boot: int = N_BOOT, level: float = LEVEL,
             seed: int = 0) -> tuple[float, float, float]:
     "Mean of the finite `values` (in order) and its moving-block bootstrap interval at `level`."
@@ -119,6 +121,7 @@ def block_permutations(n: int, block: int = BLOCK_DAYS, n_perm: int = N_PLACEBO,
     out.flags.writeable = False                     # cached: shared by every caller
     return out
 
+# %% ../nbs/06a_evaluate.ipynb #9e3e5b5a
 def placebo_p(observed: float, placebo: np.ndarray) -> float:
     "One-sided p-value of `observed` against a placebo distribution."
     placebo = _finite(placebo)
@@ -134,11 +137,13 @@ def _row_mean(x: np.ndarray) -> np.ndarray:
     return np.divide(np.where(ok, x, 0.0).sum(axis=-1), n, out=np.full(n.shape, np.nan),
                      where=n > 0)
 
+# %% ../nbs/06a_evaluate.ipynb #456f48f3
 def _batches(perms: np.ndarray, cells: int):
     "`perms` in slices whose gathered panels hold about `BATCH_CELLS` values."
     step = max(1, BATCH_CELLS // max(cells, 1))
     for i in range(0, len(perms), step): yield perms[i:i + step]
 
+# %% ../nbs/06a_evaluate.ipynb #539249ee
 def placebo_daily_ic(score: pd.DataFrame, forward: pd.DataFrame, n_perm: int = N_PLACEBO,
                      block: int = BLOCK_DAYS, seed: int = 0,
                      min_symbols: int = MIN_SYMBOLS) -> np.ndarray:
@@ -155,6 +160,7 @@ def demean_days(forward: pd.DataFrame) -> pd.DataFrame:
     "Each day's returns minus that day's mean over its symbols (market-neutral returns)."
     return forward.sub(forward.mean(axis=1), axis=0)
 
+# %% ../nbs/06a_evaluate.ipynb #8518ab2f
 def _pooled(zs, ms, zf, mf) -> np.ndarray:
     "Pooled rank correlation from globally ranked z-scores (0 when one side is constant)."
     num, a, b = (x.sum(axis=(-2, -1)) for x in (zs * zf, zs ** 2 * mf, zf ** 2 * ms))
@@ -192,6 +198,7 @@ def _book_returns(top: np.ndarray, universe: np.ndarray, f: np.ndarray) -> tuple
         return np.divide((fz * mask).sum(axis=-1), n, out=np.full(n.shape, np.nan), where=n > 0)
     return mean(top), mean(universe)
 
+# %% ../nbs/06a_evaluate.ipynb #fdc7120d
 def _turnover(top: np.ndarray, hold: int) -> np.ndarray:
     "Share of each day's book that was not in the book formed `hold` days earlier."
     before = np.zeros_like(top)
@@ -317,6 +324,7 @@ def _signed(x: float | None, digits: int = 2) -> str:
     if x is None or not np.isfinite(x): return "n/a"
     return f"{x:+.{digits}f}".replace("-", "−")
 
+# %% ../nbs/06a_evaluate.ipynb #8da3ba84
 def model_edge(meta: dict) -> Edge:
     "Has the model whose metadata is `meta` a measured edge? (see the table above)"
     edge, threshold = meta.get("edge"), meta.get("recommended_threshold")
@@ -348,26 +356,33 @@ def _pct(x: float | None) -> str:
 def _interval(e: dict, mean: str, low: str, high: str, fmt=_signed) -> str:
     return f"{fmt(e[mean])} [{fmt(e[low])}, {fmt(e[high])}]"
 
+def _ic(x: float | None) -> str: return _signed(x, 3)
+
+# %% ../nbs/06a_evaluate.ipynb #589d15d5
+def _ic_lines(e: dict) -> list[str]:
+    "The daily and pooled rank IC lines of an edge record."
+    return [f"  daily rank IC {_interval(e, 'daily_ic', 'ci_low', 'ci_high', _ic)} (95% block "
+            f"bootstrap), Newey-West t {_signed(e['nw_t'])}, placebo p {e['placebo_p']:.3f}",
+            f"  pooled rank IC {_ic(e['pooled_ic'])}, on day-demeaned returns "
+            f"{_ic(e['pooled_ic_demeaned'])} (the difference is market timing)"]
+
+def _book_line(e: dict) -> str:
+    "The top-decile book line of an edge record."
+    return (f"  top decile per 5 days: {_pct(e['top_gross'])} gross, {_pct(e['top_net'])} net "
+            f"(turnover {e['turnover']:.0%}) vs universe {_pct(e['universe'])}; excess "
+            f"{_interval(e, 'excess', 'excess_ci_low', 'excess_ci_high', _pct)}, placebo p "
+            f"{e['excess_placebo_p']:.3f}")
+
+# %% ../nbs/06a_evaluate.ipynb #66487a98
 def edge_lines(meta: dict) -> list[str]:
     "The out-of-fold edge a model's meta records, in words and figures (several lines)."
     e, verdict = meta.get("edge"), model_edge(meta).describe()
     if not e: return [verdict]
-    ic = lambda x: _signed(x, 3)                                     # noqa: E731
-    base = ", ".join(f"{name} {_interval(b, 'daily_ic', 'ci_low', 'ci_high', ic)}"
+    base = ", ".join(f"{name} {_interval(b, 'daily_ic', 'ci_low', 'ci_high', _ic)}"
                      for name, b in e.get("baselines", {}).items())
     threshold = meta.get("recommended_threshold")
-    return [
-        f"out of fold: {e['days']} days {e['first_day']}..{e['last_day']}, {e['symbols']} "
-        f"symbols (median {e['median_symbols_per_day']:.0f} a day), score {e['score']}",
-        f"  daily rank IC {_interval(e, 'daily_ic', 'ci_low', 'ci_high', ic)} (95% block "
-        f"bootstrap), Newey-West t {_signed(e['nw_t'])}, placebo p {e['placebo_p']:.3f}",
-        f"  pooled rank IC {ic(e['pooled_ic'])}, on day-demeaned returns "
-        f"{ic(e['pooled_ic_demeaned'])} (the difference is market timing)",
-        f"  top decile per 5 days: {_pct(e['top_gross'])} gross, {_pct(e['top_net'])} net "
-        f"(turnover {e['turnover']:.0%}) vs universe {_pct(e['universe'])}; excess "
-        f"{_interval(e, 'excess', 'excess_ci_low', 'excess_ci_high', _pct)}, placebo p "
-        f"{e['excess_placebo_p']:.3f}",
-        f"  baselines, daily rank IC: {base}",
-        f"threshold: {'none' if threshold is None else f'{threshold:.2f}'} "
-        f"({meta.get('threshold_reason', 'no reason recorded')})",
-        verdict]
+    return [f"out of fold: {e['days']} days {e['first_day']}..{e['last_day']}, {e['symbols']} "
+            f"symbols (median {e['median_symbols_per_day']:.0f} a day), score {e['score']}",
+            *_ic_lines(e), _book_line(e), f"  baselines, daily rank IC: {base}",
+            f"threshold: {'none' if threshold is None else f'{threshold:.2f}'} "
+            f"({meta.get('threshold_reason', 'no reason recorded')})", verdict]

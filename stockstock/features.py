@@ -44,6 +44,7 @@ class _Prices(NamedTuple):
     close: np.ndarray
     volume: np.ndarray
 
+# %% ../nbs/06_features.ipynb #02535d16
 def _prices(bars: pd.DataFrame) -> _Prices:
     "Check `bars` (one symbol, daily) and return high, low, close and volume as float arrays."
     missing = [c for c in BAR_COLUMNS if c not in bars.columns]
@@ -98,6 +99,7 @@ def _shift(x: np.ndarray, n: int) -> np.ndarray:
     if n < len(x): out[n:] = x[: len(x) - n]     # a series shorter than `n` is all NaN
     return out
 
+# %% ../nbs/06_features.ipynb #78aabc3f
 def _recursive_mean(x: np.ndarray, alpha: float) -> np.ndarray:
     "Per column: `y[0] = x[0]`, `y[i] = (1-alpha) y[i-1] + alpha x[i]` (`ewm(adjust=False)`, in C)."
     x = np.asarray(x, dtype=float)
@@ -105,6 +107,7 @@ def _recursive_mean(x: np.ndarray, alpha: float) -> np.ndarray:
     rest, _ = lfilter([alpha], [1.0, alpha - 1.0], x[1:], axis=0, zi=(1.0 - alpha) * x[:1])
     return np.concatenate([x[:1], rest])
 
+# %% ../nbs/06_features.ipynb #0cf6d8c6
 def _wilder(x: np.ndarray, n: int, start: int, seed) -> np.ndarray:
     "Wilder's average of `x`'s columns from row `start` on (there: `seed`), NaN before."
     out = np.full(np.shape(x), np.nan)
@@ -140,6 +143,7 @@ def _ema(x: np.ndarray, span: int) -> np.ndarray:
         out[start + span - 1:] = _recursive_mean(x[start:], 2 / (span + 1))[span - 1:]
     return out
 
+# %% ../nbs/06_features.ipynb #22cb9c6d
 def _trend(p: _Prices) -> dict[str, np.ndarray]:
     "EMA gaps, MACD line, signal and histogram over close, and ADX(14) (fast)."
     c = p.close
@@ -182,6 +186,7 @@ def _window_sum(x: np.ndarray, n: int) -> np.ndarray:
         out[n - 1:] = total
     return out
 
+# %% ../nbs/06_features.ipynb #7b8607f2
 def _momentum(p: _Prices) -> dict[str, np.ndarray]:
     "RSI, stochastic %K/%D, CCI, rate of change and returns (fast)."
     hi, lo, c = p.high, p.low, p.close
@@ -268,6 +273,7 @@ def build_features(bars: pd.DataFrame) -> pd.DataFrame:
     values[~np.isfinite(values)] = np.nan
     return pd.DataFrame(values.T, index=bars.index, columns=FEATURES)
 
+# %% ../nbs/06_features.ipynb #2fd415f3
 def reference_features(bars: pd.DataFrame) -> pd.DataFrame:
     "The same 24 features from one `ta` call per indicator: slow, the reference for values."
     _prices(bars)
@@ -350,6 +356,7 @@ def _symbol_rows(bars: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         owner = pd.concat([owner, scaled_features(bars, owner)], axis=1)
     return owner[columns].iloc[WARMUP:].dropna()
 
+# %% ../nbs/06_features.ipynb #e72ff5e6
 def build_feature_panel(bars_by_symbol: dict[str, pd.DataFrame], feature_set: str = "owner",
                         ) -> pd.DataFrame:
     "Rows of `FEATURE_SETS[feature_set]` for many symbols, indexed by (symbol, date)."

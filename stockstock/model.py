@@ -88,17 +88,21 @@ class Dataset:
     @property
     def dates(self) -> pd.DatetimeIndex: return self.X.index.get_level_values("date")
 
-    def take(self, positions: np.ndarray) -> Dataset:
-        "The rows at integer `positions`."
-        return Dataset(self.X.iloc[positions], self.y.iloc[positions],
-                       self.forward.iloc[positions], self.label_end.iloc[positions], self.recipe)
+# %% ../nbs/07_model.ipynb #ca231334
+@patch_to(Dataset)
+def take(self: Dataset, positions: np.ndarray) -> Dataset:
+    "The rows at integer `positions`."
+    return Dataset(self.X.iloc[positions], self.y.iloc[positions],
+                   self.forward.iloc[positions], self.label_end.iloc[positions], self.recipe)
 
-    def until(self, cutoff: date | pd.Timestamp) -> Dataset:
-        "Rows whose label is known by `cutoff` (inclusive)."
-        out = self.take(np.flatnonzero((self.label_end <= pd.Timestamp(cutoff)).to_numpy()))
-        out.recipe = {**self.recipe, "cutoff": str(pd.Timestamp(cutoff).date()),
-                      "data_hash": None}           # the hash was of more bars than these rows
-        return out
+# %% ../nbs/07_model.ipynb #feeb5c80
+@patch_to(Dataset)
+def until(self: Dataset, cutoff: date | pd.Timestamp) -> Dataset:
+    "Rows whose label is known by `cutoff` (inclusive)."
+    out = self.take(np.flatnonzero((self.label_end <= pd.Timestamp(cutoff)).to_numpy()))
+    out.recipe = {**self.recipe, "cutoff": str(pd.Timestamp(cutoff).date()),
+                  "data_hash": None}           # the hash was of more bars than these rows
+    return out
 
 # %% ../nbs/07_model.ipynb #1f5dffbe
 DEFAULT_FEATURE_SET = "owner"   # the defaults follow the ablation in 02_model_experiment
@@ -107,23 +111,30 @@ DEFAULT_LABEL = "fixed"
 def _by_symbol(fn, bars_by_symbol: dict[str, pd.DataFrame]) -> pd.Series:
     return pd.concat({s: fn(b) for s, b in bars_by_symbol.items()}, names=["symbol", "date"])
 
+# %% ../nbs/07_model.ipynb #2d07a88e
 def _bars_hash(bars_by_symbol: dict[str, pd.DataFrame], cutoff: date | None) -> str:
     "`data_hash` of the bars up to `cutoff`, dates in ns (however the bars were loaded)."
     cut = {s: b.loc[:pd.Timestamp(cutoff)] if cutoff else b for s, b in bars_by_symbol.items()}
     return data_hash({s: b.set_axis(b.index.as_unit("ns")) for s, b in cut.items()})
 
+# %% ../nbs/07_model.ipynb #94860f02
+def _outcomes(bars_by_symbol: dict[str, pd.DataFrame], horizon: int, label: str,
+              ) -> pd.DataFrame:
+    "Label, forward return and label end date of every bar, by (symbol, date)."
+    return pd.DataFrame({
+        "label": _by_symbol(lambda b: LABELS[label](b["close"], horizon), bars_by_symbol),
+        "forward": _by_symbol(lambda b: forward_return(b["close"], horizon), bars_by_symbol),
+        "label_end": _by_symbol(lambda b: pd.Series(b.index, index=b.index).shift(-horizon),
+                                bars_by_symbol)})
+
+# %% ../nbs/07_model.ipynb #97b5859d
 def build_dataset(bars_by_symbol: dict[str, pd.DataFrame], cutoff: date | None = None,
                   horizon: int = HORIZON, feature_set: str = DEFAULT_FEATURE_SET,
                   label: str = DEFAULT_LABEL) -> Dataset:
     "Labelled rows of `feature_set` for every symbol, only those whose label is known by `cutoff`."
     if label not in LABELS: raise ValueError(f"unknown label {label!r}; choose from {list(LABELS)}")
     panel, columns = build_feature_panel(bars_by_symbol, feature_set), FEATURE_SETS[feature_set]
-    extra = pd.DataFrame({
-        "label": _by_symbol(lambda b: LABELS[label](b["close"], horizon), bars_by_symbol),
-        "forward": _by_symbol(lambda b: forward_return(b["close"], horizon), bars_by_symbol),
-        "label_end": _by_symbol(lambda b: pd.Series(b.index, index=b.index).shift(-horizon),
-                                bars_by_symbol)})
-    df = panel.join(extra).dropna(subset=[*columns, "label"])
+    df = panel.join(_outcomes(bars_by_symbol, horizon, label)).dropna(subset=[*columns, "label"])
     df = df.iloc[np.lexsort((df.index.get_level_values("symbol"),
                              df.index.get_level_values("date")))]
     ds = Dataset(df[columns].astype(float), df["label"].astype(int), df["forward"],
@@ -153,6 +164,7 @@ def class_weights(y: pd.Series) -> np.ndarray:
     w = len(y) / (3 * np.maximum(counts, 1))
     return w[y.to_numpy()]
 
+# %% ../nbs/07_model.ipynb #ed2778ce
 def label_uniqueness(dates: pd.DatetimeIndex, label_end: pd.Series) -> np.ndarray:
     "Average uniqueness of each row's label: mean of 1/concurrency over the sessions it spans."
     starts = np.asarray(dates.values, dtype="datetime64[ns]")
@@ -192,6 +204,7 @@ DEFAULT_PARAMS: dict[str, Any] = dict(
     lambda_l2=1.0, verbosity=-1, deterministic=True, force_row_wise=True,
     num_threads=available_cores(), seed=42)
 
+# %% ../nbs/07_model.ipynb #447ad764
 def fit_booster(X: pd.DataFrame, y: pd.Series, params: dict, rounds: int,
                 valid: tuple[pd.DataFrame, pd.Series] | None = None, patience: int = 30,
                 weight: np.ndarray | None = None) -> lgb.Booster:
@@ -214,6 +227,7 @@ def rank_ic(score: pd.Series | np.ndarray, forward: pd.Series) -> float:
     score = pd.Series(np.asarray(score, dtype=float), index=forward.index)
     return 0.0 if score.nunique() < 2 else float(score.corr(forward, method="spearman"))
 
+# %% ../nbs/07_model.ipynb #45911fe5
 def score_fold(proba: np.ndarray, y: pd.Series, forward: pd.Series) -> dict[str, float]:
     "accuracy, macro_f1, log_loss and rank_ic of predicted probabilities against the truth."
     from sklearn.metrics import accuracy_score, f1_score, log_loss
@@ -233,6 +247,7 @@ def early_stopping_split(dates: pd.DatetimeIndex, frac: float = 0.15, horizon: i
     stop = np.flatnonzero(dates.values >= unique[cut])
     return fit, stop
 
+# %% ../nbs/07_model.ipynb #f3d2b195
 @dataclass
 class CrossValidation:
     "Purged CV: per-fold table (+ mean row), best rounds per fold, out-of-fold probabilities."
@@ -255,6 +270,15 @@ def _fold_row(k: int, ds: Dataset, train: np.ndarray, test: np.ndarray, best: in
                 test_to=str(d[test].max().date()), n_test=len(test), best_iteration=best,
                 **score_fold(proba, ds.y.iloc[test], ds.forward.iloc[test]))
 
+def _fold_table(rows: list[dict]) -> pd.DataFrame:
+    "The folds' rows and a `mean` row of their scores."
+    table = pd.DataFrame(rows)
+    mean = table[["accuracy", "macro_f1", "log_loss", "rank_ic"]].mean()
+    table = pd.concat([table, pd.DataFrame([dict(fold="mean", **mean)])], ignore_index=True)
+    table[["n_test", "best_iteration"]] = table[["n_test", "best_iteration"]].astype("Int64")
+    return table
+
+# %% ../nbs/07_model.ipynb #1bd23276
 def cross_validate(ds: Dataset, params: dict | None = None, n_splits: int = 5,
                    max_rounds: int = 500, progress: bool = False,
                    weighting: str = DEFAULT_WEIGHTING) -> CrossValidation:
@@ -270,11 +294,7 @@ def cross_validate(ds: Dataset, params: dict | None = None, n_splits: int = 5,
         best.append(int(b.best_iteration or max_rounds))
         oof[test], fold[test] = b.predict(ds.X.iloc[test], num_iteration=best[-1]), k
         rows.append(_fold_row(k, ds, train, test, best[-1], oof[test]))
-    table = pd.DataFrame(rows)
-    mean = table[["accuracy", "macro_f1", "log_loss", "rank_ic"]].mean()
-    table = pd.concat([table, pd.DataFrame([dict(fold="mean", **mean)])], ignore_index=True)
-    table[["n_test", "best_iteration"]] = table[["n_test", "best_iteration"]].astype("Int64")
-    return CrossValidation(table, best, oof, fold)
+    return CrossValidation(_fold_table(rows), best, oof, fold)
 
 # %% ../nbs/07_model.ipynb #39b5c869
 A_MIN = 0.01    # the smallest weight the calibrator may give the booster (> 0: order kept)
@@ -312,6 +332,7 @@ def _pool_loss(x: np.ndarray, p_true: np.ndarray, y: np.ndarray) -> tuple[float,
     d_q = -np.bincount(y, weights=(1 - a) / mix, minlength=len(q)) / len(y)
     return float(-np.mean(np.log(mix))), np.r_[d_a, (q * (d_q - q @ d_q))[1:]]
 
+# %% ../nbs/07_model.ipynb #3f98e35d
 def fit_calibrator(proba: np.ndarray, y: pd.Series | np.ndarray) -> Calibrator:
     "The linear pool with the least log-loss on out-of-fold probabilities `proba`, classes `y`."
     from scipy.optimize import minimize  # training only
@@ -351,6 +372,7 @@ def reliability_table(proba: np.ndarray, y: pd.Series | np.ndarray, bins: int = 
                                       "observed": float((y[idx] == k).mean())})
     return pd.DataFrame(rows)
 
+# %% ../nbs/07_model.ipynb #06920d2a
 def calibration_error(table: pd.DataFrame) -> pd.Series:
     "Expected calibration error per class: row-weighted mean |predicted − observed|."
     gap = (table["predicted"] - table["observed"]).abs() * table["rows"]
@@ -419,6 +441,7 @@ class ThresholdChoice:
     reason: str
     table: pd.DataFrame       # `threshold_table` plus each threshold's adjusted p-value
 
+# %% ../nbs/07_model.ipynb #419f7136
 def _callable_rows(proba: np.ndarray, index: pd.MultiIndex) -> tuple[np.ndarray, ...]:
     "Rows P(UP) ≥ P(DOWN) in descending P(UP): their P(UP), day and symbol positions."
     up, down = proba[:, CLASSES.index("UP")], proba[:, CLASSES.index("DOWN")]
@@ -481,6 +504,7 @@ def _bin_shares(edges: np.ndarray, x: np.ndarray) -> np.ndarray:
     counts = np.bincount(np.searchsorted(edges, x, side="right"), minlength=len(edges) + 1)
     return counts / max(len(x), 1)
 
+# %% ../nbs/07_model.ipynb #f78bd6cc
 def drift_reference(X: pd.DataFrame, bins: int = DRIFT_BINS) -> dict[str, dict]:
     "Per feature of `X`: inner quantile edges of its values and the share of rows in each bin."
     ref = {}
@@ -490,6 +514,7 @@ def drift_reference(X: pd.DataFrame, bins: int = DRIFT_BINS) -> dict[str, dict]:
         ref[name] = dict(edges=edges.tolist(), share=_bin_shares(edges, x).tolist())
     return ref
 
+# %% ../nbs/07_model.ipynb #98209ac5
 def population_stability(expected: np.ndarray, actual: np.ndarray, floor: float = 1e-4) -> float:
     "PSI: Σ (actual − expected) · ln(actual / expected) over bins, shares floored at `floor`."
     e, a = np.maximum(np.asarray(expected), floor), np.maximum(np.asarray(actual), floor)
@@ -501,6 +526,7 @@ def drift_status(psi: float, rows: int = DRIFT_MIN_ROWS) -> str:
     if np.isnan(psi) or rows < DRIFT_MIN_ROWS: return "unknown"
     return "ok" if psi < PSI_WATCH else "watch" if psi <= DRIFT_LIMIT else "drifted"
 
+# %% ../nbs/07_model.ipynb #47cd6942
 def drift_table(reference: dict[str, dict], rows: pd.DataFrame) -> pd.DataFrame:
     "PSI of each referenced feature between the training rows and `rows`, with its status."
     out = []
@@ -542,6 +568,7 @@ class TradingModel(Protocol):
 class ModelError(Exception):
     "A model file that must not be used (missing, tampered, wrong features, pickled)."
 
+# %% ../nbs/07_model.ipynb #db0cb07f
 @dataclass
 class LGBMTradingModel:
     "A LightGBM booster with its metadata and calibrator; satisfies `TradingModel`."
@@ -564,14 +591,17 @@ class LGBMTradingModel:
         if np.isnan(values).any(): raise ModelError("NaN in feature rows: drop warm-up rows first")
         return values
 
-    def raw_proba(self, X: pd.DataFrame) -> np.ndarray:
-        "The booster's own probabilities (before calibration), columns in `CLASSES` order."
-        return self.booster.predict(self._values(X))
+# %% ../nbs/07_model.ipynb #22eb369a
+@patch_to(LGBMTradingModel)
+def raw_proba(self: LGBMTradingModel, X: pd.DataFrame) -> np.ndarray:
+    "The booster's own probabilities (before calibration), columns in `CLASSES` order."
+    return self.booster.predict(self._values(X))
 
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        "Class probabilities in `CLASSES` order, calibrated when the model has a calibrator."
-        raw = self.raw_proba(X)
-        return raw if self.calibrator is None else self.calibrator.apply(raw)
+@patch_to(LGBMTradingModel)
+def predict_proba(self: LGBMTradingModel, X: pd.DataFrame) -> np.ndarray:
+    "Class probabilities in `CLASSES` order, calibrated when the model has a calibrator."
+    raw = self.raw_proba(X)
+    return raw if self.calibrator is None else self.calibrator.apply(raw)
 
 # %% ../nbs/07_model.ipynb #b4b9aa37
 BIAS = "_bias"    # the key of the bias (expected raw score) next to the feature contributions
@@ -595,6 +625,7 @@ def feature_panel(self: LGBMTradingModel, bars_by_symbol: dict[str, pd.DataFrame
     "This model's feature rows for many symbols, by (symbol, date)."
     return model_feature_panel(self, bars_by_symbol)
 
+# %% ../nbs/07_model.ipynb #8500701e
 @patch_to(LGBMTradingModel)
 def feature_rows(self: LGBMTradingModel, bars: pd.DataFrame) -> pd.DataFrame:
     "This model's feature rows of one symbol's `bars`, by date (not for the universe set)."
@@ -638,6 +669,7 @@ def _calibration_check(raw: np.ndarray, honest: np.ndarray, final: np.ndarray,
                                direction=round(float(spearmanr(direction(raw),
                                                                direction(final))[0]), 12)))
 
+# %% ../nbs/07_model.ipynb #02994f31
 def _calibrate(raw: np.ndarray, rows: Dataset, fold: np.ndarray) -> tuple[Calibrator, np.ndarray,
                                                                           dict]:
     "Calibrator to ship, the rows' honest probabilities, the check: the pool only if it helped."
@@ -723,6 +755,7 @@ def file_sha256(path: str | Path) -> str:
 def _meta_path(path: Path) -> Path: return path.with_suffix(".meta.json")
 def _calibration_path(path: Path) -> Path: return path.with_suffix(".calibration.json")
 
+# %% ../nbs/07_model.ipynb #cf26cf59
 def save_model(model: LGBMTradingModel, path: str | Path) -> Path:
     "Write `path` (LightGBM text), its calibration JSON and `.meta.json`; returns the model path."
     path = Path(path)
@@ -757,9 +790,9 @@ def _load_calibrator(path: Path, meta: dict) -> Calibrator | None:
     except ValueError as e:
         raise ModelError(f"{path.name}: {e}") from None
 
-def load_model(path: str | Path) -> LGBMTradingModel:
-    "Load a saved model after checking its format, hashes and feature list (`ModelError` if not)."
-    path = Path(path)
+# %% ../nbs/07_model.ipynb #547b1543
+def _checked_meta(path: Path) -> dict:
+    "The metadata of the model file `path`, after checking the file is the one it describes."
     if path.suffix in (".pkl", ".pickle", ".joblib"):
         raise ModelError(f"{path.name}: pickled models are refused (arbitrary code on load)")
     if not path.exists(): raise ModelError(f"no model at {path}: run `stockstock train`")
@@ -770,6 +803,13 @@ def load_model(path: str | Path) -> LGBMTradingModel:
     if digest != meta.get("sha256"):
         raise ModelError(f"{path.name} does not match its metadata (sha256 {digest[:12]}… vs "
                          f"{str(meta.get('sha256'))[:12]}…): the file was modified; retrain")
+    return meta
+
+# %% ../nbs/07_model.ipynb #58f0f860
+def load_model(path: str | Path) -> LGBMTradingModel:
+    "Load a saved model after checking its format, hashes and feature list (`ModelError` if not)."
+    path = Path(path)
+    meta = _checked_meta(path)
     feature_set = meta.get("feature_set", "owner")
     if meta.get("features") != FEATURE_SETS.get(feature_set):
         raise ModelError(f"{path.name} was trained on different features than this version "
@@ -777,8 +817,8 @@ def load_model(path: str | Path) -> LGBMTradingModel:
     booster = lgb.Booster(model_file=str(path))
     if booster.num_feature() != len(meta["features"]):
         raise ModelError(f"{path.name}: booster has {booster.num_feature()} features")
-    return LGBMTradingModel(booster, meta, sha256=digest, calibrator=_load_calibrator(path, meta),
-                            feature_set=feature_set)
+    return LGBMTradingModel(booster, meta, sha256=meta["sha256"],
+                            calibrator=_load_calibrator(path, meta), feature_set=feature_set)
 
 # %% ../nbs/07_model.ipynb #e0bef243
 def default_cutoff(trading_days: list[pd.Timestamp] | pd.DatetimeIndex, mode: str = "sim",
@@ -814,6 +854,7 @@ def _prediction_frame(model: LGBMTradingModel, rows: Dataset, block: int,
     return frame.assign(label=rows.y, forward=rows.forward, block=block, train_to=eve,
                         threshold=model.meta["recommended_threshold"] or np.nan, **prior)
 
+# %% ../nbs/07_model.ipynb #6bf75255
 def walk_forward_predictions(ds: Dataset, start: date, end: date | None = None,
                              retrain_every: int = 63, progress: bool = False,
                              **train: Any) -> pd.DataFrame:
