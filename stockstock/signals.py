@@ -5,6 +5,7 @@
 # %% ../nbs/08_signals.ipynb #801791a9
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date
 
@@ -16,8 +17,8 @@ from .model import (BIAS, CLASSES, DRIFT_WINDOW, TradingModel, buy_calls,
                               model_feature_panel)
 
 # %% auto #0
-__all__ = ['ACTIONS', 'ACTION_CLASS', 'decide', 'Signal', 'latest_features', 'make_signals', 'signals_from_rows', 'signals_frame',
-           'action_map', 'contributions_frame', 'contributions_figure', 'recent_feature_rows']
+__all__ = ['ACTIONS', 'ACTION_CLASS', 'decide', 'rank_actions', 'Signal', 'latest_features', 'make_signals', 'signals_from_rows',
+           'signals_frame', 'action_map', 'contributions_frame', 'contributions_figure', 'recent_feature_rows']
 
 # %% ../nbs/08_signals.ipynb #89294aff
 ACTIONS = ("SELL", "HOLD", "BUY")
@@ -32,6 +33,21 @@ def decide(proba: np.ndarray, threshold: float = 0.6) -> tuple[np.ndarray, np.nd
     actions = np.where(buy, "BUY", np.where(sell, "SELL", "HOLD"))
     confidence = np.where(buy, up, np.where(sell, down, proba.max(axis=1)))
     return actions, confidence
+
+# %% ../nbs/08_signals.ipynb #f3747e25
+def rank_actions(scores: pd.Series, held: Iterable[str] = (), k: int = 1,
+                 max_replace: int = 1) -> pd.Series:
+    "BUY/SELL/HOLD per symbol (of `scores` and every `held` one) under the top-`k` rule above."
+    held, everyone = list(held), sorted(set(scores.index) | set(held))
+    scores = scores.dropna()
+    order = sorted(scores.index, key=lambda s: (-scores[s], s))          # best first
+    top = set(order[:k])
+    out = pd.Series("HOLD", index=everyone, dtype=object)
+    leaving = [s for s in reversed(order) if s in held and s not in top][:max_replace]
+    out[leaving] = "SELL"
+    slots = k - (len(held) - len(leaving))
+    out[[s for s in order if s in top and s not in held][:max(slots, 0)]] = "BUY"
+    return out
 
 # %% ../nbs/08_signals.ipynb #4b09f9a3
 @dataclass(frozen=True)
