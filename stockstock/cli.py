@@ -216,7 +216,7 @@ def seed_dataset_command(args: argparse.Namespace, params: TradingParams) -> int
     out = resolve_path(params.outputs_dir) / "seed" / f"{args.dataset}-repairs.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     repairs.to_csv(out, index=False)
-    print(summarise_repairs(repairs, {}).to_string())
+    print(summarise_repairs(repairs).to_string())
     print(f"repairs table ({len(repairs)} rows) {out}")
     print(f"database {db.url.removeprefix('sqlite:///')}: {len(summary)} symbols, "
           f"{summary['rows'].sum()} bars ({len(results)} seeded now)")
@@ -304,6 +304,7 @@ def train_command(args: argparse.Namespace) -> int:
     from stockstock.evaluate import edge_lines
     from stockstock.model import build_dataset, default_cutoff, save_model, train_model
     params = params_from(args)
+    if args.folds < 2: raise ConfigError("--folds: purged cross-validation needs 2 folds or more")
     bars, days = _load_bars(params)
     cutoff = pd.Timestamp(args.cutoff).date() if args.cutoff else default_cutoff(days, params.mode)
     ds = build_dataset(bars, cutoff=cutoff)

