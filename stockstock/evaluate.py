@@ -330,6 +330,8 @@ def model_edge(meta: dict) -> Edge:
     edge, threshold = meta.get("edge"), meta.get("recommended_threshold")
     if not edge or edge.get("daily_ic") is None:
         return Edge(False, "the model records none (retrain it)", threshold=threshold)
+    if edge.get("days") == 0:
+        return Edge(False, f"no day had {MIN_SYMBOLS} symbols or more to rank", threshold=threshold)
     ic, low, high = edge["daily_ic"], edge["ci_low"], edge["ci_high"]
     summary = f"daily IC {_signed(ic)} [{_signed(low)}, {_signed(high)}]"
     if not low > 0: return Edge(False, summary, ic, low, high, threshold)
@@ -358,11 +360,13 @@ def _interval(e: dict, mean: str, low: str, high: str, fmt=_signed) -> str:
 
 def _ic(x: float | None) -> str: return _signed(x, 3)
 
+def _p(x: float | None) -> str: return "n/a" if x is None or not np.isfinite(x) else f"{x:.3f}"
+
 # %% ../nbs/06a_evaluate.ipynb #589d15d5
 def _ic_lines(e: dict) -> list[str]:
     "The daily and pooled rank IC lines of an edge record."
     return [f"  daily rank IC {_interval(e, 'daily_ic', 'ci_low', 'ci_high', _ic)} (95% block "
-            f"bootstrap), Newey-West t {_signed(e['nw_t'])}, placebo p {e['placebo_p']:.3f}",
+            f"bootstrap), Newey-West t {_signed(e['nw_t'])}, placebo p {_p(e['placebo_p'])}",
             f"  pooled rank IC {_ic(e['pooled_ic'])}, on day-demeaned returns "
             f"{_ic(e['pooled_ic_demeaned'])} (the difference is market timing)"]
 
@@ -371,7 +375,7 @@ def _book_line(e: dict) -> str:
     return (f"  top decile per 5 days: {_pct(e['top_gross'])} gross, {_pct(e['top_net'])} net "
             f"(turnover {e['turnover']:.0%}) vs universe {_pct(e['universe'])}; excess "
             f"{_interval(e, 'excess', 'excess_ci_low', 'excess_ci_high', _pct)}, placebo p "
-            f"{e['excess_placebo_p']:.3f}")
+            f"{_p(e['excess_placebo_p'])}")
 
 # %% ../nbs/06a_evaluate.ipynb #66487a98
 def edge_lines(meta: dict) -> list[str]:
