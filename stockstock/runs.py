@@ -180,6 +180,10 @@ def tag_notebook(notebook: Path, **meta: Any) -> None:
     import nbformat
     nb = nbformat.read(notebook, as_version=4)
     nb.metadata["stockstock"] = {**nb.metadata.get("stockstock", {}), **meta}
+    from jupyter_client.kernelspec import KernelSpecManager
+    spec = KernelSpecManager().get_kernel_spec("python3")   # what JupyterLab writes on opening
+    nb.metadata["kernelspec"] = dict(display_name=spec.display_name, language=spec.language,
+                                     name="python3")        # (so opening changes nothing)
     if "papermill" in nb.metadata:      # the path papermill wrote to, without the atomic:// scheme
         nb.metadata.papermill["output_path"] = home_relative(notebook)
     write_notebook(nb, notebook)
