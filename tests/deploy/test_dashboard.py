@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
-from browser_harness import Watch, chromium, sim_project
+from browser_harness import chromium, sim_project
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -58,7 +58,8 @@ def test_dashboard_filters_chart_and_links(project: Path, tmp_path: Path):
         assert sorted(r["status"] for r in rows) == sorted(r[1] for r in runs)
         for select, key in (("status", "status"), ("mode", "mode")):
             shown = {}
-            for value in page.eval_on_selector_all(f"#{select} option", "os => os.map(o => o.value)"):
+            values = page.eval_on_selector_all(f"#{select} option", "os => os.map(o => o.value)")
+            for value in values:
                 page.select_option(f"#{select}", value)
                 rows = page.evaluate(ROWS_JS)
                 visible = [r for r in rows if r["visible"]]
