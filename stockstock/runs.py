@@ -104,9 +104,9 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 def write_notebook(nb: Any, path: Path) -> None:
-    "Write notebook node `nb` to `path` atomically."
+    "Write notebook node `nb` to `path` atomically, byte for byte as Jupyter's save writes it."
     import nbformat
-    write_text_atomic(path, nbformat.writes(nb))
+    write_text_atomic(path, nbformat.writes(nb) + "\n")     # nbformat.write ends with a newline
 
 class AtomicLocalHandler:
     "papermill I/O for `atomic://` paths: local files, every write atomic."
