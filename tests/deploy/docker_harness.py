@@ -12,14 +12,13 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[2]
 BASE = "python:3.11-slim"                               # the Dockerfile's default BASE_IMAGE
 STANDIN = "stockstock-standin:bookworm-python3.11"      # same Debian release and Python minor
 ROOTFS = "stockstock-standin-rootfs:bookworm"
 # the stand-in's root file system is kept between CI runs, inside the checkout only (git-ignored)
 CACHE = Path(os.environ.get("STOCKSTOCK_DEPLOY_CACHE", REPO / ".ci/cache"))
+ROOTFS_TAR = CACHE / "bookworm-python3.11-rootfs.tar"
 # Debian's python3.11 with the venv module (python3.11-venv needs the distutils that
 # python3-distutils provides; debootstrap does not resolve that virtual package by itself)
 STANDIN_PACKAGES = "python3.11,python3.11-venv,python3-distutils,ca-certificates"
@@ -79,14 +78,8 @@ def standin_image(timings: Timings) -> tuple[str | None, str | None]:
     what this host needs to reach the package index: its CA bundle (a TLS-intercepting proxy),
     its pip and apt network settings. Only the stand-in carries them, never the project's image."""
     if not image_exists(ROOTFS):
-        tar = CACHE / "bookworm-python3.11-rootfs.tar"
-        if not tar.exists():
-            if os.geteuid() != 0: return None, "the stand-in base needs root (debootstrap)"
-            if shutil.which("debootstrap") is None:
-                return None, "the stand-in base needs debootstrap (apt-get install debootstrap)"
-            started = time.monotonic()
-            _debootstrap(tar)
-            timings.step("debootstrap", started)
+        tar, problem = rootfs_tar(timings)
+        if tar is None: return None, problem
         started = time.monotonic()
         docker("import", "--change", "ENV LANG=C.UTF-8", str(tar), ROOTFS, timeout=300)
         timings.step("import", started)
@@ -102,6 +95,18 @@ def standin_image(timings: Timings) -> tuple[str | None, str | None]:
     shutil.rmtree(context, ignore_errors=True)
     timings.step("stand-in layer", started)
     return STANDIN, None
+
+
+def rootfs_tar(timings: Timings) -> tuple[Path | None, str | None]:
+    "The stand-in's root file system (cached), built by debootstrap if missing; or why not."
+    if not ROOTFS_TAR.exists():
+        if os.geteuid() != 0: return None, "the stand-in base needs root (debootstrap)"
+        if shutil.which("debootstrap") is None:
+            return None, "the stand-in base needs debootstrap (apt-get install debootstrap)"
+        started = time.monotonic()
+        _debootstrap(ROOTFS_TAR)
+        timings.step("debootstrap", started)
+    return ROOTFS_TAR, None
 
 
 def _debootstrap(tar: Path) -> None:
@@ -195,6 +200,7 @@ def interpolate(value, env: Mapping[str, str]):
 
 def compose_service(project: Path, name: str) -> dict:
     "Service `name` of the project's compose.yaml, interpolated from its .env and the environment."
+    import yaml
     spec = yaml.safe_load((project / "compose.yaml").read_text())   # merges `<<: *image`
     return interpolate(spec["services"][name], {**dotenv(project / ".env"), **os.environ})
 
@@ -232,3 +238,10 @@ def _seconds(duration: str) -> int:
     parts = re.findall(r"(\d+)([hms])", duration)
     assert parts and "".join(a + b for a, b in parts) == duration, duration
     return sum(int(n) * units[u] for n, u in parts)
+
+
+if __name__ == "__main__":      # `.ci/run` builds the cached root file system ahead, meanwhile
+    timings = Timings()         # installing the project (the image test then only imports it)
+    tar, problem = rootfs_tar(timings)
+    print(f"stand-in root file system: {problem or tar}; " + ", ".join(
+        f"{k} {v:.0f} s" for k, v in timings.items()))
