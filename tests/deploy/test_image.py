@@ -33,10 +33,7 @@ from conftest import report_lines
 from docker_harness import (REPO, Timings, base_image, build_context, compose_service, docker,
                             engine_problem, image_uid, run_args)
 
-try:                                 # the fake's home after the `testing` branch lands
-    from stockstock.testing.telegram import DEFAULT_TOKEN, FakeTelegram
-except ImportError:
-    from fake_telegram import DEFAULT_TOKEN, FakeTelegram
+from stockstock.testing.telegram import DEFAULT_TOKEN, FakeTelegram
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
