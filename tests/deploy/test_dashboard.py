@@ -12,9 +12,11 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
-from browser_harness import chromium, sim_project
+from browser_harness import browser_problem, chromium, sim_project
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+if (_problem := browser_problem()) is not None:       # one line in the report, not one a test
+    pytest.skip(f"browser test skipped: {_problem}", allow_module_level=True)
 
 ROWS_JS = """() => [...document.querySelectorAll('tr.run')].map(r => ({
   visible: r.offsetParent !== null, status: r.cells[2].innerText.trim(),
