@@ -173,6 +173,7 @@ def stockstock(home: Path, *args: str, timeout: float = 300) -> subprocess.Compl
 
 
 _PROJECTS: dict[Path, Path] = {}
+BUILT_IN: dict[str, float] = {}        # seconds the sim project took to build
 
 
 def sim_project(trading_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -180,6 +181,7 @@ def sim_project(trading_template: Path, tmp_path_factory: pytest.TempPathFactory
     a backtest report, the shipped template in `scheduled/`, and a fresh `outputs/index.html`."""
     if trading_template in _PROJECTS: return _PROJECTS[trading_template]
     from conftest import REPO, template_with
+    started = time.monotonic()
     home = tmp_path_factory.mktemp("sim_project")
     shutil.copytree(trading_template, home, dirs_exist_ok=True)
     for _ in range(3):
@@ -194,4 +196,5 @@ def sim_project(trading_template: Path, tmp_path_factory: pytest.TempPathFactory
     assert r.returncode == 0, r.stdout + r.stderr
     stockstock(home, "runs")                              # rewrites outputs/index.html
     _PROJECTS[trading_template] = home
+    BUILT_IN["sim project"] = time.monotonic() - started
     return home

@@ -8,11 +8,14 @@ from __future__ import annotations
 import re
 import shutil
 import sqlite3
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
-from browser_harness import browser_problem, chromium, sim_project
+from browser_harness import BUILT_IN, browser_problem, chromium, sim_project
+from conftest import report_lines
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 if (_problem := browser_problem()) is not None:       # one line in the report, not one a test
@@ -27,6 +30,14 @@ POINTS_JS = """el => [...el.querySelectorAll('.scatterlayer .trace path.js-line'
 # what a chart drew: line points, bars and markers (0: a blank chart)
 MARKS_JS = f"""el => ({POINTS_JS})(el).reduce((a, b) => a + b, 0)
   + el.querySelectorAll('.barlayer .point path, .scatterlayer .points path').length"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _timing(request: pytest.FixtureRequest) -> Iterator[None]:
+    started = time.monotonic()
+    yield
+    report_lines(request, [f"dashboard browser tests: {time.monotonic() - started:.0f} s "
+                           f"(building the sim project: {BUILT_IN.get('sim project', 0):.0f} s)"])
 
 
 @pytest.fixture(scope="module")
