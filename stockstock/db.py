@@ -280,7 +280,8 @@ def _postgres_url(parsed: URL) -> tuple[str, URL]:
                           f"(postgresql+psycopg://...), not {parsed.drivername!r}")
     parsed = parsed.set(drivername="postgresql+psycopg")
     password = parsed.password or load_secrets().database_password()
-    shown = parsed.set(password=None).render_as_string(hide_password=False)
+    shown = parsed._replace(password=None).render_as_string(hide_password=False)  # (not .set:
+    # `URL.set(password=None)` leaves the password in place)
     return shown, parsed.set(password=password) if password else parsed
 
 def database_url(url: str) -> tuple[str, URL]:

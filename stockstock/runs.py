@@ -238,13 +238,13 @@ def exit_with_launcher(launcher: int, poll: float = 0.1) -> None:
 def kernel_startup() -> None:
     "The run kernel's start-up code: hold the kernel lock, follow the launcher, preload."
     global _kernel_lock
-    _kernel_lock = project_lock(KERNEL_LOCK, os.environ.get(LOCK_DB_URL))
+    if launcher := int(os.environ.get(LAUNCHER_PID) or 0):   # first: taking a database's
+        threading.Thread(target=exit_with_launcher, args=(launcher,), daemon=True).start()
+    _kernel_lock = project_lock(KERNEL_LOCK, os.environ.get(LOCK_DB_URL))   # lock takes a while
     try:
         _kernel_lock.acquire(timeout=10)
     except Timeout:
         os._exit(88)                     # another run's kernel is alive: never overlap it
-    if launcher := int(os.environ.get(LAUNCHER_PID) or 0):
-        threading.Thread(target=exit_with_launcher, args=(launcher,), daemon=True).start()
     preload()
 
 def wait_for_kernels(timeout: float = 30.0, db_url: str | None = None) -> bool:
