@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -49,7 +49,7 @@ def resolve_path(path: str | Path) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else project_home() / p
 
-# %% ../nbs/00_config.ipynb #fc4842ef
+# %% ../nbs/00_config.ipynb #0a1b2c40
 def _split_ids(value: Any) -> Any:
     "`'123, -456'` -> `[123, -456]`; anything that is not a whole number is refused by name."
     if isinstance(value, int): return [value]
@@ -63,6 +63,8 @@ def _split_ids(value: Any) -> Any:
         ids.append(int(part))
     return ids
 
+
+# %% ../nbs/00_config.ipynb #0a1b2c3e
 def url_password(url: str | None) -> str | None:
     "The password inside a URL such as `postgresql+psycopg://user:pw@host/db`, or None."
     try:
@@ -71,14 +73,23 @@ def url_password(url: str | None) -> str | None:
         return None
     return unquote(password) if password else None
 
+def _no_password(url: str) -> str:
+    "`url`, unless it holds a password (parameters are recorded with every run: `ValueError`)."
+    if url_password(url) is not None:
+        raise ValueError("a password in db_url would be recorded with every run: put it in "
+                         ".env as STOCKSTOCK_DB_PASSWORD and leave it out of the URL")
+    return url
+
 def hide_password(url: str, mask: str = "") -> str:
     "`url` with its password removed (or replaced by `mask`): safe to print and to record."
     if not isinstance(url, str) or url_password(url) is None: return url
-    head, sep, rest = url.partition("://")
-    user_info, at, host = rest.partition("@")
+    parts = urlsplit(url)
+    user_info, _, host = parts.netloc.rpartition("@")     # the password may hold an "@"
     user = user_info.split(":", 1)[0]
-    return f"{head}{sep}{user}{':' + mask if mask else ''}{at}{host}"
+    return urlunsplit(parts._replace(netloc=f"{user}{':' + mask if mask else ''}@{host}"))
 
+
+# %% ../nbs/00_config.ipynb #fc4842ef
 class Secrets(BaseSettings):
     "Credentials and endpoints, from the environment or `.env` only."
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
@@ -95,8 +106,10 @@ class Secrets(BaseSettings):
     telegram_api_url: str = "https://api.telegram.org"  # tests point this at a loopback fake
     kis_real_url: str = "https://openapi.koreainvestment.com:9443"
     kis_virtual_url: str = "https://openapivts.koreainvestment.com:29443"
+    # STOCKSTOCK_DB_PASSWORD, STOCKSTOCK_DB_URL: a database server's password, and its URL (which
+    # may hold the password too; `default_db_url` hands on the URL without it)
     db_password: SecretStr | None = Field(None, validation_alias="stockstock_db_password")
-    db_url: SecretStr | None = Field(None, validation_alias="stockstock_db_url")  # may hold one
+    database_url: SecretStr | None = Field(None, validation_alias="stockstock_db_url")
 
     _ids = field_validator("telegram_chat_ids", mode="before")(_split_ids)
 
@@ -104,12 +117,13 @@ class Secrets(BaseSettings):
         "`STOCKSTOCK_DB_PASSWORD`, else the password inside `STOCKSTOCK_DB_URL`, else None."
         if self.db_password is not None and self.db_password.get_secret_value():
             return self.db_password.get_secret_value()
-        return url_password(self.db_url.get_secret_value()) if self.db_url else None
+        url = self.database_url
+        return url_password(url.get_secret_value()) if url is not None else None
 
     def secret_values(self) -> list[str]:
         "Every non-empty secret value, for the log masker (of the database URL: its password)."
         vals = [v.get_secret_value() for k, v in self.__dict__.items()
-                if isinstance(v, SecretStr) and k != "db_url"]
+                if isinstance(v, SecretStr) and k != "database_url"]
         return [v for v in [*vals, self.database_password()] if v]
 
 def load_secrets(env_file: str | Path | None = None) -> Secrets:
@@ -126,7 +140,7 @@ DEFAULT_DB_URL = "sqlite:///data/stockstock.db"
 
 def default_db_url() -> str:
     "`$STOCKSTOCK_DB_URL` (environment or `.env`) without its password, else `DEFAULT_DB_URL`."
-    url = load_secrets().db_url
+    url = load_secrets().database_url
     return hide_password(url.get_secret_value()) if url and url.get_secret_value() \
         else DEFAULT_DB_URL
 
@@ -169,6 +183,7 @@ class _ParamFields(BaseModel):
 # %% ../nbs/00_config.ipynb #02bfd114
 class TradingParams(_ParamFields):
     "Everything one trading run needs that is not a secret (validated)."
+    _db_url = field_validator("db_url")(_no_password)
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -211,14 +226,6 @@ class TradingParams(_ParamFields):
         if value is not None and value.tzinfo is None:
             raise ValueError("as_of needs a time zone, e.g. 2013-01-02T20:00:00Z")
         return value.astimezone(UTC) if value is not None else None
-
-    @field_validator("db_url")
-    @classmethod
-    def _check_db_url(cls, value: str) -> str:
-        if url_password(value) is not None:
-            raise ValueError("a password in db_url would be recorded with every run: put it in "
-                             ".env as STOCKSTOCK_DB_PASSWORD and leave it out of the URL")
-        return value
 
     @model_validator(mode="after")
     def _check_live(self) -> TradingParams:

@@ -468,17 +468,18 @@ def schema_differences(engine: Engine) -> list:
                 if not (d[0] == "remove_table" and d[1].name == "alembic_version")]
 
 # %% ../nbs/03_db.ipynb #d5e6f7a8
-def new_migration(message: str) -> Path:
-    "Write `migrations/versions/NNNN_<message>.py` from the models' difference to the newest."
+def new_migration(message: str, folder: Path = MIGRATIONS) -> Path:
+    "Write `versions/NNNN_<message>.py` in `folder` from the models' difference to the newest."
     import tempfile
 
     from alembic import command
     from alembic.config import Config
-    rev = f"{int(schema_revisions()[-1]) + 1:04d}"
+    known = sorted(p.name[:4] for p in (folder / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
+    rev = f"{int(known[-1]) + 1:04d}"
     with tempfile.TemporaryDirectory() as scratch:
         db = init_db(f"sqlite:///{scratch}/scratch.db")
         config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
+        config.set_main_option("script_location", str(folder))
         with db.engine.begin() as conn:
             config.attributes["connection"] = conn
             script = command.revision(config, message, autogenerate=True, rev_id=rev)
