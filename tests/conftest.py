@@ -114,15 +114,23 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _PG_OUTCOMES[report.outcome].append(report.nodeid)
 
 
+def _pg_verdict() -> str | None:
+    "Why the run fails for want of PostgreSQL (STOCKSTOCK_TEST_PG_REQUIRED=1), or None."
+    skipped, passed = _PG_OUTCOMES["skipped"], _PG_OUTCOMES["passed"]
+    if not PG_REQUIRED or (passed and not skipped): return None
+    return (f"PostgreSQL was required (STOCKSTOCK_TEST_PG_REQUIRED=1), but {len(skipped)} of its "
+            f"tests were skipped and {len(passed)} passed: failing the run")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     "With STOCKSTOCK_TEST_PG_REQUIRED=1: fail a run whose PostgreSQL tests were skipped or absent."
-    if not PG_REQUIRED or session.config.option.collectonly: return
-    skipped, passed = _PG_OUTCOMES["skipped"], _PG_OUTCOMES["passed"]
-    if skipped or not passed:
-        print(f"\nPostgreSQL was required (STOCKSTOCK_TEST_PG_REQUIRED=1) but {len(skipped)} "
-              f"of its tests were skipped and {len(passed)} passed: failing the run",
-              file=sys.stderr)
+    if not session.config.option.collectonly and _pg_verdict():
         session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if not config.option.collectonly and (verdict := _pg_verdict()):
+        terminalreporter.write_line(verdict, red=True, bold=True)
 
 
 @pytest.fixture
