@@ -321,6 +321,19 @@ def test_db_copy_moves_a_sqlite_project_to_postgresql(trading_home, pg, monkeypa
     pg.drop(_DB_URLS.pop(home))
 
 
+@pytest.mark.slow
+def test_a_run_on_postgresql_replays_identically(pg_trading_home):
+    "`trade --replay` copies the PostgreSQL database into a scratch SQLite file and re-runs there."
+    home = pg_trading_home
+    r = stockstock(*TRADE, home=home, timeout=RUN_TIMEOUT)
+    assert r.returncode == 0 and ": ok in" in r.stdout, r.stdout + r.stderr
+    (run_id, _), = _run_ids(r.stdout)
+    rep = stockstock("trade", "--replay", run_id, home=home, timeout=RUN_TIMEOUT)
+    assert rep.returncode == 0 and "decisions IDENTICAL" in rep.stdout, rep.stdout + rep.stderr
+    assert (home / f"data/replay/{run_id}.db").exists()
+    assert query(home, "SELECT run_id, status FROM runs") == [(run_id, "ok")]   # untouched
+
+
 # ---------------------------------------------------------------------------------------------
 # one run at a time, across machines
 
