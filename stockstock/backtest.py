@@ -27,13 +27,13 @@ from .model import (CLASSES, DEFAULT_FEATURE_SET, DEFAULT_LABEL, DEFAULT_WEIGHTI
                               train_model)
 from .risk import (DailyLossTracker, Portfolio, Position, RiskDecision, RiskLimits,
                              evaluate)
-from .signals import decide
+from .signals import SignalRule, decide, rule_actions
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'Fill', 'Book', 'execute', 'decide_day', 'Simulation', 'simulate', 'predict_actions', 'WalkForward',
-           'walk_forward', 'buy_and_hold', 'performance', 'format_metric', 'report_path']
+__all__ = ['log', 'Fill', 'Book', 'execute', 'decide_day', 'Simulation', 'simulate', 'predict_proba_frame', 'predict_actions',
+           'WalkForward', 'walk_forward', 'buy_and_hold', 'performance', 'format_metric', 'report_path']
 
 # %% ../nbs/10_backtest.ipynb #d2aedb71
 @dataclass
@@ -111,48 +111,65 @@ def decide_day(actions: dict[str, str], portfolio: Portfolio, limits: RiskLimits
 
 @dataclass
 class Simulation:
-    "Equity at each close, every order's outcome and every risk event."
+    "Equity at each close, every order's outcome and every risk event (and the actions taken)."
     equity: pd.Series
     fills: list[Fill]
     events: list[tuple[date, object]]
+    actions: pd.DataFrame | None = None     # date × symbol, when a rule decided them day by day
 
     def trades(self) -> pd.DataFrame:
         "The trade list (filled orders) as a table."
         rows = [vars(f) for f in self.fills if f.status == "filled"]
         return pd.DataFrame(rows, columns=list(Fill.__dataclass_fields__))
 
-def simulate(actions: pd.DataFrame, closes: pd.DataFrame, limits: RiskLimits,
-             slippage_pct: float = 0.0005, initial_cash: float = 100_000.0) -> Simulation:
-    "Trade `actions` (date × symbol: BUY/SELL/HOLD) at `closes` under `limits`, day by day."
-    book, equity, fills, events = Book(initial_cash), {}, [], []
-    start_equity, tracker = initial_cash, DailyLossTracker()
-    act = actions.reindex(index=closes.index, columns=closes.columns).astype(object)
+# %% ../nbs/10_backtest.ipynb #ba6690c8
+def _by_day(proba: pd.DataFrame | None) -> dict[pd.Timestamp, pd.DataFrame]:
+    "`(symbol, date) × CLASSES` probabilities as {date: symbols × CLASSES}."
+    if proba is None or not len(proba): return {}
+    return {d: g.droplevel("date") for d, g in proba.groupby(level="date")}
+
+def simulate(actions: pd.DataFrame | None, closes: pd.DataFrame, limits: RiskLimits,
+             slippage_pct: float = 0.0005, initial_cash: float = 100_000.0,
+             proba: pd.DataFrame | None = None, rule: SignalRule | None = None) -> Simulation:
+    "Trade `actions` (date × symbol), or `rule` on `proba` each day, at `closes` under `limits`."
+    book, equity, fills, events, taken = Book(initial_cash), {}, [], [], {}
+    start_equity, tracker, days = initial_cash, DailyLossTracker(), _by_day(proba)
+    act = (actions if rule is None else pd.DataFrame()).reindex(
+        index=closes.index, columns=closes.columns).astype(object)
     act = act.where(act.notna(), "HOLD").to_numpy()
-    px = closes.to_numpy(dtype=float)
-    symbols = list(closes.columns)
+    px, symbols = closes.to_numpy(dtype=float), list(closes.columns)
     for i, ts in enumerate(closes.index):
         prices = {s: float(px[i, j]) for j, s in enumerate(symbols) if not math.isnan(px[i, j])}
+        today = dict(zip(symbols, act[i], strict=True))
+        if rule is not None and ts in days:        # the run's decision function, held at the open
+            today.update(taken.setdefault(ts, rule_actions(rule, days[ts], book.positions)))
         tracker.start_session(str(ts.date()), start_equity)
-        decision = decide_day(dict(zip(symbols, act[i], strict=True)), book.portfolio(prices),
-                              limits, tracker)
+        decision = decide_day(today, book.portfolio(prices), limits, tracker)
         fills += execute(book, decision.orders, ts.date(), prices, slippage_pct,
                          limits.commission_rate)
         events += [(ts.date(), e) for e in decision.events]
         equity[ts] = start_equity = book.equity(prices)
-    return Simulation(pd.Series(equity, name="equity", dtype=float), fills, events)
+    return Simulation(pd.Series(equity, name="equity", dtype=float), fills, events,
+                      pd.DataFrame(taken).T if rule is not None else None)
 
 # %% ../nbs/10_backtest.ipynb #13374632
 def _closes(bars_by_symbol: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame({s: b["close"] for s, b in bars_by_symbol.items()}).sort_index()
 
-def predict_actions(model: TradingModel, bars_by_symbol: dict[str, pd.DataFrame], start: date,
-                    end: date | None = None, threshold: float = 0.6) -> pd.DataFrame:
-    "Actions (date × symbol) of a fixed `model` for the sessions in [start, end]."
+def predict_proba_frame(model: TradingModel, bars_by_symbol: dict[str, pd.DataFrame],
+                        start: date, end: date | None = None) -> pd.DataFrame:
+    "Probabilities ((symbol, date) × CLASSES) of a fixed `model` for the sessions in [start, end]."
     panel = model_feature_panel(model, bars_by_symbol)
     d = panel.index.get_level_values("date")
     rows = panel[(d >= pd.Timestamp(start)) & (d <= pd.Timestamp(end or d.max()))]
-    actions, _ = decide(model.predict_proba(rows), threshold)
-    return pd.Series(actions, index=rows.index).unstack("symbol")
+    return pd.DataFrame(model.predict_proba(rows), index=rows.index, columns=CLASSES)
+
+def predict_actions(model: TradingModel, bars_by_symbol: dict[str, pd.DataFrame], start: date,
+                    end: date | None = None, threshold: float = 0.6) -> pd.DataFrame:
+    "Actions (date × symbol) of a fixed `model` for the sessions in [start, end]."
+    proba = predict_proba_frame(model, bars_by_symbol, start, end)
+    actions, _ = decide(proba.to_numpy(), threshold)
+    return pd.Series(actions, index=proba.index).unstack("symbol")
 
 # %% ../nbs/10_backtest.ipynb #f356da9a
 @dataclass
@@ -193,7 +210,8 @@ def walk_forward(bars_by_symbol: dict[str, pd.DataFrame], start: date, end: date
                  progress: bool = False, n_splits: int = 5,
                  feature_set: str = DEFAULT_FEATURE_SET, label: str = DEFAULT_LABEL,
                  weighting: str = DEFAULT_WEIGHTING,
-                 edge_options: dict | None = None) -> WalkForward:   # see `model.train_model`
+                 edge_options: dict | None = None,        # see `model.train_model`
+                 rule: SignalRule | None = None) -> WalkForward:
     "Retrain every `retrain_every` sessions on purged history, trade [start, end] out of sample."
     limits = limits or RiskLimits()
     closes = _closes(bars_by_symbol).loc[pd.Timestamp(start):pd.Timestamp(end or date.max)]
@@ -221,9 +239,14 @@ def walk_forward(bars_by_symbol: dict[str, pd.DataFrame], start: date, end: date
                              max_probability=top))
     acts = pd.concat(parts)
     actions = acts.unstack("symbol") if len(acts) else pd.DataFrame(index=closes.index)
-    sim = simulate(actions, closes, limits, slippage_pct, initial_cash)
+    proba = pd.concat(probas) if probas else None
+    ranked = rule is not None and rule.kind != "threshold"    # the threshold rule: as above
+    sim = simulate(actions, closes, limits, slippage_pct, initial_cash, proba,
+                   rule if ranked else None)
+    if ranked: actions = sim.actions
     log.info("walk_forward_done", blocks=len(schedule), trades=len(sim.trades()))
-    settings = dict(threshold=threshold, retrain_every=retrain_every,
+    settings = dict(signal_rule=vars(rule) if ranked else "threshold", threshold=threshold,
+                    retrain_every=retrain_every,
                     window_days=window_days or "expanding", max_rounds=max_rounds,
                     n_splits=n_splits, feature_set=feature_set, label=label,
                     weighting=weighting, slippage_pct=slippage_pct, initial_cash=initial_cash,
@@ -231,7 +254,7 @@ def walk_forward(bars_by_symbol: dict[str, pd.DataFrame], start: date, end: date
                     data_hash=data_hash({s: b.loc[:closes.index[-1]]
                                          for s, b in bars_by_symbol.items()}))
     return WalkForward(sim, actions, closes, pd.DataFrame(log_rows), initial_cash, settings,
-                       pd.concat(probas) if probas else None)
+                       proba)
 
 # %% ../nbs/10_backtest.ipynb #65904564
 def buy_and_hold(closes: pd.DataFrame, initial_cash: float, slippage_pct: float = 0.0005,

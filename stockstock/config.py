@@ -166,6 +166,10 @@ class _ParamFields(BaseModel):
     order_type: Literal["MARKET", "LIMIT"] = "MARKET"  # MARKET = marketable limit (see kis-api)
     limit_buffer_pct: Fraction = 0.005     # marketable-limit distance from the last price
     confidence_threshold: Fraction | Literal["recommended"] = 0.6  # or the model's own advice
+    signal_rule: Literal["threshold", "topk"] = "threshold"  # the owner's rule, or the ranking
+    top_k: int = Field(1, ge=1, le=500)    # topk: symbols held (the k best-scored)
+    max_replace: int = Field(1, ge=1, le=500)  # topk: held symbols replaced per session at most
+    require_edge: bool | None = None       # no entries without a measured edge (None: paper/live)
     decision_time: str = "15:30"           # New York time of the session's one model decision
     max_model_age_days: int = Field(120, ge=1, le=3650)  # paper/live: older models only protect
     request_timeout_s: float = Field(10.0, gt=0, le=120)  # one broker request (KIS)
@@ -231,7 +235,15 @@ class TradingParams(_ParamFields):
     def _check_live(self) -> TradingParams:
         if self.mode == "live" and not self.confirm_live:
             raise ValueError("mode: 'live' trades real money; set confirm_live: true to allow it")
+        if self.signal_rule == "topk" and self.top_k > len(self.symbols):
+            raise ValueError(f"top_k: {self.top_k} is more than the {len(self.symbols)} symbols "
+                             "traded (the top-k rule holds at most one position per symbol)")
         return self
+
+    @property
+    def edge_required(self) -> bool:
+        "Are entries refused without a measured edge? `require_edge`, else paper/live yes."
+        return self.require_edge if self.require_edge is not None else self.mode != "sim"
 
 # %% ../nbs/00_config.ipynb #f5fe335f
 def describe_errors(err: ValidationError) -> str:

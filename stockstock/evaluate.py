@@ -19,7 +19,7 @@ __all__ = ['MIN_SYMBOLS', 'BLOCK_DAYS', 'N_BOOT', 'LEVEL', 'N_PLACEBO', 'BATCH_C
            'BASELINES', 'day_panel', 'daily_rank_ic', 'block_bootstrap_indices', 'mean_ci', 'newey_west_t',
            'block_permutations', 'placebo_p', 'placebo_daily_ic', 'demean_days', 'pooled_rank_ic', 'top_fraction',
            'placebo_excess', 'feature_baselines', 'score_edge', 'edge_table', 'Edge', 'model_edge', 'read_model_edge',
-           'edge_lines']
+           'EntryGate', 'entry_gate', 'edge_lines']
 
 # %% ../nbs/06a_evaluate.ipynb #dcf7eb30
 def day_panel(values: pd.Series) -> pd.DataFrame:
@@ -325,8 +325,8 @@ def _signed(x: float | None, digits: int = 2) -> str:
     return f"{x:+.{digits}f}".replace("-", "−")
 
 # %% ../nbs/06a_evaluate.ipynb #8da3ba84
-def model_edge(meta: dict) -> Edge:
-    "Has the model whose metadata is `meta` a measured edge? (see the table above)"
+def model_edge(meta: dict, rule: str = "threshold") -> Edge:
+    "Has the model whose metadata is `meta` a measured edge for signal `rule`? (see above)"
     edge, threshold = meta.get("edge"), meta.get("recommended_threshold")
     if not edge or edge.get("daily_ic") is None:
         return Edge(False, "the model records none (retrain it)", threshold=threshold)
@@ -334,22 +334,39 @@ def model_edge(meta: dict) -> Edge:
         return Edge(False, f"no day had {MIN_SYMBOLS} symbols or more to rank", threshold=threshold)
     ic, low, high = edge["daily_ic"], edge["ci_low"], edge["ci_high"]
     summary = f"daily IC {_signed(ic)} [{_signed(low)}, {_signed(high)}]"
-    if not low > 0: return Edge(False, summary, ic, low, high, threshold)
+    if not (low is not None and low > 0): return Edge(False, summary, ic, low, high, threshold)
+    placebo = f"{summary}, placebo p {edge['placebo_p']:.3f}"
+    if rule != "threshold": return Edge(True, placebo, ic, low, high, threshold)
     if threshold is None:
         return Edge(False, f"{summary}, but no threshold beat the placebo", ic, low, high)
-    return Edge(True, f"{summary}, placebo p {edge['placebo_p']:.3f}; threshold {threshold:.2f}",
-                ic, low, high, threshold)
+    return Edge(True, f"{placebo}; threshold {threshold:.2f}", ic, low, high, threshold)
 
 # %% ../nbs/06a_evaluate.ipynb #d399a610
-def read_model_edge(model_path: str | Path) -> Edge:
-    "`model_edge` of the model at `model_path`, from its `.meta.json` alone."
+def read_model_edge(model_path: str | Path, rule: str = "threshold") -> Edge:
+    "`model_edge` of the model at `model_path` for signal `rule`, from its `.meta.json` alone."
     meta_path = Path(model_path).with_suffix(".meta.json")
     if not meta_path.exists():
         return Edge(False, f"no model metadata at {meta_path.name} (train a model)")
     try:
-        return model_edge(json.loads(meta_path.read_text()))
+        return model_edge(json.loads(meta_path.read_text()), rule)
     except (ValueError, KeyError, TypeError) as e:
         return Edge(False, f"unreadable metadata {meta_path.name} ({type(e).__name__})")
+
+# %% ../nbs/06a_evaluate.ipynb #b5ecd296
+@dataclass(frozen=True)
+class EntryGate:
+    "May a run open new positions with this model, and the one line that says why."
+    allowed: bool            # new entries (BUYs) allowed
+    risky: bool              # allowed without a measured edge in paper/live: a risk event a run
+    text: str
+
+def entry_gate(edge: Edge, mode: str, required: bool) -> EntryGate:
+    "The gate for a run in `mode` whose model has `edge` (see the table above)."
+    if edge.measured: return EntryGate(True, False, edge.describe())
+    if required: return EntryGate(False, False, edge.describe(blocked=True))
+    if mode == "sim": return EntryGate(True, False, f"no measured edge: demo trades; {edge.summary}")
+    return EntryGate(True, True, "no measured edge: entries allowed anyway (require_edge: false); "
+                                 f"{edge.summary}")
 
 # %% ../nbs/06a_evaluate.ipynb #7c4750fc
 def _pct(x: float | None) -> str:

@@ -8,17 +8,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .features import FEATURE_SETS, build_feature_panel
 from .model import (BIAS, CLASSES, DRIFT_WINDOW, TradingModel, buy_calls,
-                              model_feature_panel)
+                              direction, model_feature_panel)
 
 # %% auto #0
-__all__ = ['ACTIONS', 'ACTION_CLASS', 'decide', 'rank_actions', 'Signal', 'latest_features', 'make_signals', 'signals_from_rows',
-           'signals_frame', 'action_map', 'contributions_frame', 'contributions_figure', 'recent_feature_rows']
+__all__ = ['ACTIONS', 'ACTION_CLASS', 'decide', 'rank_actions', 'SignalRule', 'rule_actions', 'confidences', 'Signal',
+           'latest_features', 'make_signals', 'signals_from_rows', 'signals_frame', 'action_map', 'contributions_frame',
+           'contributions_figure', 'recent_feature_rows']
 
 # %% ../nbs/08_signals.ipynb #89294aff
 ACTIONS = ("SELL", "HOLD", "BUY")
@@ -48,6 +50,35 @@ def rank_actions(scores: pd.Series, held: Iterable[str] = (), k: int = 1,
     slots = k - (len(held) - len(leaving))
     out[[s for s in order if s in top and s not in held][:max(slots, 0)]] = "BUY"
     return out
+
+# %% ../nbs/08_signals.ipynb #0ef54aea
+@dataclass(frozen=True)
+class SignalRule:
+    "How a day's probabilities become actions (see above)."
+    kind: str = "threshold"           # threshold / topk
+    threshold: float | None = 0.6     # threshold rule; None: no call
+    k: int = 1                        # topk: symbols held
+    max_replace: int = 1              # topk: held symbols replaced a day at most
+
+    @classmethod
+    def from_params(cls, params: Any, threshold: float | None) -> SignalRule:
+        "The rule of `TradingParams` `params`, with the confidence threshold already resolved."
+        return cls(params.signal_rule, threshold, params.top_k, params.max_replace)
+
+# %% ../nbs/08_signals.ipynb #c24c8661
+def rule_actions(rule: SignalRule, proba: pd.DataFrame, held: Iterable[str] = ()) -> pd.Series:
+    "Action of each symbol of `proba` (symbols × CLASSES; under topk also of each `held` one)."
+    p = proba[list(CLASSES)].to_numpy(dtype=float)
+    if rule.kind == "topk":
+        return rank_actions(pd.Series(direction(p), proba.index), held, rule.k, rule.max_replace)
+    if rule.threshold is None: return pd.Series("HOLD", index=proba.index, dtype=object)
+    return pd.Series(decide(p, rule.threshold)[0], index=proba.index, dtype=object)
+
+def confidences(proba: np.ndarray, actions: Iterable[str]) -> np.ndarray:
+    "The probability behind each action: P(UP) for BUY, P(DOWN) for SELL, the largest for HOLD."
+    a = np.asarray(list(actions), dtype=object)
+    return np.where(a == "BUY", proba[:, _UP], np.where(a == "SELL", proba[:, _DOWN],
+                                                          proba.max(axis=1)))
 
 # %% ../nbs/08_signals.ipynb #4b09f9a3
 @dataclass(frozen=True)
@@ -95,24 +126,27 @@ def _contributions(model: TradingModel, rows: pd.DataFrame, actions: np.ndarray,
                                          strict=True)} for i, a in enumerate(actions)]
 
 def make_signals(model: TradingModel, bars_by_symbol: dict[str, pd.DataFrame], as_of_date: date,
-                 threshold: float = 0.6) -> list[Signal]:
+                 threshold: float | None = 0.6, rule: SignalRule | None = None,
+                 held: Iterable[str] = ()) -> list[Signal]:
     "One `Signal` per symbol (in the given order) for the bar of `as_of_date`."
     rows, missing = latest_features(bars_by_symbol, as_of_date,
                                     getattr(model, "feature_set", "owner"))
-    return signals_from_rows(model, rows, missing, bars_by_symbol, as_of_date, threshold)
+    return signals_from_rows(model, rows, missing, bars_by_symbol, as_of_date, threshold, rule,
+                             held)
 
 def signals_from_rows(model: TradingModel, rows: pd.DataFrame, missing: dict[str, str],
                       bars_by_symbol: dict[str, pd.DataFrame], as_of_date: date,
-                      threshold: float = 0.6) -> list[Signal]:
-    "Signals from feature rows already computed (`latest_features`'s two results)."
-    decided = {}
+                      threshold: float | None = 0.6, rule: SignalRule | None = None,
+                      held: Iterable[str] = ()) -> list[Signal]:
+    "Signals from feature rows already computed (`latest_features`'s two results), by `rule`."
+    decided, rule = {}, rule or SignalRule("threshold", threshold)
     if len(rows):
         proba = model.predict_proba(rows)
-        actions, conf = decide(proba, threshold)
-        why = _contributions(model, rows, actions)
+        actions = rule_actions(rule, pd.DataFrame(proba, rows.index, CLASSES), held)[rows.index]
+        conf, why = confidences(proba, actions), _contributions(model, rows, actions.to_numpy())
         for i, sym in enumerate(rows.index):
             decided[sym] = Signal(
-                sym, str(actions[i]), float(conf[i]),
+                sym, str(actions.iloc[i]), float(conf[i]),
                 {c: float(proba[i, j]) for j, c in enumerate(CLASSES)},
                 {f: float(v) for f, v in rows.loc[sym].items()}, as_of_date,
                 float(bars_by_symbol[sym].loc[pd.Timestamp(as_of_date), "close"]),
