@@ -364,7 +364,8 @@ def entry_gate(edge: Edge, mode: str, required: bool) -> EntryGate:
     "The gate for a run in `mode` whose model has `edge` (see the table above)."
     if edge.measured: return EntryGate(True, False, edge.describe())
     if required: return EntryGate(False, False, edge.describe(blocked=True))
-    if mode == "sim": return EntryGate(True, False, f"no measured edge: demo trades; {edge.summary}")
+    if mode == "sim":
+        return EntryGate(True, False, f"no measured edge: demo trades; {edge.summary}")
     return EntryGate(True, True, "no measured edge: entries allowed anyway (require_edge: false); "
                                  f"{edge.summary}")
 
