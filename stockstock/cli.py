@@ -343,6 +343,7 @@ def backtest_command(args: argparse.Namespace) -> int:
     from stockstock.backtest import format_metric, walk_forward
     from stockstock.model import default_cutoff
     from stockstock.risk import RiskLimits
+    from stockstock.signals import SignalRule
     params = params_from(args)
     bars, days = _load_bars(params)
     start = pd.Timestamp(args.start) if args.start else days[days > pd.Timestamp(
@@ -352,7 +353,8 @@ def backtest_command(args: argparse.Namespace) -> int:
                       window_days=args.window_days, max_rounds=args.max_rounds,
                       threshold=params.confidence_threshold,
                       limits=RiskLimits.from_params(params), slippage_pct=params.slippage_pct,
-                      initial_cash=params.initial_cash, progress=not args.quiet)
+                      initial_cash=params.initial_cash, progress=not args.quiet,
+                      rule=SignalRule.from_params(params, None))
     metrics = wf.metrics(params.commission_rate, params.slippage_pct)
     shown = metrics.apply(lambda col: [format_metric(i, v) for i, v in col.items()])
     print(shown.to_string())

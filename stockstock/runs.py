@@ -28,12 +28,13 @@ if TYPE_CHECKING:  # imported where used: the launcher starts the kernel before 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'TEMPLATE', 'RUN_LOCK', 'KERNEL_LOCK', 'ATOMIC', 'LAUNCHER_PID', 'PRELOAD', 'KERNEL_EXIT_S', 'template_path',
-           'output_path', 'home_relative', 'model_cutoff', 'hide_unused_imports', 'skip_final_collection', 'preload',
-           'write_text_atomic', 'write_notebook', 'AtomicLocalHandler', 'register_atomic_io', 'mark_stopped',
-           'ensure_plotly_js', 'tag_notebook', 'file_sha256', 'seal', 'HtmlRenderer', 'render_html',
-           'exit_with_launcher', 'kernel_startup', 'wait_for_kernels', 'RunKernel', 'RunOutcome', 'queue_failed_run',
-           'close_interrupted_runs', 'execute_run', 'to_session']
+__all__ = ['log', 'TEMPLATE', 'RUN_LOCK', 'KERNEL_LOCK', 'ATOMIC', 'BANNER_TAG', 'LAUNCHER_PID', 'PRELOAD', 'KERNEL_EXIT_S',
+           'template_path', 'output_path', 'home_relative', 'model_cutoff', 'hide_unused_imports',
+           'skip_final_collection', 'preload', 'write_text_atomic', 'write_notebook', 'AtomicLocalHandler',
+           'register_atomic_io', 'mark_stopped', 'run_banner', 'put_banner', 'ensure_plotly_js', 'tag_notebook',
+           'file_sha256', 'seal', 'HtmlRenderer', 'render_html', 'exit_with_launcher', 'kernel_startup',
+           'wait_for_kernels', 'RunKernel', 'RunOutcome', 'queue_failed_run', 'close_interrupted_runs', 'execute_run',
+           'to_session']
 
 # %% ../nbs/12_runs.ipynb #cdca220d
 TEMPLATE = "scheduled/hourly_trade.ipynb"
@@ -166,6 +167,24 @@ def mark_stopped(path: Path, reason: str, ename: str = "RunStopped") -> bool:
     write_notebook(nb, path)
     return True
 
+# %% ../nbs/12_runs.ipynb #b8a1775b
+BANNER_TAG = "stockstock-banner"
+
+def run_banner(params: TradingParams) -> str:
+    "The line a run's notebook opens with: what its model's edge allows (`entry_gate`)."
+    from stockstock.evaluate import entry_gate, read_model_edge
+    edge = read_model_edge(resolve_path(params.model_path), params.signal_rule)
+    return entry_gate(edge, params.mode, params.edge_required).text
+
+def put_banner(nb: Any, text: str) -> None:
+    "Make `text` the first cell of notebook `nb` (a tagged markdown cell; an old one replaced)."
+    from nbformat.v4 import new_markdown_cell
+    import html
+    nb.cells = [c for c in nb.cells if BANNER_TAG not in c.metadata.get("tags", [])]
+    cell = new_markdown_cell(f'<b style="color:#a04000; font-size:1.4em">⚠️ {html.escape(text)}'
+                             "</b>", metadata={"tags": [BANNER_TAG]})
+    nb.cells.insert(0, cell)
+
 # %% ../nbs/12_runs.ipynb #03511a58
 def ensure_plotly_js(outputs: Path) -> Path:
     "Write plotly.js once to `outputs/plotly.min.js` (shared by every rendered run)."
@@ -176,11 +195,12 @@ def ensure_plotly_js(outputs: Path) -> Path:
         write_text_atomic(path, get_plotlyjs())
     return path
 
-def tag_notebook(notebook: Path, **meta: Any) -> None:
-    "Add `meta` (run_id, status, ...) under `metadata.stockstock` of the executed notebook."
+def tag_notebook(notebook: Path, banner: str | None = None, **meta: Any) -> None:
+    "Add `meta` (run_id, status, ...) under `metadata.stockstock`; `banner` as the first cell."
     import nbformat
     nb = nbformat.read(notebook, as_version=4)
     nb.metadata["stockstock"] = {**nb.metadata.get("stockstock", {}), **meta}
+    if banner is not None: put_banner(nb, banner)
     from jupyter_client.kernelspec import KernelSpecManager
     spec = KernelSpecManager().get_kernel_spec("python3")   # what JupyterLab writes on opening
     nb.metadata["kernelspec"] = dict(display_name=spec.display_name, language=spec.language,
@@ -385,13 +405,14 @@ def queue_failed_run(db: Database, run_id: str, mode: str, reason: str | None,
 # %% ../nbs/12_runs.ipynb #7e724073
 def _finalise_notebook(out: Path, run_id: str, status: str, mode: str, as_of: datetime,
                        replay_of: str | None = None, stopped: tuple[str, str] | None = None,
-                       renderer: HtmlRenderer | None = None) -> dict[str, Any]:
-    "Mark, tag, render and seal an executed notebook; the `runs` fields that record it."
+                       renderer: HtmlRenderer | None = None,
+                       banner: str | None = None) -> dict[str, Any]:
+    "Mark, tag, render and seal an executed notebook (`banner` first); the `runs` fields."
     if not out.exists(): return dict(notebook_path=None)
     for f in (out, out.with_suffix(".html")):
         if f.exists(): f.chmod(0o644)
     if stopped is not None: mark_stopped(out, *stopped)
-    tag_notebook(out, run_id=run_id, status=status, mode=mode, as_of=as_of.isoformat(),
+    tag_notebook(out, banner, run_id=run_id, status=status, mode=mode, as_of=as_of.isoformat(),
                  replay_of=replay_of)
     html = (renderer or HtmlRenderer()).render(out)
     return dict(notebook_path=home_relative(out), notebook_sha256=seal(out),
@@ -405,7 +426,8 @@ def close_interrupted_runs(db: Database) -> list[str]:
         params = TradingParams(**{**run.params, "as_of": run.as_of})
         files = _finalise_notebook(output_path(params, run.as_of, run.run_id), run.run_id,
                                    "failed", run.mode, run.as_of, run.replay_of,
-                                   stopped=(reason, "RunInterrupted"))
+                                   stopped=(reason, "RunInterrupted"),
+                                   banner=run_banner(params))
         db.finish_run(run.run_id, "failed", reason=reason, **files)
         log.warning("run_interrupted", run_id=run.run_id)
         queue_failed_run(db, run.run_id, run.mode, reason, files["notebook_path"])
@@ -442,7 +464,8 @@ def _settle(db: Database, params: TradingParams, run_id: str, unpinned: bool,
     run = db.get_run(run_id)
     stopped = (message, kind) if message is not None and kind != "error" else None
     files = _finalise_notebook(output_path(params, params.as_of, run_id), run_id, run.status,
-                               params.mode, params.as_of, replay_of, stopped, renderer)
+                               params.mode, params.as_of, replay_of, stopped, renderer,
+                               run_banner(params))
     db.update_run(run_id, **files)
     if run.status == "failed":
         queue_failed_run(db, run_id, params.mode, run.reason, files["notebook_path"])

@@ -10,7 +10,7 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING, Any
@@ -96,7 +96,8 @@ class RunContext:
     session: date                     # New York date of as_of
     slot: datetime                    # decision slot (as_of to the hour)
     market: MarketData | None = None  # prices (the sim broker itself; KIS's real domain)
-    threshold: float = 0.6            # the confidence threshold in force (resolved)
+    threshold: float | None = 0.6     # the confidence threshold in force (None: no call)
+    rule: Any = None                  # signals.SignalRule in force (resolved at start)
     skipped: str | None = None        # why the run does nothing (market closed)
     halted: str | None = None         # why new entries are blocked (daily loss, /stop)
     model_issue: str | None = None    # why the model may not decide (stale, unreadable)
@@ -262,14 +263,11 @@ def _load_run_model(params: TradingParams) -> tuple[Any, str | None]:
         if params.mode == "sim": raise
         return None, f"model unusable: {e}"
 
-def resolve_threshold(params: TradingParams, model: Any) -> float:
-    "The confidence threshold: the parameter, or the model's recommended one."
+def resolve_threshold(params: TradingParams, model: Any) -> float | None:
+    "The confidence threshold: the parameter, the model's recommended one, or None (no call)."
     if params.confidence_threshold != "recommended": return float(params.confidence_threshold)
     advised = (getattr(model, "meta", None) or {}).get("recommended_threshold")
-    if advised is None:
-        raise ConfigError("confidence_threshold: 'recommended', but the model records no "
-                          "recommended threshold (retrain it, or give a number)")
-    return float(advised)
+    return None if advised is None else float(advised)
 
 # %% ../nbs/11_trade.ipynb #0379ed72
 def start_run(parameters: dict[str, Any], run_id: str | None = None) -> RunContext:
@@ -292,6 +290,8 @@ def start_run(parameters: dict[str, Any], run_id: str | None = None) -> RunConte
     ctx = RunContext(run_id, params, as_of, db, broker, model, session, decision_slot(as_of),
                      market, model_issue=issue or model_issue(model, session, params))
     if model is not None: ctx.threshold = resolve_threshold(params, model)
+    from stockstock.signals import SignalRule
+    ctx.rule = SignalRule.from_params(params, ctx.threshold)
     if ctx.model_issue: log.warning("model_not_used", run_id=run_id, reason=ctx.model_issue)
     log.info("run_started", run_id=run_id, mode=params.mode, as_of=as_of.isoformat())
     return ctx
@@ -621,13 +621,14 @@ def compute_signals(ctx: RunContext) -> list[Signal]:
     from stockstock.signals import Signal, action_map, make_signals, signals_from_rows
     if not ctx.decides or ctx.model_issue: return []       # protection-only run
     tradable = {s: ctx.bars[s] for s in ctx.params.symbols if s not in ctx.untradable}
+    rule = dict(rule=ctx.rule, held=_held(ctx))
     if tradable and ctx.features:                # prepared as the quotes arrived (live)
         rows, missing = _session_rows(ctx, list(tradable))
         made = {s.symbol: s for s in signals_from_rows(ctx.model, rows, missing, tradable,
-                                                       ctx.session, ctx.threshold)}
+                                                       ctx.session, ctx.threshold, **rule)}
     else:
         made = {s.symbol: s for s in make_signals(ctx.model, tradable, ctx.session,
-                                                  ctx.threshold)} if tradable else {}
+                                                  ctx.threshold, **rule)} if tradable else {}
     ctx.signals = [made.get(s) or Signal(s, "HOLD", None, bar_date=ctx.checks[s].last_date,
                                          note=f"{ctx.checks[s].status}: {ctx.checks[s].reason}")
                    for s in ctx.params.symbols]
@@ -639,6 +640,11 @@ def compute_signals(ctx: RunContext) -> list[Signal]:
                     for s in ctx.signals])
     log.info("signals_computed", run_id=ctx.run_id, **action_map(ctx.signals))
     return ctx.signals
+
+def _held(ctx: RunContext) -> set[str]:
+    "Symbols held at the broker before this run's orders (what the top-k rule ranks against)."
+    balance = ctx.before if ctx.before is not None else ctx.broker.balance()
+    return {s for s, p in balance.positions.items() if p.qty > 0}
 
 # %% ../nbs/11_trade.ipynb #e81d4f7f
 def _loss_tracker(ctx: RunContext, equity_now: float):
@@ -796,10 +802,17 @@ def _order_outcomes(ctx: RunContext) -> dict[str, str]:
                                     f"{status}{why}")
     return out
 
-def hold_outcome(s: Signal, threshold: float) -> str:
-    "Why a predicted HOLD: the likelier of P(UP) and P(DOWN) stayed under the threshold."
-    side = max(("UP", "DOWN"), key=lambda c: s.probabilities.get(c, 0.0))
-    return f"below threshold (P({side}) {s.probabilities.get(side, 0.0):.2f} < {threshold:.2f})"
+def hold_outcome(s: Signal, threshold: float | None, rule: Any = None,
+                 held: Collection[str] = ()) -> str:
+    "Why a predicted HOLD, under the threshold rule or (`rule` topk) the ranking rule."
+    p = s.probabilities
+    if rule is not None and rule.kind == "topk":
+        if s.symbol in held: return f"held: still among the top {rule.k}"
+        return f"not among the top {rule.k} (score {p.get('UP', 0.0) - p.get('DOWN', 0.0):+.2f})"
+    if threshold is None:
+        return "no call: the model recommends no threshold (none beat the placebo)"
+    side = max(("UP", "DOWN"), key=lambda c: p.get(c, 0.0))
+    return f"below threshold (P({side}) {p.get(side, 0.0):.2f} < {threshold:.2f})"
 
 # %% ../nbs/11_trade.ipynb #506fe36a
 _REJECTIONS = {"position_cap": "capped: position already at the {pct:.0%} maximum",
@@ -819,9 +832,14 @@ def signal_outcomes(ctx: RunContext) -> dict[str, str]:
             out[s.symbol] = _REJECTIONS.get(rejected.detail["reason"], rejected.detail["reason"]) \
                 .format(pct=ctx.params.max_position_pct, halted=ctx.halted)
         elif s.action == "SELL": out[s.symbol] = "nothing to sell"
-        elif s.action == "HOLD": out[s.symbol] = hold_outcome(s, ctx.threshold)
+        elif s.action == "HOLD":
+            out[s.symbol] = hold_outcome(s, ctx.threshold, ctx.rule, _held_before(ctx))
         else: out[s.symbol] = "no order"
     return out
+
+def _held_before(ctx: RunContext) -> set[str]:
+    "Symbols held when the run decided (empty when it never asked the broker)."
+    return {s for s, p in ctx.before.positions.items() if p.qty > 0} if ctx.before else set()
 
 # %% ../nbs/11_trade.ipynb #fd111595
 def finish_run(ctx: RunContext) -> dict[str, Any]:
