@@ -328,10 +328,10 @@ def _signed(x: float | None, digits: int = 2) -> str:
 def model_edge(meta: dict, rule: str = "threshold") -> Edge:
     "Has the model whose metadata is `meta` a measured edge for signal `rule`? (see above)"
     edge, threshold = meta.get("edge"), meta.get("recommended_threshold")
+    if edge and edge.get("days") == 0:          # (its figures are null: nothing to average)
+        return Edge(False, f"no day had {MIN_SYMBOLS} symbols or more to rank", threshold=threshold)
     if not edge or edge.get("daily_ic") is None:
         return Edge(False, "the model records none (retrain it)", threshold=threshold)
-    if edge.get("days") == 0:
-        return Edge(False, f"no day had {MIN_SYMBOLS} symbols or more to rank", threshold=threshold)
     ic, low, high = edge["daily_ic"], edge["ci_low"], edge["ci_high"]
     summary = f"daily IC {_signed(ic)} [{_signed(low)}, {_signed(high)}]"
     if not (low is not None and low > 0): return Edge(False, summary, ic, low, high, threshold)

@@ -42,8 +42,8 @@ __all__ = ['log', 'CLASSES', 'HORIZON', 'VOLATILITY_LABEL_WIDTH', 'LABELS', 'DEF
            'calibration_error', 'reliability_figure', 'buy_calls', 'threshold_table', 'ThresholdChoice',
            'choose_threshold', 'drift_reference', 'population_stability', 'drift_status', 'drift_table',
            'drifted_too_far', 'drift_figure', 'TradingModel', 'ModelError', 'LGBMTradingModel', 'model_feature_panel',
-           'sessions_needed', 'check_history', 'measure_edge', 'train_model', 'file_sha256', 'save_model', 'load_model',
-           'default_cutoff', 'retrain_schedule', 'walk_forward_predictions']
+           'sessions_needed', 'check_history', 'measure_edge', 'train_model', 'file_sha256', 'json_safe', 'save_model',
+           'load_model', 'default_cutoff', 'retrain_schedule', 'walk_forward_predictions']
 
 # %% ../nbs/07_model.ipynb #518c1472
 CLASSES = ("DOWN", "HOLD", "UP")   # class index 0, 1, 2 — the order of predicted probabilities
@@ -756,6 +756,15 @@ def file_sha256(path: str | Path) -> str:
 def _meta_path(path: Path) -> Path: return path.with_suffix(".meta.json")
 def _calibration_path(path: Path) -> Path: return path.with_suffix(".calibration.json")
 
+# %% ../nbs/07_model.ipynb #bb49da19
+def json_safe(value: Any) -> Any:
+    "`value` with every NaN or infinity (NumPy's too) as None, so its JSON is standard JSON."
+    if isinstance(value, dict): return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)): return [json_safe(v) for v in value]
+    if isinstance(value, np.generic): value = value.item()
+    if isinstance(value, float) and not np.isfinite(value): return None
+    return value
+
 # %% ../nbs/07_model.ipynb #cf26cf59
 def save_model(model: LGBMTradingModel, path: str | Path) -> Path:
     "Write `path` (LightGBM text), its calibration JSON and `.meta.json`; returns the model path."
@@ -772,7 +781,8 @@ def save_model(model: LGBMTradingModel, path: str | Path) -> Path:
     if model.calibrator is not None:
         calibration.write_text(json.dumps(model.calibrator.to_dict(), indent=2))
         meta["calibration"] = dict(file=calibration.name, sha256=file_sha256(calibration))
-    _meta_path(path).write_text(json.dumps(meta, indent=2, default=str))
+    meta = json_safe(meta)                    # NaN (e.g. no day with 3 symbols) is written null
+    _meta_path(path).write_text(json.dumps(meta, indent=2, default=str, allow_nan=False))
     model.meta = meta
     return path
 

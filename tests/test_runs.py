@@ -130,3 +130,66 @@ def test_the_notebook_parameters_cell_declares_every_parameter_with_its_default(
     assert declared.pop("run_id") is None
     defaults = TradingParams().model_dump(mode="json")
     assert declared == defaults
+
+
+DEMO_BANNER = "no measured edge: demo trades"
+
+
+def test_sim_demo_trades_from_a_fresh_project_and_agrees_with_the_backtest(home):
+    """Issue 16 acceptance: a fresh project with the shipped `scheduled/sim.yaml` (the top-k
+    rule, k = 1) trades from its first session; 15 runs, every notebook opening with the demo
+    banner; the backtest's simulation of the same model and rule makes the same trades; and
+    `stockstock backtest --params scheduled/sim.yaml` trades that rule too."""
+    import shutil
+
+    from conftest import REPO
+
+    from stockstock.backtest import predict_proba_frame
+    from stockstock.signals import SignalRule
+    (home / "scheduled").mkdir()
+    shutil.copy(REPO / "scheduled/sim.yaml", home / "scheduled/sim.yaml")
+    first = stockstock("run", home=home)                  # seeds, trains, runs once
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert re.search(r"^orders:\s+[1-9]", first.stdout, re.M), first.stdout   # trades at once
+    for _ in range(14):
+        r = stockstock("trade", "--params", "scheduled/sim.yaml", home=home)
+        assert r.returncode == 0, r.stdout + r.stderr
+    runs = query(home, "SELECT status, notebook_path, as_of FROM runs ORDER BY as_of")
+    assert len(runs) == 15 and {s for s, _, _ in runs} == {"ok"}
+    for _, nb_path, _ in runs:
+        nb = nbformat.read(home / nb_path, as_version=4)
+        assert DEMO_BANNER in nb.cells[0].source, nb.cells[0].source
+        assert DEMO_BANNER in (home / nb_path).with_suffix(".html").read_text()
+    got = [(d, s, side, q, round(p, 8)) for d, s, side, q, p in query(
+        home, "SELECT trade_date, symbol, side, qty, fill_price FROM sim_orders "
+              "WHERE status = 'filled' ORDER BY order_id")]
+    assert got, "the demo must trade"
+
+    # the same sessions through the backtest: the same model's probabilities, the same rule
+    params = load_params(home / "scheduled/sim.yaml")
+    assert (params.signal_rule, params.top_k, params.edge_required) == ("topk", 1, False)
+    db = init_db(f"sqlite:///{home}/data/stockstock.db")
+    bars = {s: db.load_ohlcv(s) for s in params.symbols}
+    db.close()
+    model = load_model(home / "models/lgbm.txt")
+    assert model.meta["recommended_threshold"] is None     # the threshold rule would not trade
+    sessions = [pd.Timestamp(a).tz_localize("UTC").tz_convert("America/New_York").date()
+                for _, _, a in runs]
+    closes = pd.DataFrame({s: b["close"] for s, b in bars.items()}).loc[
+        pd.Timestamp(sessions[0]):pd.Timestamp(sessions[-1])]
+    sim = simulate(None, closes, RiskLimits.from_params(params), params.slippage_pct,
+                   params.initial_cash, predict_proba_frame(model, bars, sessions[0],
+                                                            sessions[-1]),
+                   SignalRule.from_params(params, None))
+    expected = [(str(t.date), t.symbol, t.side, int(t.qty), round(t.price, 8))
+                for t in sim.trades().itertuples()]
+    assert got == expected
+    (equity,), = query(home, "SELECT equity FROM portfolio_snapshots ORDER BY as_of DESC LIMIT 1")
+    assert equity == pytest.approx(sim.equity.iloc[-1], rel=1e-12)
+
+    b = stockstock("backtest", "--params", "scheduled/sim.yaml", "--quiet", "--start",
+                   str(sessions[0]), "--end", str(sessions[-1]), "--max-rounds", "20", home=home)
+    assert b.returncode == 0, b.stdout + b.stderr
+    assert int(re.search(r"(\d+) trades\)", b.stdout).group(1)) > 0, b.stdout
+    (report,) = (home / "outputs/backtest").glob("*.html")
+    assert "'kind': 'topk'" in report.read_text()
