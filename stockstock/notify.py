@@ -196,6 +196,9 @@ def daily_summary(db: Database, params: TradingParams, now: datetime | None = No
     head = [f"<b>📊 Daily summary</b> [{esc(params.mode)}] {local(now, tz, '%Y-%m-%d')}",
             "Trading: <b>HALTED</b> — " + esc(st.halt["reason"]) if st.halt else "Trading: on",
             f"NYSE: {esc(st.market.describe())}"]
+    if st.gate is not None:                 # the model's edge, and what it allows, once a day
+        head.insert(2, f"{'⚠️ ' if st.gate.risky or not st.gate.allowed else ''}Edge: "
+                       f"{esc(st.gate.text)}")
     if pv is not None:
         head.append(f"Value <b>{usd(pv.equity)} USD</b> (cash {usd(pv.cash)}, "
                     f"{len(pv.holdings)} positions, unrealised {usd(pv.unrealised, True)})")

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from .calendar import NEW_YORK, MarketStatus, format_instant, market_status, next_session
 from .config import TradingParams, resolve_path
+from .evaluate import EntryGate, entry_gate, model_edge
 from .db import Database, Notice, PortfolioSnapshot, Run, Signal, SimAccount, Trade
 from .state import HALT, sim_clock
 
@@ -42,6 +43,7 @@ class Status:
     sim_clock: date | None          # sim: the last session replayed
     open_orders: int                # our trades the broker may still fill (as last recorded)
     pending_notices: int
+    gate: EntryGate | None = None   # what the model's edge allows new entries (`entry_gate`)
 
 # %% ../nbs/14_queries.ipynb #c891cd7e
 def model_meta(params: TradingParams) -> dict[str, Any]:
@@ -81,10 +83,11 @@ def status(db: Database, params: TradingParams, now: datetime | None = None) -> 
     runs = db.list_runs(limit=1)
     with db.session() as s:
         pending = s.scalar(select(func.count()).where(Notice.status == "pending")) or 0
+    gate = entry_gate(model_edge(meta, params.signal_rule), params.mode, params.edge_required)
     return Status(params.mode, now, active_halt(db, session), market_status(now),
                   runs[0] if runs else None, cutoff,
                   (today - cutoff).days if cutoff else None, meta.get("sha256"), clock,
-                  len(open_orders(db)), pending)
+                  len(open_orders(db)), pending, gate)
 
 # %% ../nbs/14_queries.ipynb #6026eba7
 @dataclass
@@ -252,7 +255,9 @@ def tz_label(tz: str) -> str:
     return datetime.now(ZoneInfo(tz)).strftime("%Z")
 
 # %% ../nbs/14_queries.ipynb #1d7a8642
-def _halt_line(halt: dict[str, Any] | None, tz: str) -> str:
+def _halt_line(halt: dict[str, Any] | None, tz: str, gate: EntryGate | None = None) -> str:
+    if halt is None and gate is not None and not gate.allowed:
+        return "Trading: <b>entries blocked</b> (no measured edge); stop-losses and exits go on"
     if halt is None: return "Trading: <b>on</b> (new entries allowed)"
     since = datetime.fromisoformat(halt["since"]) if halt.get("since") else None
     scope = f"for the session {halt['session']}" if halt.get("session") else "until /start"
@@ -260,9 +265,15 @@ def _halt_line(halt: dict[str, Any] | None, tz: str) -> str:
             f"(by {esc(halt.get('by', '?'))}, since {local(since, tz)} {tz_label(tz)}); "
             "stop-losses and exits go on")
 
+def _edge_line(gate: EntryGate | None) -> list[str]:
+    "The model's edge in words; a warning when entries go on without one (paper/live)."
+    if gate is None: return []
+    risk = " ⚠️ a risk event on every run" if gate.risky else ""
+    return [f"Edge: {esc(gate.text)}{risk}"]
+
 def format_status(st: Status, tz: str) -> str:
     "The /status answer."
-    lines = [f"<b>StockStock</b> · {esc(st.mode)} mode", _halt_line(st.halt, tz),
+    lines = [f"<b>StockStock</b> · {esc(st.mode)} mode", _halt_line(st.halt, tz, st.gate),
              f"NYSE: {esc(st.market.describe())}"]
     if st.mode == "sim":
         lines.append(f"Sim replay: last session {st.sim_clock or 'none yet'}")
@@ -273,6 +284,7 @@ def format_status(st: Status, tz: str) -> str:
     lines.append("Model: none" if st.model_cutoff is None else
                  f"Model: data up to {st.model_cutoff} ({st.model_age_days} days old), "
                  f"sha256 {esc((st.model_sha256 or '?')[:12])}")
+    lines += _edge_line(st.gate)
     lines.append(f"Open orders: {st.open_orders} · unsent notices: {st.pending_notices}")
     return "\n".join(lines)
 
