@@ -37,14 +37,14 @@ if TYPE_CHECKING:  # the model stack (lightgbm, TA-Lib) loads when a run first n
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'QUOTE_THREADS', 'ALREADY_DECIDED', 'resolve_as_of', 'check_run', 'decision_slot', 'client_key', 'RunContext',
-           'run_step', 'order_notice', 'halt_notice', 'unresolved_notice', 'drift_notice', 'failed_run_notice',
-           'git_commit', 'new_run_id', 'make_broker', 'model_cutoff_of', 'model_issue', 'resolve_threshold',
-           'start_run', 'collect_params', 'decision_instant', 'decides_now', 'market_closed_reason', 'skip_run',
-           'check_market', 'order_query', 'reconcile', 'implied_account', 'compare_with_broker', 'manage_open_orders',
-           'load_bars', 'start_quotes', 'with_live_bar', 'marks', 'session_prices', 'check_drift', 'compute_signals',
-           'decide_orders', 'submit_orders', 'take_snapshot', 'hold_outcome', 'signal_outcomes', 'finish_run',
-           'run_steps']
+__all__ = ['log', 'QUOTE_THREADS', 'ALREADY_DECIDED', 'EDGE_BLOCKED', 'resolve_as_of', 'check_run', 'decision_slot', 'client_key',
+           'RunContext', 'run_step', 'order_notice', 'halt_notice', 'unresolved_notice', 'drift_notice',
+           'failed_run_notice', 'edge_notice', 'git_commit', 'new_run_id', 'make_broker', 'model_cutoff_of',
+           'model_issue', 'resolve_threshold', 'run_gate', 'start_run', 'collect_params', 'decision_instant',
+           'decides_now', 'market_closed_reason', 'skip_run', 'check_market', 'order_query', 'reconcile',
+           'implied_account', 'compare_with_broker', 'manage_open_orders', 'load_bars', 'start_quotes', 'with_live_bar',
+           'marks', 'session_prices', 'check_drift', 'compute_signals', 'decide_orders', 'submit_orders',
+           'take_snapshot', 'hold_outcome', 'signal_outcomes', 'finish_run', 'run_steps']
 
 # %% ../nbs/11_trade.ipynb #68eb7934
 def resolve_as_of(params: TradingParams, db: Database, model_cutoff: date | None) -> datetime:
@@ -98,6 +98,8 @@ class RunContext:
     market: MarketData | None = None  # prices (the sim broker itself; KIS's real domain)
     threshold: float | None = 0.6     # the confidence threshold in force (None: no call)
     rule: Any = None                  # signals.SignalRule in force (resolved at start)
+    gate: Any = None                  # evaluate.EntryGate: may the model's edge open positions
+    blocked: list[str] = field(default_factory=list)  # BUYs the gate refused this run
     skipped: str | None = None        # why the run does nothing (market closed)
     halted: str | None = None         # why new entries are blocked (daily loss, /stop)
     model_issue: str | None = None    # why the model may not decide (stale, unreadable)
@@ -187,6 +189,11 @@ def failed_run_notice(run_id: str, mode: str, reason: str | None, notebook: str 
     return (f"<b>❌ Run failed</b> [{_esc(mode)}]\nrun <code>{_esc(run_id)}</code>: {_esc(what)}"
             + (f"\nnotebook <code>{_esc(notebook)}</code>" if notebook else ""))
 
+def edge_notice(text: str, session: date, mode: str) -> str:
+    "Entries blocked (or allowed anyway) without a measured edge: once a session."
+    title = "🚫 No measured edge" if "entries blocked" in text else "⚠️ Trading without an edge"
+    return f"<b>{title}</b> [{_esc(mode)}]\n{_esc(text)} ({session})"
+
 # %% ../nbs/11_trade.ipynb #5e1da01d
 def _queue_notice(ctx: RunContext, key: str, kind: str, build: Callable[[], str]) -> None:
     "Record a notice of this run once per `key`; a failure to record it never fails the run."
@@ -269,6 +276,12 @@ def resolve_threshold(params: TradingParams, model: Any) -> float | None:
     advised = (getattr(model, "meta", None) or {}).get("recommended_threshold")
     return None if advised is None else float(advised)
 
+def run_gate(params: TradingParams, model: Any) -> Any:
+    "What the model's measured edge allows this run (`evaluate.entry_gate`)."
+    from stockstock.evaluate import entry_gate, model_edge
+    edge = model_edge(getattr(model, "meta", None) or {}, params.signal_rule)
+    return entry_gate(edge, params.mode, params.edge_required)
+
 # %% ../nbs/11_trade.ipynb #0379ed72
 def start_run(parameters: dict[str, Any], run_id: str | None = None) -> RunContext:
     "Validate `parameters`, open DB, model and broker, and record the run (ad hoc without id)."
@@ -292,6 +305,10 @@ def start_run(parameters: dict[str, Any], run_id: str | None = None) -> RunConte
     if model is not None: ctx.threshold = resolve_threshold(params, model)
     from stockstock.signals import SignalRule
     ctx.rule = SignalRule.from_params(params, ctx.threshold)
+    ctx.gate = run_gate(params, model)
+    if ctx.gate.risky:                   # the owner's choice, recorded on every run
+        _record_event(ctx, "edge_not_required", None, {"gate": ctx.gate.text})
+        log.warning("edge_not_required", run_id=run_id, gate=ctx.gate.text)
     if ctx.model_issue: log.warning("model_not_used", run_id=run_id, reason=ctx.model_issue)
     log.info("run_started", run_id=run_id, mode=params.mode, as_of=as_of.isoformat())
     return ctx
@@ -338,6 +355,10 @@ def check_market(ctx: RunContext) -> MarketStatus:
         return ctx.status
     ctx.halted = halt_reason(ctx.db, ctx.session)
     if ctx.halted: log.warning("entries_blocked", run_id=ctx.run_id, halted=ctx.halted)
+    gate = ctx.gate
+    if gate is not None and (gate.risky or not gate.allowed):
+        _queue_notice(ctx, f"no_edge:{ctx.session}", "no_edge",     # once a session
+                      lambda: edge_notice(gate.text, ctx.session, ctx.params.mode))
     ctx.decides = decides_now(ctx)
     if ctx.params.mode != "sim":      # live quotes start now, on threads, while the run goes on
         ctx.quotes = start_quotes(ctx.market, ctx.params.symbols)
@@ -672,10 +693,13 @@ def _pending(ctx: RunContext) -> tuple[dict[str, int], dict[str, int], float]:
     return buy, sell, reserved
 
 def _actions(ctx: RunContext) -> dict[str, str]:
-    "What the decision acts on: the model's signals, or the re-sends of cancelled orders."
+    "What the decision acts on: the model's signals or the re-sends; no BUY the gate refuses."
     from stockstock.signals import action_map
-    if ctx.decides: return action_map(ctx.signals)
-    return {c["symbol"]: c["side"] for c in ctx.cancelled if c["reason"] == "signal"}
+    acts = action_map(ctx.signals) if ctx.decides else {
+        c["symbol"]: c["side"] for c in ctx.cancelled if c["reason"] == "signal"}
+    if ctx.gate is None or ctx.gate.allowed: return acts
+    ctx.blocked = [s for s, a in acts.items() if a == "BUY"]
+    return {s: "HOLD" if a == "BUY" else a for s, a in acts.items()}
 
 def _clip_resends(ctx: RunContext) -> None:
     "A re-sent order never exceeds what was cancelled of its original."
@@ -707,6 +731,9 @@ def decide_orders(ctx: RunContext) -> pd.DataFrame:
     ctx.db.set_state(DAILY_LOSS, tracker.to_dict())
     ctx.loss = tracker.snapshot()
     for e in ctx.decision.events: _record_event(ctx, e.kind, e.symbol, e.detail)
+    if ctx.blocked:
+        _record_event(ctx, "entries_blocked_no_edge", None,
+                      {"symbols": ctx.blocked, "gate": ctx.gate.text})
     if any(e.kind == "daily_loss_halt" for e in ctx.decision.events):
         set_halt(ctx.db, "daily_loss", ctx.session)
         ctx.halted = "daily_loss"
@@ -820,6 +847,8 @@ _REJECTIONS = {"position_cap": "capped: position already at the {pct:.0%} maximu
                "stopped_out": "stopped out today", "no_price": "no price",
                "untradable": "untradable today"}
 
+EDGE_BLOCKED = "entries blocked: no measured edge"
+
 def signal_outcomes(ctx: RunContext) -> dict[str, str]:
     "What became of each signal, and why: symbol -> a short sentence."
     out = _order_outcomes(ctx)
@@ -828,6 +857,7 @@ def signal_outcomes(ctx: RunContext) -> dict[str, str]:
         if s.symbol in out: continue
         rejected = events.get(("order_rejected", s.symbol))
         if s.confidence is None: out[s.symbol] = s.note or "no prediction"
+        elif s.symbol in ctx.blocked and s.action == "BUY": out[s.symbol] = EDGE_BLOCKED
         elif rejected is not None:
             out[s.symbol] = _REJECTIONS.get(rejected.detail["reason"], rejected.detail["reason"]) \
                 .format(pct=ctx.params.max_position_pct, halted=ctx.halted)
@@ -868,6 +898,9 @@ def finish_run(ctx: RunContext) -> dict[str, Any]:
 def _run_note(ctx: RunContext) -> str | None:
     "What a person should know of an ok run: halted, model unfit, not the decision run."
     notes = []
+    gate = ctx.gate
+    if gate is not None and (gate.risky or not gate.allowed):
+        notes.append(gate.text)           # no measured edge: entries blocked / allowed anyway
     if ctx.halted: notes.append(f"halted ({ctx.halted}): entries blocked")
     if ctx.model_issue: notes.append(f"{ctx.model_issue}; protection only")
     elif not ctx.decides:
@@ -882,7 +915,8 @@ def _unacted(ctx: RunContext) -> list[str]:
     for s in ctx.signals:
         why = ctx.outcomes.get(s.symbol, "")
         if s.action != "HOLD" and not why.startswith(("order sent", "stop-loss exit")) \
-                and not (ctx.halted and why.startswith("entries halted")):
+                and not (ctx.halted and why.startswith("entries halted")) \
+                and why != EDGE_BLOCKED:
             groups.setdefault(f"{s.action} not sent ({why})", []).append(s.symbol)
         elif s.confidence is None and (s.note or "").startswith(unusual):
             groups.setdefault(s.note or "", []).append(s.symbol)
