@@ -15,10 +15,10 @@ from .db import PortfolioSnapshot
 from .trade import RunContext
 
 # %% auto #0
-__all__ = ['CHART_SYMBOLS', 'table', 'describe_run', 'market_line', 'reconcile_table', 'account_table', 'bars_table',
-           'signals_table', 'decision_table', 'risk_events_table', 'orders_table', 'portfolio_table', 'result_table',
-           'chart_symbols', 'price_figure', 'portfolio_figure', 'show', 'show_contributions', 'drift_summary',
-           'show_drift', 'show_prices', 'show_portfolio']
+__all__ = ['CHART_SYMBOLS', 'table', 'rule_words', 'describe_run', 'market_line', 'reconcile_table', 'account_table',
+           'bars_table', 'signals_table', 'decision_table', 'risk_events_table', 'orders_table', 'portfolio_table',
+           'result_table', 'chart_symbols', 'price_figure', 'portfolio_figure', 'show', 'show_contributions',
+           'drift_summary', 'show_drift', 'show_prices', 'show_portfolio']
 
 # %% ../nbs/11a_report.ipynb #be429a84
 def table(rows: pd.DataFrame | Iterable[dict], money: Iterable[str] = (),
@@ -32,6 +32,14 @@ def table(rows: pd.DataFrame | Iterable[dict], money: Iterable[str] = (),
     return styler if index is not None else styler.hide(axis="index")
 
 # %% ../nbs/11a_report.ipynb #abf3af07
+def rule_words(rule: Any) -> str:
+    "The signal rule in force, in words."
+    if rule is None: return ""
+    if rule.kind == "topk":
+        return f"top-{rule.k} ranking by P(UP) − P(DOWN), at most {rule.max_replace} replaced a day"
+    if rule.threshold is None: return "threshold: none recommended (no call)"
+    return f"threshold {rule.threshold:.2f}"
+
 def describe_run(ctx: RunContext) -> Any:
     "The run's identity: id, mode, decision time in ET and KST, session, model, commit."
     run = ctx.db.get_run(ctx.run_id)
@@ -40,6 +48,8 @@ def describe_run(ctx: RunContext) -> Any:
             "session": str(ctx.session), "decision slot": f"{ctx.slot:%Y-%m-%d %H:00} UTC",
             "symbols": ", ".join(ctx.params.symbols),
             "model": (ctx.model.sha256[:16] + "…") if ctx.model else "",
+            "signal rule": rule_words(ctx.rule),
+            "edge": ctx.gate.text if ctx.gate is not None else "",
             "git commit": (run.git_commit or "")[:12] if run else ""}
     return table([{"": k, "value": v} for k, v in rows.items()], index="")
 
@@ -47,7 +57,9 @@ def market_line(ctx: RunContext) -> str:
     "One line: the market at the decision time, and what the run does about it."
     if ctx.status is None: return ""
     what = (f"skipped: {ctx.skipped}" if ctx.skipped else
-            f"trading, new entries blocked (halted: {ctx.halted})" if ctx.halted else "trading")
+            f"trading, new entries blocked (halted: {ctx.halted})" if ctx.halted else
+            "trading, new entries blocked (no measured edge)" if ctx.gate is not None
+            and not ctx.gate.allowed else "trading")
     return f"{ctx.status.describe()} -> {what}"
 
 # %% ../nbs/11a_report.ipynb #349498ee
