@@ -177,13 +177,15 @@ def run_banner(params: TradingParams) -> str:
     return entry_gate(edge, params.mode, params.edge_required).text
 
 def put_banner(nb: Any, text: str) -> None:
-    "Make `text` the first cell of notebook `nb` (a tagged markdown cell; an old one replaced)."
+    "`text` as the notebook's first cell (after a failed run's stop banner; an old one replaced)."
     from nbformat.v4 import new_markdown_cell
     import html
     nb.cells = [c for c in nb.cells if BANNER_TAG not in c.metadata.get("tags", [])]
     cell = new_markdown_cell(f'<b style="color:#a04000; font-size:1.4em">⚠️ {html.escape(text)}'
                              "</b>", metadata={"tags": [BANNER_TAG]})
-    nb.cells.insert(0, cell)
+    at = next((k for k, c in enumerate(nb.cells)
+               if _ERROR_TAG not in c.metadata.get("tags", [])), len(nb.cells))
+    nb.cells.insert(at, cell)
 
 # %% ../nbs/12_runs.ipynb #03511a58
 def ensure_plotly_js(outputs: Path) -> Path:
