@@ -33,8 +33,8 @@ __all__ = ['log', 'TEMPLATE', 'RUN_LOCK', 'KERNEL_LOCK', 'ATOMIC', 'BANNER_TAG',
            'skip_final_collection', 'preload', 'write_text_atomic', 'write_notebook', 'AtomicLocalHandler',
            'register_atomic_io', 'mark_stopped', 'run_banner', 'put_banner', 'ensure_plotly_js', 'tag_notebook',
            'file_sha256', 'seal', 'HtmlRenderer', 'render_html', 'exit_with_launcher', 'kernel_startup',
-           'wait_for_kernels', 'RunKernel', 'RunOutcome', 'queue_failed_run', 'close_interrupted_runs', 'execute_run',
-           'to_session']
+           'wait_for_kernels', 'RunKernel', 'RunOutcome', 'queue_failed_run', 'close_interrupted_runs',
+           'finish_unsealed_notebooks', 'execute_run', 'to_session']
 
 # %% ../nbs/12_runs.ipynb #cdca220d
 TEMPLATE = "scheduled/hourly_trade.ipynb"
@@ -433,7 +433,27 @@ def close_interrupted_runs(db: Database) -> list[str]:
         db.finish_run(run.run_id, "failed", reason=reason, **files)
         log.warning("run_interrupted", run_id=run.run_id)
         queue_failed_run(db, run.run_id, run.mode, reason, files["notebook_path"])
+    finish_unsealed_notebooks(db)
     return [r.run_id for r in stale]
+
+def finish_unsealed_notebooks(db: Database, recent: int = 20) -> list[str]:
+    "Finalise the notebooks of recent ended runs whose launcher died before sealing them."
+    done = []
+    for run in db.list_runs(limit=recent):
+        if run.status in ("running", "skipped") or run.notebook_path is not None: continue
+        params = TradingParams(**{**run.params, "as_of": run.as_of})
+        out = output_path(params, run.as_of, run.run_id)
+        if not out.exists(): continue
+        stopped = (run.reason or "failed", "RunFailed") if run.status == "failed" else None
+        files = _finalise_notebook(out, run.run_id, run.status, run.mode, run.as_of,
+                                   run.replay_of, stopped, banner=run_banner(params))
+        db.update_run(run.run_id, **files)
+        log.warning("run_notebook_finalised_late", run_id=run.run_id, status=run.status)
+        if run.status == "failed":
+            queue_failed_run(db, run.run_id, run.mode, run.reason, files["notebook_path"])
+        done.append(run.run_id)
+    return done
+
 
 # %% ../nbs/12_runs.ipynb #c9bc25da
 def _prepare(db: Database, params: TradingParams, replay_of: str | None,
