@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 from . import __version__
 from .config import (ConfigError, TradingParams, load_params, load_secrets,
                                parse_overrides, resolve_path)
-from .log import configure_logging, get_logger
+from .log import configure_logging, get_logger, log_path
 
 if TYPE_CHECKING:  # commands import their heavy modules when they run: `--help` stays fast
     import pandas as pd
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fn = COMMANDS[args.command][0]
     try:
         secrets = load_secrets()
-        configure_logging(args.log_level, log_file=resolve_path("data/logs/stockstock.jsonl"),
+        configure_logging(args.log_level, log_file=log_path(),
                           secrets=secrets.secret_values(), stream_level="WARNING")
         return fn(args)
     except ConfigError as e:
@@ -348,11 +348,11 @@ def _print_outcome(o) -> None:
 
 def _print_run(params: TradingParams, run_id: str | None) -> None:
     "What run `run_id` decided and did: signals with their outcome, orders, portfolio value."
-    from stockstock.db import PortfolioSnapshot, Signal, Trade, init_db
+    from stockstock.db import PortfolioSnapshot, SignalRow, Trade, init_db
     if run_id is None: return
     db = init_db(params.db_url)
     try:
-        sigs = db.rows(Signal, run_id=run_id)
+        sigs = db.rows(SignalRow, run_id=run_id)
         trades = db.rows(Trade, run_id=run_id)
         snaps = db.rows(PortfolioSnapshot, run_id=run_id)
     finally: db.close()
@@ -417,7 +417,8 @@ def _narrow(rows: list[dict], width: int = 100) -> list[dict]:
 @command("runs", "list recent runs (status, orders, PnL, reason); --verify checks their files",
          _runs_args, example="stockstock runs --failed --limit 10")
 def runs_command(args: argparse.Namespace) -> int:
-    from stockstock.audit import runs_table, verify_runs, write_index
+    from stockstock.audit import verify_runs
+    from stockstock.run_index import runs_table, write_index
     from stockstock.db import init_db
     params = params_from(args)
     db = init_db(params.db_url)
@@ -432,9 +433,10 @@ def runs_command(args: argparse.Namespace) -> int:
     print(f"index {index}")
     return 0
 
-def _verify(problems: list[tuple[str, str]]) -> int:
-    for run_id, problem in problems: print(f"{run_id}: {problem}")
-    bad = sum(not p.startswith("unsealed") for _, p in problems)
+def _verify(problems: list) -> int:
+    "Print each file problem (`audit.FileProblem`); 1 when a sealed file is missing or changed."
+    for p in problems: print(f"{p.run_id}: {p}")
+    bad = sum(p.kind != "unsealed" for p in problems)
     print(f"{bad} run file(s) missing or changed" if bad else "every sealed run file is intact")
     return 1 if bad else 0
 
@@ -506,8 +508,9 @@ def notify_command(args: argparse.Namespace) -> int:
          example="stockstock status --params scheduled/paper.yaml")
 def status_command(args: argparse.Namespace) -> int:
     from stockstock.db import init_db
-    from stockstock.queries import (format_pnl, format_portfolio, format_status, plain_text, pnl,
-                                    portfolio, status)
+    from stockstock.messages import plain_text
+    from stockstock.queries import (format_pnl, format_portfolio, format_status, pnl, portfolio,
+                                    status)
     params = params_from(args)
     db, tz = init_db(params.db_url), params.display_timezone
     try:
@@ -564,7 +567,7 @@ def _daemon(args: argparse.Namespace, schedule: bool) -> int:
     from stockstock.db import init_db
     if args.params is None and resolve_path(SIM_PARAMS).exists(): args.params = SIM_PARAMS
     params, secrets = params_from(args), load_secrets()
-    configure_logging(args.log_level, log_file=resolve_path("data/logs/stockstock.jsonl"),
+    configure_logging(args.log_level, log_file=log_path(),
                       secrets=secrets.secret_values(), stream_level="INFO")
     db = init_db(params.db_url)
     try:
@@ -591,7 +594,7 @@ def _bot_args(p: argparse.ArgumentParser) -> None:
          _bot_args, example="stockstock bot --params scheduled/paper.yaml")
 def bot_command(args: argparse.Namespace) -> int:
     secrets = load_secrets()
-    if not secrets.telegram_bot_token or not secrets.telegram_chat_ids:
+    if not secrets.telegram_configured:
         raise ConfigError("invalid environment: stockstock bot needs TELEGRAM_BOT_TOKEN and "
                           "TELEGRAM_CHAT_IDS (set them in .env, see .env.example)")
     return _daemon(args, schedule=False)

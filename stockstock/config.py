@@ -13,13 +13,15 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from fastcore.basics import patch_to
 from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator,
                       model_validator)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # %% auto #0
-__all__ = ['PROJECT_MARKER', 'SYMBOL_PATTERN', 'Fraction', 'Rate', 'ConfigError', 'project_home', 'resolve_path', 'Secrets',
-           'load_secrets', 'TradingParams', 'describe_errors', 'parse_overrides', 'load_params', 'as_papermill']
+__all__ = ['PROJECT_MARKER', 'REQUIRED', 'SYMBOL_PATTERN', 'Fraction', 'Rate', 'ConfigError', 'project_home', 'resolve_path',
+           'Secrets', 'load_secrets', 'check_credentials', 'TradingParams', 'describe_errors', 'parse_overrides',
+           'load_params', 'as_papermill']
 
 # %% ../nbs/00_config.ipynb #4a02cfe3
 class ConfigError(ValueError):
@@ -36,6 +38,7 @@ def _is_project_root(folder: Path) -> bool:
     except OSError:
         return False
 
+# %% ../nbs/00_config.ipynb #5d2e71aa
 def project_home() -> Path:
     "`$STOCKSTOCK_HOME`, else the nearest enclosing StockStock checkout, else the cwd."
     if os.environ.get("STOCKSTOCK_HOME"): return Path(os.environ["STOCKSTOCK_HOME"]).resolve()
@@ -61,6 +64,7 @@ def _split_ids(value: Any) -> Any:
         ids.append(int(part))
     return ids
 
+# %% ../nbs/00_config.ipynb #2aa4d6f0
 class Secrets(BaseSettings):
     "Credentials and endpoints, from the environment or `.env` only."
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
@@ -79,11 +83,20 @@ class Secrets(BaseSettings):
 
     _ids = field_validator("telegram_chat_ids", mode="before")(_split_ids)
 
-    def secret_values(self) -> list[str]:
-        "Every non-empty secret value, for the log masker."
-        vals = [v.get_secret_value() for v in self.__dict__.values() if isinstance(v, SecretStr)]
-        return [v for v in vals if v]
+# %% ../nbs/00_config.ipynb #0c6d3b85
+@patch_to(Secrets)
+def secret_values(self) -> list[str]:
+    "Every non-empty secret value, for the log masker."
+    vals = [v.get_secret_value() for v in self.__dict__.values() if isinstance(v, SecretStr)]
+    return [v for v in vals if v]
 
+@patch_to(Secrets, as_prop=True)
+def telegram_configured(self) -> bool:
+    "Is there a bot token and at least one whitelisted chat?"
+    token = self.telegram_bot_token.get_secret_value() if self.telegram_bot_token else ""
+    return bool(token and self.telegram_chat_ids)
+
+# %% ../nbs/00_config.ipynb #b3d8e1f4
 def load_secrets(env_file: str | Path | None = None) -> Secrets:
     "Secrets from the environment plus `env_file` (default: `.env` in the project home)."
     try:
@@ -92,6 +105,38 @@ def load_secrets(env_file: str | Path | None = None) -> Secrets:
         bad = "; ".join(f"{'.'.join(map(str, x['loc'])).upper()}: "
                         f"{x['msg'].removeprefix('Value error, ')}" for x in e.errors())
         raise ConfigError(f"invalid environment: {bad}") from None
+
+# %% ../nbs/00_config.ipynb #6f93473f
+_FORMATS = {"app_key": (r".{36}", "36 characters"), "app_secret": (r".{180}", "180 characters"),
+            "account": (r"\d{8}-\d{2}", "8 digits, a dash and 2 digits (12345678-01)"),
+            "hts_id": (r"\S+", "your HTS login id")}
+REQUIRED = {"paper": ("kis_app_key", "kis_app_secret", "kis_hts_id", "kis_virtual_app_key",
+                      "kis_virtual_app_secret", "kis_virtual_account"),
+            "live": ("kis_app_key", "kis_app_secret", "kis_hts_id", "kis_account")}
+
+def _credential_problem(secrets: Secrets, name: str) -> tuple[str, str | None]:
+    "`(value, problem)` of credential `name`: problem `missing`, `malformed (...)` or None."
+    secret = getattr(secrets, name)
+    value = secret.get_secret_value().strip() if secret is not None else ""
+    pattern, what = _FORMATS[name.removeprefix("kis_").removeprefix("virtual_")]
+    if not value: return value, "missing"
+    return value, None if re.fullmatch(pattern, value) else f"malformed (expected {what})"
+
+# %% ../nbs/00_config.ipynb #a7d3e2b6
+def check_credentials(secrets: Secrets, mode: str) -> dict[str, str]:
+    "The credentials `mode` needs, by field; `ConfigError` naming every missing or bad one."
+    missing, bad, out = [], [], {}
+    for name in REQUIRED[mode]:
+        value, problem = _credential_problem(secrets, name)
+        if problem == "missing": missing.append(name.upper())
+        elif problem: bad.append(f"{name.upper()} ({problem.removeprefix('malformed (')}")
+        else: out[name] = value
+    if missing or bad:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + \
+                ([f"malformed {', '.join(bad)}"] if bad else [])
+        raise ConfigError(f"invalid environment: mode {mode!r} needs KIS credentials: "
+                          f"{'; '.join(parts)} (set them in .env, see .env.example)")
+    return out
 
 # %% ../nbs/00_config.ipynb #27bc6624
 SYMBOL_PATTERN = r"^[A-Z]{1,5}$"
@@ -130,56 +175,59 @@ class _ParamFields(BaseModel):
     display_timezone: str = "Asia/Seoul"
 
 # %% ../nbs/00_config.ipynb #02bfd114
+def _check_symbols(value: Any) -> Any:
+    "A list of distinct US tickers (a comma-separated string is split first)."
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if value is None or value == []:
+        raise ValueError("no symbols given: list at least one ticker, e.g. [AAPL, MSFT]")
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{value!r} is not a list of tickers: write e.g. [AAPL, MSFT]")
+    for v in value:
+        if not isinstance(v, str) or not re.fullmatch(SYMBOL_PATTERN, v):
+            hint = f" (did you mean {v.upper()!r}?)" if isinstance(v, str) and \
+                re.fullmatch(SYMBOL_PATTERN, v.upper()) else ""
+            raise ValueError(f"{v!r} is not a US ticker: expected 1-5 capital letters "
+                             f"{SYMBOL_PATTERN}{hint}")
+    if len(set(value)) != len(value): raise ValueError("symbols must not repeat")
+    return value
+
+# %% ../nbs/00_config.ipynb #7f3a9c58
+def _check_tz(value: str) -> str:
+    "An IANA time zone name."
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA time zone such as 'Asia/Seoul'") from None
+    return value
+
+def _check_decision_time(value: str) -> str:
+    "A time of day `HH:MM` (New York)."
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", str(value)):
+        raise ValueError(f"{value!r} is not a time of day HH:MM (New York), e.g. '15:30'")
+    return value
+
+# %% ../nbs/00_config.ipynb #9d2c4b63
+def _check_as_of(value: datetime | None) -> datetime | None:
+    "An aware instant, in UTC (None: now, or the sim replay's next session)."
+    if value is not None and value.tzinfo is None:
+        raise ValueError("as_of needs a time zone, e.g. 2013-01-02T20:00:00Z")
+    return value.astimezone(UTC) if value is not None else None
+
+def _check_live(params: Any) -> Any:
+    "Live mode trades real money: only with `confirm_live`."
+    if params.mode == "live" and not params.confirm_live:
+        raise ValueError("mode: 'live' trades real money; set confirm_live: true to allow it")
+    return params
+
+# %% ../nbs/00_config.ipynb #c6e2f1a8
 class TradingParams(_ParamFields):
     "Everything one trading run needs that is not a secret (validated)."
-
-    @field_validator("symbols", mode="before")
-    @classmethod
-    def _check_symbols(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if value is None or value == []:
-            raise ValueError("no symbols given: list at least one ticker, e.g. [AAPL, MSFT]")
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{value!r} is not a list of tickers: write e.g. [AAPL, MSFT]")
-        for v in value:
-            if not isinstance(v, str) or not re.fullmatch(SYMBOL_PATTERN, v):
-                hint = f" (did you mean {v.upper()!r}?)" if isinstance(v, str) and \
-                    re.fullmatch(SYMBOL_PATTERN, v.upper()) else ""
-                raise ValueError(f"{v!r} is not a US ticker: expected 1-5 capital letters "
-                                 f"{SYMBOL_PATTERN}{hint}")
-        if len(set(value)) != len(value):
-            raise ValueError("symbols must not repeat")
-        return value
-
-    @field_validator("display_timezone")
-    @classmethod
-    def _check_tz(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA time zone such as 'Asia/Seoul'") from None
-        return value
-
-    @field_validator("decision_time")
-    @classmethod
-    def _check_decision_time(cls, value: str) -> str:
-        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", str(value)):
-            raise ValueError(f"{value!r} is not a time of day HH:MM (New York), e.g. '15:30'")
-        return value
-
-    @field_validator("as_of")
-    @classmethod
-    def _check_as_of(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("as_of needs a time zone, e.g. 2013-01-02T20:00:00Z")
-        return value.astimezone(UTC) if value is not None else None
-
-    @model_validator(mode="after")
-    def _check_live(self) -> TradingParams:
-        if self.mode == "live" and not self.confirm_live:
-            raise ValueError("mode: 'live' trades real money; set confirm_live: true to allow it")
-        return self
+    _symbols = field_validator("symbols", mode="before")(_check_symbols)
+    _tz = field_validator("display_timezone")(_check_tz)
+    _decision_time = field_validator("decision_time")(_check_decision_time)
+    _as_of = field_validator("as_of")(_check_as_of)
+    _live = model_validator(mode="after")(_check_live)
 
 # %% ../nbs/00_config.ipynb #f5fe335f
 def describe_errors(err: ValidationError) -> str:
@@ -241,6 +289,7 @@ def _read_params_file(path: str | Path) -> dict[str, Any]:
                           f"{type(loaded).__name__}")
     return loaded
 
+# %% ../nbs/00_config.ipynb #5c8a2d17
 def load_params(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
                 ) -> TradingParams:
     "Validated parameters from defaults <- YAML file <- overrides; `ConfigError` when invalid."

@@ -23,13 +23,13 @@ from filelock import FileLock, Timeout
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application, ContextTypes
 
-from .calendar import as_utc, is_session, next_session, session_open_close, to_et
+from .calendar import (as_utc, decision_instant, is_session, next_session,
+                                 session_of, session_open_close)
 from .config import Secrets, TradingParams, resolve_path
 from .db import Database
 from .log import get_logger
 from .notify import queue_daily_summary, send_pending
 from .telegram import build_application, register_commands
-from .trade import decision_instant
 
 log = get_logger(__name__)
 
@@ -38,10 +38,10 @@ __all__ = ['log', 'DAEMON_LOCK', 'next_slot', 'RunResult', 'trade_command', 'run
            'single_instance', 'serve']
 
 # %% ../nbs/14c_daemon.ipynb #53e08fad
-def next_slot(now: datetime, interval: timedelta, decision_time: str = "15:30") -> datetime:
+def next_slot(now: datetime, interval: timedelta, decision_time: str) -> datetime:
     "The first run instant at or after `now`: an open + k × `interval`, or a decision instant."
     t = as_utc(now).to_pydatetime()
-    day = to_et(t).date()
+    day = session_of(t)
     if not is_session(day): day = next_session(day)
     while True:
         opened, closed = (x.to_pydatetime() for x in session_open_close(day))
@@ -111,7 +111,7 @@ class Daemon:
         self.interval = timedelta(seconds=interval_s) if interval_s else \
             timedelta(minutes=params.check_interval_minutes)
         self.run_timeout_s, self.resend_s = run_timeout_s, resend_s
-        self.online = bool(secrets.telegram_bot_token and secrets.telegram_chat_ids)
+        self.online = secrets.telegram_configured
         self.app = build_application(secrets, db, params) if self.online else \
             _offline_application()
         self.stop_requested = asyncio.Event()

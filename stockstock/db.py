@@ -7,28 +7,28 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from fastcore.basics import patch_to
 from sqlalchemy import (JSON, Date, DateTime, Float, Integer, String, Text,
                         TypeDecorator, create_engine, event, func, inspect, select, text)
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
-
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from .config import ConfigError, resolve_path
 
 # %% auto #0
-__all__ = ['ORDER_STATES', 'FINAL_ORDER_STATES', 'TRADE_STATES', 'NOTICE_STATES', 'BUSY_TIMEOUT_S', 'BAR_COLUMNS', 'RUN_STATES',
-           'UTCDateTime', 'utcnow', 'Base', 'Ohlcv', 'Listing', 'Run', 'Signal', 'Trade', 'Notice', 'PortfolioSnapshot',
-           'RiskEvent', 'SystemState', 'SimAccount', 'SimPosition', 'SimOrder', 'DatabaseBusy', 'busy_timeout_s',
-           'Database', 'init_db']
+__all__ = ['RUN_STATES', 'ORDER_STATES', 'TRADE_STATES', 'FINAL_ORDER_STATES', 'UNSETTLED_STATES', 'WORKING_STATES',
+           'MAY_FILL_STATES', 'NOTICE_STATES', 'BUSY_TIMEOUT_S', 'BAR_COLUMNS', 'RunOrder', 'UTCDateTime', 'utcnow',
+           'Base', 'Ohlcv', 'Listing', 'Run', 'SignalRow', 'Trade', 'Notice', 'PortfolioSnapshot', 'RiskEventRow',
+           'SystemState', 'SimAccount', 'SimPosition', 'SimOrder', 'DatabaseBusy', 'busy_timeout_s', 'Database',
+           'init_db']
 
 # %% ../nbs/03_db.ipynb #598357f9
 class UTCDateTime(TypeDecorator):
@@ -64,6 +64,7 @@ class Ohlcv(Base):
     volume: Mapped[float] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(32), default="embedded")
 
+# %% ../nbs/03_db.ipynb #2c3d4e5f
 class Listing(Base):
     "Where a symbol trades, as the broker resolved it once (then cached: one lookup per symbol)."
     __tablename__ = "listings"
@@ -79,7 +80,7 @@ class Run(Base):
     run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     as_of: Mapped[datetime] = mapped_column(UTCDateTime)
     mode: Mapped[str] = mapped_column(String(8))
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running/ok/failed/skipped
+    status: Mapped[str] = mapped_column(String(16), default="running")  # see RUN_STATES
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)     # why skipped / failed
     params: Mapped[dict] = mapped_column(JSON, default=dict)
     git_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -97,8 +98,11 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
 
-class Signal(Base):
-    "What the model said about one symbol in one run, with its inputs."
+RUN_STATES = ("running", "ok", "failed", "skipped")
+
+# %% ../nbs/03_db.ipynb #60718293
+class SignalRow(Base):
+    "The record of what the model said about one symbol in one run, with its inputs."
     __tablename__ = "signals"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -116,25 +120,20 @@ class Signal(Base):
     contributions: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # feature -> push
 
 # %% ../nbs/03_db.ipynb #306f7e85
-ORDER_STATES: tuple[str, ...] = ("submitted", "partially_filled", "filled", "cancelled",
-                                 "rejected", "expired")
-FINAL_ORDER_STATES = frozenset({"filled", "cancelled", "rejected", "expired"})
-TRADE_STATES: tuple[str, ...] = ("intent", "unknown", *ORDER_STATES)
-
 class Trade(Base):
     "An order intent and its life at the broker (unique client key, broker order id, fills)."
     __tablename__ = "trades"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     client_key: Mapped[str] = mapped_column(String(96), unique=True)
     run_id: Mapped[str] = mapped_column(String(64), index=True)
-    slot: Mapped[datetime] = mapped_column(UTCDateTime)                # decision hour
+    slot: Mapped[datetime] = mapped_column(UTCDateTime)                # the run's hour
     symbol: Mapped[str] = mapped_column(String(8))
     side: Mapped[str] = mapped_column(String(4))                       # BUY / SELL
     qty: Mapped[int] = mapped_column(Integer)
     limit_price: Mapped[float] = mapped_column(Float)
     order_type: Mapped[str] = mapped_column(String(8), default="MARKET")
     reason: Mapped[str] = mapped_column(String(32), default="signal")  # signal / stop_loss
-    status: Mapped[str] = mapped_column(String(16), default="intent")
+    status: Mapped[str] = mapped_column(String(16), default="intent")  # see TRADE_STATES
     broker_order_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     filled_qty: Mapped[int] = mapped_column(Integer, default=0)
     avg_fill_price: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -147,6 +146,15 @@ class Trade(Base):
     replaces: Mapped[str | None] = mapped_column(String(96), nullable=True)  # a cancelled key
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+# %% ../nbs/03_db.ipynb #a4b5c6d7
+ORDER_STATES: tuple[str, ...] = ("submitted", "partially_filled", "filled", "cancelled",
+                                 "rejected", "expired")
+TRADE_STATES: tuple[str, ...] = ("intent", "unknown", *ORDER_STATES)
+FINAL_ORDER_STATES = frozenset({"filled", "cancelled", "rejected", "expired"})
+UNSETTLED_STATES = frozenset(TRADE_STATES) - FINAL_ORDER_STATES
+WORKING_STATES = frozenset({"submitted", "partially_filled"})
+MAY_FILL_STATES = WORKING_STATES | {"unknown"}
 
 # %% ../nbs/03_db.ipynb #a023e194
 class Notice(Base):
@@ -178,8 +186,9 @@ class PortfolioSnapshot(Base):
     positions: Mapped[dict] = mapped_column(JSON, default=dict)  # symbol -> {qty, avg_price, price}
     daily_pnl: Mapped[float | None] = mapped_column(Float, nullable=True)
 
-class RiskEvent(Base):
-    "A decision of the risk manager worth an auditor's attention."
+# %% ../nbs/03_db.ipynb #c6d7e8f9
+class RiskEventRow(Base):
+    "The record of a risk rule acting (a `risk.RiskEvent`), or of a run's own finding."
     __tablename__ = "risk_events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -210,6 +219,7 @@ class SimPosition(Base):
     qty: Mapped[int] = mapped_column(Integer)
     avg_price: Mapped[float] = mapped_column(Float)
 
+# %% ../nbs/03_db.ipynb #f9a0b1c2
 class SimOrder(Base):
     "An order as the simulated broker recorded it."
     __tablename__ = "sim_orders"
@@ -242,6 +252,7 @@ def busy_timeout_s() -> float:
         raise ConfigError(f"STOCKSTOCK_DB_BUSY_TIMEOUT_S: {raw!r} is not a number of seconds") \
             from None
 
+# %% ../nbs/03_db.ipynb #2c3d4e60
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     for pragma in ("journal_mode=WAL", f"busy_timeout={int(busy_timeout_s() * 1000)}",
@@ -265,7 +276,6 @@ def _add_missing_columns(engine: Engine) -> list[str]:
 # %% ../nbs/03_db.ipynb #7301f1c1
 def _sqlite_url(url: str) -> str:
     "`url` checked and with its relative file path made absolute (folder created)."
-    from sqlalchemy.engine import make_url
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -283,6 +293,7 @@ def _sqlite_url(url: str) -> str:
                           f"({e.strerror})") from None
     return parsed.set(database=str(path)).render_as_string(hide_password=False)
 
+# %% ../nbs/03_db.ipynb #5f607183
 def _open_error(url: str, e: Exception) -> Exception:
     "The `ConfigError` (or `DatabaseBusy`) for an engine that could not open `url`."
     msg = str(getattr(e, "orig", None) or e).splitlines()[0]
@@ -317,14 +328,17 @@ class Database:
             raise DatabaseBusy(f"database is locked by another process for more than "
                                f"{busy_timeout_s():g} s ({self.url})") from None
 
-    def count(self, model: type[Base]) -> int:
-        "Number of rows in `model`'s table."
-        with self.session() as s:
-            return s.scalar(select(func.count()).select_from(model)) or 0
+# %% ../nbs/03_db.ipynb #93a4b5c7
+@patch_to(Database)
+def count(self, model: type[Base]) -> int:
+    "Number of rows in `model`'s table."
+    with self.session() as s:
+        return s.scalar(select(func.count()).select_from(model)) or 0
 
-    def close(self) -> None:
-        "Release every pooled connection."
-        self.engine.dispose()
+@patch_to(Database)
+def close(self) -> None:
+    "Release every pooled connection."
+    self.engine.dispose()
 
 def init_db(url: str = "sqlite:///data/stockstock.db") -> Database:
     "Open (creating or upgrading in place) the database at `url`."
@@ -347,6 +361,7 @@ def upsert_ohlcv(self, symbol: str, bars: pd.DataFrame, source: str = "embedded"
             s.execute(stmt.on_conflict_do_update(index_elements=["symbol", "date"], set_=update))
     return len(rows)
 
+# %% ../nbs/03_db.ipynb #c6d7e8f0
 @patch_to(Database)
 def load_ohlcv(self, symbol: str, start: date | None = None, end: date | None = None,
                ) -> pd.DataFrame:
@@ -360,6 +375,7 @@ def load_ohlcv(self, symbol: str, start: date | None = None, end: date | None = 
     df.index = pd.DatetimeIndex(pd.to_datetime(df.pop("date")), name="date")
     return df.astype(float)
 
+# %% ../nbs/03_db.ipynb #d7e8f901
 @patch_to(Database)
 def ohlcv_summary(self) -> pd.DataFrame:
     "Rows, first and last date per symbol."
@@ -389,8 +405,6 @@ def load_ohlcv_many(self, symbols: list[str], end: date | None = None,
     return out
 
 # %% ../nbs/03_db.ipynb #dddd7b93
-RUN_STATES = ("running", "ok", "failed", "skipped")
-
 @patch_to(Database)
 def start_run(self, run_id: str, as_of: datetime, mode: str, params: dict | None = None,
               **fields: Any) -> Run:
@@ -401,6 +415,13 @@ def start_run(self, run_id: str, as_of: datetime, mode: str, params: dict | None
         s.add(run)
     return run
 
+@patch_to(Database)
+def get_run(self, run_id: str) -> Run | None:
+    "The run row, or None."
+    with self.session() as s:
+        return s.get(Run, run_id)
+
+# %% ../nbs/03_db.ipynb #0a1b2c34
 @patch_to(Database)
 def finish_run(self, run_id: str, status: str, **fields: Any) -> Run:
     "Record how run `run_id` ended (ok / failed / skipped) with its counts and timings."
@@ -413,6 +434,7 @@ def finish_run(self, run_id: str, status: str, **fields: Any) -> Run:
         for k, v in fields.items(): setattr(run, k, v)
     return run
 
+# %% ../nbs/03_db.ipynb #2c3d4e56
 @patch_to(Database)
 def update_run(self, run_id: str, **fields: Any) -> Run:
     "Set fields of run `run_id` without changing its status (notebook path, hashes, ...)."
@@ -422,16 +444,16 @@ def update_run(self, run_id: str, **fields: Any) -> Run:
         for k, v in fields.items(): setattr(run, k, v)
     return run
 
-@patch_to(Database)
-def get_run(self, run_id: str) -> Run | None:
-    "The run row, or None."
-    with self.session() as s:
-        return s.get(Run, run_id)
+# %% ../nbs/03_db.ipynb #5f607189
+RunOrder = Literal["decision", "started"]
 
 @patch_to(Database)
-def list_runs(self, limit: int = 50, status: str | None = None) -> list[Run]:
-    "Most recent runs first, optionally only those with `status`."
-    q = select(Run).order_by(Run.started_at.desc(), Run.run_id.desc()).limit(limit)
+def list_runs(self, limit: int = 50, status: str | None = None,
+              latest: RunOrder = "decision") -> list[Run]:
+    "Runs, the `latest` first (by decision time, or by start), optionally only `status` ones."
+    order = [Run.as_of.desc(), Run.started_at.desc()] if latest == "decision" else \
+        [Run.started_at.desc(), Run.run_id.desc()]
+    q = select(Run).order_by(*order).limit(limit)
     if status is not None: q = q.where(Run.status == status)
     with self.session() as s:
         return list(s.scalars(q))
@@ -451,6 +473,7 @@ def add_all(self, rows: list[Base]) -> list[Base]:
         s.add_all(rows)
     return rows
 
+# %% ../nbs/03_db.ipynb #718293ab
 @patch_to(Database)
 def rows(self, model: type[Base], **where: Any) -> list[Any]:
     "All rows of `model` matching the equality filters in `where`, in insertion order."
@@ -459,6 +482,7 @@ def rows(self, model: type[Base], **where: Any) -> list[Any]:
     with self.session() as s:
         return list(s.scalars(q.order_by(pk)))
 
+# %% ../nbs/03_db.ipynb #93a4b5cd
 @patch_to(Database)
 def last_snapshot(self, before: datetime) -> PortfolioSnapshot | None:
     "The most recent portfolio snapshot taken before the instant `before`, or None."
@@ -478,6 +502,7 @@ def add_trade_intent(self, client_key: str, **fields: Any) -> tuple[Trade, bool]
         s.add(row)
     return row, True
 
+# %% ../nbs/03_db.ipynb #b5c6d7ef
 @patch_to(Database)
 def update_trade(self, client_key: str, **fields: Any) -> Trade:
     "Set fields of the trade with `client_key` (status, broker_order_id, fills, error)."
@@ -487,12 +512,18 @@ def update_trade(self, client_key: str, **fields: Any) -> Trade:
         for k, v in fields.items(): setattr(row, k, v)
     return row
 
+# %% ../nbs/03_db.ipynb #e8f90a13
 @patch_to(Database)
-def open_trades(self) -> list[Trade]:
-    "Trades whose broker outcome is not final yet (intent / submitted / partial / unknown)."
+def trades_in(self, states: Collection[str]) -> list[Trade]:
+    "Our trades whose status is in `states`, oldest first."
     with self.session() as s:
-        q = select(Trade).where(Trade.status.not_in(FINAL_ORDER_STATES)).order_by(Trade.id)
+        q = select(Trade).where(Trade.status.in_(list(states))).order_by(Trade.id)
         return list(s.scalars(q))
+
+@patch_to(Database)
+def unsettled_trades(self) -> list[Trade]:
+    "Trades whose broker outcome is not final yet (intent / submitted / partial / unknown)."
+    return self.trades_in(UNSETTLED_STATES)
 
 # %% ../nbs/03_db.ipynb #ec78b7a3
 @patch_to(Database)
@@ -513,6 +544,7 @@ def pending_notices(self, limit: int = 100) -> list[Notice]:
     with self.session() as s:
         return list(s.scalars(q))
 
+# %% ../nbs/03_db.ipynb #f90a1b24
 @patch_to(Database)
 def mark_notice(self, notice_id: int, status: str, error: str | None = None) -> Notice:
     "Record a send attempt's outcome (`status` one of `NOTICE_STATES`)."

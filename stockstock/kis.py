@@ -6,67 +6,45 @@
 from __future__ import annotations
 
 import itertools
+import json
+import logging
 import os
-import re
 import threading
 import time
 from collections import Counter
-from contextlib import contextmanager, nullcontext
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from zoneinfo import ZoneInfo
 
 import pandas as pd
 import requests
 from fastcore.basics import patch_to
+from filelock import FileLock
 from requests.adapters import HTTPAdapter
+from tqdm import tqdm
 
 from .broker import (AmbiguousOrder, Balance, BrokerError, BrokerPosition, Fill,
                                OrderQuery, OrderStatus, Quote, Side)
-from .calendar import NEW_YORK, to_et
-from .config import ConfigError, Secrets, TradingParams, load_secrets, resolve_path
+from .cache import cached_ranges, fetch_bars, missing_ranges
+from .calendar import NEW_YORK, SEOUL, last_sessions, session_of
+from .config import Secrets, TradingParams, check_credentials, load_secrets, resolve_path
 from .db import BAR_COLUMNS, Database
 from .log import get_logger
 
 log = get_logger(__name__)
 T = TypeVar("T")
-SEOUL = ZoneInfo("Asia/Seoul")
 
 # %% auto #0
-__all__ = ['log', 'T', 'SEOUL', 'REQUIRED', 'RATES', 'EXCHANGES', 'MATCH_SKEW', 'check_credentials', 'RateLimiter',
-           'KisConnection', 'KisMarketData', 'KisBroker', 'missing_ranges', 'BrokerSeedResult', 'seed_from_broker']
-
-# %% ../nbs/13_kis.ipynb #6f93473f
-_FORMATS = {"app_key": (r".{36}", "36 characters"), "app_secret": (r".{180}", "180 characters"),
-            "account": (r"\d{8}-\d{2}", "8 digits, a dash and 2 digits (12345678-01)"),
-            "hts_id": (r"\S+", "your HTS login id")}
-REQUIRED = {"paper": ("kis_app_key", "kis_app_secret", "kis_hts_id", "kis_virtual_app_key",
-                      "kis_virtual_app_secret", "kis_virtual_account"),
-            "live": ("kis_app_key", "kis_app_secret", "kis_hts_id", "kis_account")}
-
-def check_credentials(secrets: Secrets, mode: str) -> dict[str, str]:
-    "The credentials `mode` needs, by field; `ConfigError` naming every missing or bad one."
-    missing, bad, out = [], [], {}
-    for name in REQUIRED[mode]:
-        secret = getattr(secrets, name)
-        value = secret.get_secret_value().strip() if secret is not None else ""
-        pattern, what = _FORMATS[name.removeprefix("kis_").removeprefix("virtual_")]
-        if not value: missing.append(name.upper())
-        elif not re.fullmatch(pattern, value): bad.append(f"{name.upper()} (expected {what})")
-        else: out[name] = value
-    if missing or bad:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + \
-                ([f"malformed {', '.join(bad)}"] if bad else [])
-        raise ConfigError(f"invalid environment: mode {mode!r} needs KIS credentials: "
-                          f"{'; '.join(parts)} (set them in .env, see .env.example)")
-    return out
+__all__ = ['log', 'T', 'RATES', 'EXCHANGES', 'MATCH_SKEW', 'RateLimiter', 'KisConnection', 'KisMarketData', 'KisBroker',
+           'BrokerSeedResult', 'seed_from_broker']
 
 # %% ../nbs/13_kis.ipynb #6460b167
-RATES = {"real": 20, "virtual": 2}   # requests per second, per KIS domain
+RATES = {"real": 20,   # requests per second, per KIS domain
+         "virtual": TradingParams.model_fields["paper_requests_per_s"].default}
 
 class RateLimiter:
     "At most `rate` requests in any `window` seconds, across threads (and processes, with `path`)."
@@ -81,8 +59,6 @@ class RateLimiter:
     @contextmanager
     def _shared(self):
         "The slot list, under the thread lock and (with `path`) the file's lock; saved after."
-        import json
-        from filelock import FileLock
         with self._lock, (FileLock(self.path + ".lock") if self.path else nullcontext()):
             if self.path:
                 try: self._slots = json.loads(Path(self.path).read_text())
@@ -161,7 +137,6 @@ class _Adapter(HTTPAdapter):
 # %% ../nbs/13_kis.ipynb #dcff622d
 def _route_pykis_logs() -> None:
     "python-kis prints to stdout with colours; send its records through our (masking) logging."
-    import logging
     pk = logging.getLogger("pykis")
     pk.handlers.clear()
     pk.propagate = True
@@ -293,12 +268,8 @@ def quote(self, symbol: str) -> Quote:
 @patch_to(KisMarketData)
 def daily_bars(self, symbol: str, end: date, count: int) -> pd.DataFrame:
     "Up to `count` adjusted daily bars of `symbol` ending on or before `end`, oldest first."
-    from pykis.api.stock.daily_chart import daily_chart
-
-    from stockstock.calendar import sessions_between
-    # 252 sessions a year: 1.5 calendar days per session (plus holidays' slack) is always enough
-    wanted = sessions_between(end - timedelta(days=int(count * 1.5) + 20), end)[-count:] \
-        if count > 0 else []
+    from pykis.api.stock.daily_chart import daily_chart  # python-kis: when KIS is asked
+    wanted = last_sessions(end, count)
     if not wanted: return _bars_frame([], end, end)
     chart = self.conn.call(daily_chart, symbol, self.market(symbol), start=wanted[0], end=end,
                            adjust=True, what=f"daily bars {symbol}")
@@ -344,7 +315,7 @@ class KisBroker:
     "A KIS account (virtual in paper mode, real in live mode) as a `Broker`."
     def __init__(self, conn: KisConnection, market: KisMarketData, as_of: datetime) -> None:
         self.conn, self.market, self.as_of = conn, market, as_of
-        self.session = to_et(as_of).date()
+        self.session = session_of(as_of)
         self._orders: dict[date, list[OrderStatus]] = {}
 
     @classmethod
@@ -453,8 +424,7 @@ MATCH_SKEW = timedelta(minutes=10)   # clock difference tolerated between us and
 @patch_to(KisBroker)
 def find_order(self, query: OrderQuery, exclude: Iterable[str] = ()) -> OrderStatus | None:
     "The order of a recorded intent (see above); `AmbiguousOrder` when it cannot be told apart."
-    from dataclasses import replace
-    orders = self.orders_on(to_et(query.placed_after).date())
+    orders = self.orders_on(session_of(query.placed_after))
     if query.broker_order_id:
         found = [o for o in orders if o.order_id == query.broker_order_id]
     else:
@@ -485,15 +455,6 @@ def cancel(self, order_id: str) -> OrderStatus:
     return next(o for o in self.todays_orders() if o.order_id == order_id)
 
 # %% ../nbs/13_kis.ipynb #eab014ac
-def missing_ranges(first: date | None, last: date | None, since: date, until: date,
-                   ) -> list[tuple[date, date]]:
-    "The date ranges of [since, until] that a cache holding [first, last] lacks."
-    if first is None: return [(since, until)] if since <= until else []
-    out = []
-    if since < first: out.append((since, first - timedelta(days=1)))
-    if last < until: out.append((last + timedelta(days=1), until))
-    return out
-
 def _years(start: date, end: date) -> list[tuple[date, date]]:
     "[start, end] cut into calendar-year pieces, oldest first."
     out, a = [], start
@@ -516,26 +477,14 @@ class BrokerSeedResult:
 def seed_from_broker(db: Database, market: KisMarketData, symbols: Iterable[str], since: date,
                      until: date, progress: bool = True) -> list[BrokerSeedResult]:
     "Backfill `symbols`' adjusted daily bars from KIS for [since, until] (resumable)."
-    from tqdm import tqdm
-
-    from stockstock.calendar import sessions_between
-    from stockstock.data import validate_bars
     out = []
-    summary = db.ohlcv_summary()
-    for sym in symbols:
-        have = summary.loc[sym] if sym in summary.index else None
-        first, last = (have["first"], have["last"]) if have is not None else (None, None)
+    for sym, (first, last) in cached_ranges(db, symbols).items():
         pieces = [y for a, b in missing_ranges(first, last, since, until) for y in _years(a, b)]
         fetched = dropped = 0
         for a, b in tqdm(pieces, desc=f"seeding {sym}", unit="year", disable=not progress):
-            n = len(sessions_between(a, b))
-            if n == 0: continue
-            clean, rejected = validate_bars(market.daily_bars(sym, b, n + 5).loc[str(a):str(b)])
-            db.upsert_ohlcv(sym, clean, source="kis")
-            fetched, dropped = fetched + len(clean), dropped + len(rejected)
-        s = db.ohlcv_summary()
-        row = s.loc[sym] if sym in s.index else None
-        out.append(BrokerSeedResult(sym, fetched, dropped, str(row["first"]) if row is not None
-                                    else "", str(row["last"]) if row is not None else ""))
+            stored, rejected = fetch_bars(db, market, sym, a, b, source="kis", slack=5)
+            fetched, dropped = fetched + stored, dropped + len(rejected)
+        first, last = cached_ranges(db, [sym])[sym]
+        out.append(BrokerSeedResult(sym, fetched, dropped, str(first or ""), str(last or "")))
         log.info("symbol_seeded", symbol=sym, rows=fetched, dropped=dropped, source="kis")
     return out

@@ -5,7 +5,6 @@
 # %% ../nbs/14a_notify.ipynb #2fb698ad
 from __future__ import annotations
 
-import logging
 import re
 import time
 from dataclasses import dataclass
@@ -16,9 +15,9 @@ from sqlalchemy import select, update
 
 from .config import Secrets, TradingParams
 from .db import Database, Notice, Run, Trade
-from .log import get_logger
-from .queries import (esc, fit, local, plain_text, pnl, portfolio, status, tz_label,
-                                usd)
+from .log import get_logger, quiet_libraries
+from .messages import esc, fit, local, plain_text, tz_label, usd
+from .queries import pnl, portfolio, status
 
 if TYPE_CHECKING:   # httpx is imported when there is something to send (a run pays nothing)
     import httpx
@@ -152,28 +151,34 @@ def _log_only(db: Database, notices: list[Notice], report: SendReport) -> None:
         report.add("logged")
 
 # %% ../nbs/14a_notify.ipynb #24dba3f2
+def _send_all(db: Database, secrets: Secrets, notices: list[Notice], report: SendReport,
+              deadline: float, request_timeout_s: float, client: httpx.Client | None) -> None:
+    "Send `notices` to the whitelisted chats until done, stopped, or out of time."
+    import httpx  # httpx: only when there is something to send (a run pays nothing)
+    quiet_libraries()                          # httpx logs request URLs, which carry the token
+    token = secrets.telegram_bot_token.get_secret_value()
+    with client or httpx.Client() as http:
+        sender = _Sender(http, secrets.telegram_api_url, token, secrets.telegram_chat_ids,
+                         deadline, request_timeout_s)
+        for n in notices:
+            if sender.left() < 0.3 or not _claim(db, n.id): continue
+            state, error, stop = _deliver(sender, n)
+            db.mark_notice(n.id, state, error and error.replace(token, "<token>"))
+            report.add(state)
+            log.info("notice_sent" if state == "sent" else "notice_not_sent", key=n.key,
+                     status=state, error=error)
+            if stop: break
+
+# %% ../nbs/14a_notify.ipynb #24dba3f3
 def send_pending(db: Database, secrets: Secrets, budget_s: float = 4.0,
                  request_timeout_s: float = 2.5, limit: int = 50,
                  client: httpx.Client | None = None) -> SendReport:
     "Send the pending notices within `budget_s` seconds (log them without Telegram); counts."
     started, report = time.monotonic(), SendReport()
     notices = db.pending_notices(limit)
-    token = secrets.telegram_bot_token.get_secret_value() if secrets.telegram_bot_token else ""
-    if notices and (not token or not secrets.telegram_chat_ids): _log_only(db, notices, report)
-    elif notices:
-        import httpx
-        logging.getLogger("httpx").setLevel(logging.WARNING)     # it logs URLs (with the token)
-        with client or httpx.Client() as http:
-            sender = _Sender(http, secrets.telegram_api_url, token, secrets.telegram_chat_ids,
-                             started + budget_s, request_timeout_s)
-            for n in notices:
-                if sender.left() < 0.3 or not _claim(db, n.id): continue
-                state, error, stop = _deliver(sender, n)
-                db.mark_notice(n.id, state, error and error.replace(token, "<token>"))
-                report.add(state)
-                log.info("notice_sent" if state == "sent" else "notice_not_sent", key=n.key,
-                         status=state, error=error)
-                if stop: break
+    if notices and not secrets.telegram_configured: _log_only(db, notices, report)
+    elif notices: _send_all(db, secrets, notices, report, started + budget_s,
+                            request_timeout_s, client)
     report.pending, report.seconds = len(db.pending_notices(limit)), time.monotonic() - started
     if notices:
         log.info("notices_processed", sent=report.sent, logged=report.logged,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +18,9 @@ from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandl
 
 from .config import ConfigError, Secrets, TradingParams
 from .db import Database
-from .log import get_logger
-from .queries import (MAX_MESSAGE, esc, format_open_orders, format_pnl,
+from .log import LOG_FILE, get_logger, quiet_libraries
+from .messages import MAX_MESSAGE, esc
+from .queries import (format_open_orders, format_pnl,
                                 format_portfolio, format_runs, format_signals, format_status,
                                 format_trades, latest_signals, open_orders, pnl, portfolio,
                                 recent_runs, recent_trades, status)
@@ -29,9 +29,9 @@ from .state import clear_halt, halt_state, set_halt
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'Reply', 'COMMANDS', 'QUIET_LOGGERS', 'BotState', 'bot_command', 'Refusal', 'count_arg', 'stop_reply',
-           'start_reply', 'status_reply', 'portfolio_reply', 'pnl_reply', 'trades_reply', 'signals_reply', 'runs_reply',
-           'ping_reply', 'help_reply', 'unknown_reply', 'authorized_only', 'register_commands', 'build_application']
+__all__ = ['log', 'Reply', 'COMMANDS', 'BotState', 'bot_command', 'Refusal', 'count_arg', 'stop_reply', 'start_reply',
+           'status_reply', 'portfolio_reply', 'pnl_reply', 'trades_reply', 'signals_reply', 'runs_reply', 'ping_reply',
+           'help_reply', 'unknown_reply', 'authorized_only', 'register_commands', 'build_application']
 
 # %% ../nbs/14b_telegram.ipynb #546aeb87
 @dataclass
@@ -119,7 +119,7 @@ def unknown_reply(bot: BotState, args: list[str], chat_id: int) -> str:
 
 # %% ../nbs/14b_telegram.ipynb #8fa0b097
 def _apology(name: str) -> str:
-    return f"Sorry, /{name} failed. The details are in the log (data/logs/stockstock.jsonl)."
+    return f"Sorry, /{name} failed. The details are in the log ({LOG_FILE})."
 
 def authorized_only(name: str, reply: Reply) -> Callable[..., Any]:
     "The PTB callback of `/name`: whitelist, errors kept from the user, HTML answer."
@@ -155,12 +155,6 @@ async def _answer(context: ContextTypes.DEFAULT_TYPE, chat_id: int, name: str, t
             await context.bot.send_message(chat_id, _apology(name))
 
 # %% ../nbs/14b_telegram.ipynb #4dc8d71f
-QUIET_LOGGERS = ("httpx", "httpcore", "telegram", "apscheduler")
-
-def _quiet_libraries() -> None:
-    "Request URLs carry the bot token: keep the HTTP and bot libraries' chatter out of the log."
-    for name in QUIET_LOGGERS: logging.getLogger(name).setLevel(logging.WARNING)
-
 async def register_commands(app: Application) -> None:
     "Show the commands in Telegram's menu (not essential: a failure is only logged)."
     try:
@@ -174,10 +168,10 @@ async def _on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 # %% ../nbs/14b_telegram.ipynb #9861251d
 def build_application(secrets: Secrets, db: Database, params: TradingParams) -> Application:
     "The bot: commands, whitelist and error handling, polling `secrets.telegram_api_url`."
-    if not secrets.telegram_bot_token or not secrets.telegram_chat_ids:
+    if not secrets.telegram_configured:
         raise ConfigError("invalid environment: the bot needs TELEGRAM_BOT_TOKEN and "
                           "TELEGRAM_CHAT_IDS")
-    _quiet_libraries()
+    quiet_libraries()                     # request URLs carry the bot token
     api = secrets.telegram_api_url.rstrip("/")
     app = (Application.builder().token(secrets.telegram_bot_token.get_secret_value())
            .base_url(f"{api}/bot").base_file_url(f"{api}/file/bot").build())

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from stockstock.broker import BrokerError, OrderQuery
 from stockstock.config import Secrets
 from stockstock.data import embedded_bars
-from stockstock.db import RiskEvent, Trade, init_db
+from stockstock.db import RiskEventRow, Trade, init_db
 from stockstock.model import (DEFAULT_PARAMS, LGBMTradingModel, build_dataset, fit_booster,
                               save_model)
 
@@ -103,10 +103,12 @@ def _params(**extra) -> dict:
 
 
 def _run(fake: FakeKis, **extra):
-    "One paper run in-process at `as_of` (default NOW), the fake's clock set to the same instant."
-    from stockstock import trade
+    """One paper run in-process at `as_of` (default NOW), the fake's clock set to the same instant:
+    its record (`hourly.RunRecord`) and its summary."""
+    from stockstock import hourly
     fake.set_time(extra.get("as_of", NOW))
-    return trade.run_steps(_params(**extra))
+    record = hourly.run_steps(_params(**extra))
+    return record, record.outcome.summary
 
 
 def _rates_kept(fake: FakeKis, virtual: float = 10) -> None:
@@ -283,15 +285,15 @@ def test_ambiguous_matches_are_never_guessed(fake, home, monkeypatch):
 def test_a_paper_session_decides_once_and_protects_every_hour(kis_home, fake):
     db = _db(kis_home)
     early, s0 = _run(fake, as_of=EARLY)
-    assert s0["status"] == "ok" and not early.signals and not early.orders
+    assert s0["status"] == "ok" and not early.decision.signals and not early.orders.lines
     assert "the model decides once per session, at 15:30" in s0["note"]
     ctx, s1 = _run(fake)
-    assert {o["symbol"] for o in ctx.orders} == {"AAPL", "MSFT", "GOOG"}
-    trades = db.rows(Trade, run_id=ctx.run_id)
+    assert {o.symbol for o in ctx.orders.lines} == {"AAPL", "MSFT", "GOOG"}
+    trades = db.rows(Trade, run_id=ctx.run.run_id)
     assert all(t.broker_order_id and len(t.broker_order_id) == 10 for t in trades)
     assert {t.status for t in trades} == {"submitted"}
     later, s2 = _run(fake, as_of=f"{DAY}T20:50:00Z")                      # same session, decided
-    assert not later.signals and not later.orders                  # once per session
+    assert not later.decision.signals and not later.orders.lines                  # once per session
     assert {t.status for t in db.rows(Trade)} == {"filled"}        # reconciled
     assert len(fake.orders) == 3
     for sym in ("AAPL", "MSFT", "GOOG"):
@@ -346,22 +348,22 @@ def test_partial_fills_keep_position_and_cash_right(kis_home, fake):
     fake.partial_qty = 7
     ctx, _ = _run(fake)
     db = _db(kis_home)
-    bal = ctx.broker.balance()
-    for t in db.rows(Trade, run_id=ctx.run_id):
-        later = ctx.broker.find_order(OrderQuery(t.client_key, t.symbol, t.side, t.qty,
+    bal = ctx.run.broker.balance()
+    for t in db.rows(Trade, run_id=ctx.run.run_id):
+        later = ctx.run.broker.find_order(OrderQuery(t.client_key, t.symbol, t.side, t.qty,
                                                  t.limit_price, t.intent_at, t.broker_order_id))
         assert (later.status, later.filled_qty) == ("partially_filled", 7)
         assert bal.positions[t.symbol].qty == 7
-    spent = sum(7 * _close(t.symbol, DAY) for t in db.rows(Trade, run_id=ctx.run_id))
+    spent = sum(7 * _close(t.symbol, DAY) for t in db.rows(Trade, run_id=ctx.run.run_id))
     assert bal.cash == pytest.approx(100_000 - spent)
     _, _ = _run(fake, as_of=f"{DAY}T20:55:00Z")
-    assert {t.status for t in db.rows(Trade, run_id=ctx.run_id)} == {"partially_filled"}
+    assert {t.status for t in db.rows(Trade, run_id=ctx.run.run_id)} == {"partially_filled"}
 
 
 def test_a_rejected_order_is_recorded_and_the_others_go_on(kis_home, fake):
     fake.inject("reject", path="trading/order", times=1)
     ctx, summary = _run(fake)
-    statuses = {o["symbol"]: o["status"] for o in ctx.orders}
+    statuses = {o.symbol: o.status for o in ctx.orders.lines}
     assert sorted(statuses.values()) == ["rejected", "submitted", "submitted"]
     rejected = next(t for t in _db(kis_home).rows(Trade) if t.status == "rejected")
     assert "APBK0952" in rejected.error
@@ -390,7 +392,7 @@ def test_an_unknown_order_the_broker_lacks_stays_unresolved(kis_home, fake):
         ctx, _ = _run(fake, as_of=as_of)
         assert db.rows(Trade, client_key="20130204T20-IBM-BUY")[0].status == "unknown"
         assert ("order_unresolved", "IBM") in [(e.kind, e.symbol) for e in
-                                               db.rows(RiskEvent, run_id=ctx.run_id)]
+                                               db.rows(RiskEventRow, run_id=ctx.run.run_id)]
     assert not any(o.symbol == "IBM" and o.qty == 2 for o in fake.orders.values())
 
 
@@ -398,11 +400,11 @@ def test_a_trade_made_by_hand_is_recorded_once_and_the_broker_wins(kis_home, fak
     _run(fake, as_of=EARLY)                                               # baseline
     fake.set_holding("virtual", "IBM", 7, 150)                      # the owner, in the KIS app
     ctx, _ = _run(fake)
-    events = [(e.kind, e.symbol) for e in _db(kis_home).rows(RiskEvent, run_id=ctx.run_id)]
+    events = [(e.kind, e.symbol) for e in _db(kis_home).rows(RiskEventRow, run_id=ctx.run.run_id)]
     assert ("broker_mismatch", "IBM") in events
-    assert ctx.before.positions["IBM"].qty == 7
+    assert ctx.risk.balance.positions["IBM"].qty == 7
     again, _ = _run(fake, as_of=f"{DAY}T20:55:00Z")
-    assert not [e for e in _db(kis_home).rows(RiskEvent, run_id=again.run_id)
+    assert not [e for e in _db(kis_home).rows(RiskEventRow, run_id=again.run.run_id)
                 if e.kind == "broker_mismatch"]
 
 
@@ -415,8 +417,8 @@ def test_a_stale_model_protects_but_never_decides(kis_home, fake):
     fake.set_holding("virtual", "AAPL", 10, 600.0)                  # bought far above: stop hit
     ctx, summary = _run(fake)
     assert "model stale: trained on data up to 2011-02-28" in summary["note"]
-    assert not ctx.signals
-    assert [(o["symbol"], o["side"], o["reason"]) for o in ctx.orders] == \
+    assert not ctx.decision.signals
+    assert [(o.symbol, o.side, o.reason) for o in ctx.orders.lines] == \
         [("AAPL", "SELL", "stop_loss")]
 
 
