@@ -1,6 +1,7 @@
-"""The KIS broker against the loopback fake KIS server: python-kis's real HTTP code, every fault,
-the rate limits measured at the server, hourly runs inside a session, and the paper mode end to
-end through the real `stockstock` commands (seed, train, trade, crashes)."""
+"""Hourly runs inside a session against the loopback fake KIS server (python-kis's real HTTP code,
+the rate limits measured at the server), and the paper mode end to end through the real
+`stockstock` commands (seed, train, trade, crashes). The connection's faults, the market data and
+the account on their own are tested in their chapter, nbs/13_kis.ipynb."""
 from __future__ import annotations
 
 import os
@@ -13,10 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import stockstock
-from pydantic import SecretStr
-
-from stockstock.broker import BrokerError, OrderQuery
-from stockstock.config import Secrets
+from stockstock.broker import OrderQuery
 from stockstock.data import embedded_bars
 from stockstock.db import RiskEventRow, Trade, init_db
 from stockstock.model import (DEFAULT_PARAMS, LGBMTradingModel, build_dataset, fit_booster,
@@ -71,12 +69,6 @@ def kis_env(fake: FakeKis) -> dict[str, str]:
                 KIS_VIRTUAL_APP_KEY=virtual.appkey, KIS_VIRTUAL_APP_SECRET=virtual.secretkey,
                 KIS_VIRTUAL_ACCOUNT=virtual.account, KIS_HTS_ID=real.id,
                 KIS_REAL_URL=fake.real_url, KIS_VIRTUAL_URL=fake.virtual_url)
-
-
-def kis_secrets(fake: FakeKis) -> Secrets:
-    env = kis_env(fake)
-    return Secrets(_env_file=None, **{k.lower(): (v if k.endswith("_URL") else SecretStr(v))
-                                      for k, v in env.items()})
 
 
 PAPER_YAML = ("mode: paper\nsymbols: [AAPL, MSFT, GOOG, IBM]\nconfidence_threshold: 0.4\n"
@@ -145,137 +137,8 @@ def test_missing_credentials_are_one_line_before_any_request(home, fake):
 
 
 # ---------------------------------------------------------------------------------------------
-# the connection: every fault, bounded
-
-
-def _conn(fake: FakeKis, monkeypatch, home: Path, **kw):
-    from stockstock.kis import KisConnection
-    monkeypatch.setenv("STOCKSTOCK_HOME", str(home))
-    return KisConnection(kis_secrets(fake), "paper", **{"request_timeout_s": 1.0,
-                                                         "rates": {"real": 20, "virtual": 10},
-                                                         **kw})
-
-
-def _market(conn, home: Path):
-    from stockstock.kis import KisMarketData
-    return KisMarketData(conn, init_db(f"sqlite:///{home}/data/stockstock.db"))
-
-
-def test_rate_limit_answers_are_backed_off_and_bounded(fake, home, monkeypatch):
-    market = _market(_conn(fake, monkeypatch, home), home)
-    market.quote("AAPL")                                            # token, listing
-    f = fake.inject("rate_limit", path="price-detail", times=3)
-    assert market.quote("AAPL").price == _close("AAPL", DAY)       # retried after back-off
-    assert f.hits == 3
-    fake.inject("rate_limit", path="price-detail", times=None)
-    started = time.monotonic()
-    with pytest.raises(BrokerError, match="quote AAPL"):
-        market.quote("AAPL")
-    assert time.monotonic() - started < 15                          # 3 attempts x 3 s deadline
-
-
-def test_expired_token_is_reissued_once_and_retried(fake, home, monkeypatch):
-    market = _market(_conn(fake, monkeypatch, home), home)
-    market.quote("AAPL")
-    tokens = fake.count(path="tokenP")
-    fake.advance(seconds=61)                                        # a new issuance is allowed
-    fake.inject("token_expired", path="price-detail")
-    assert market.quote("AAPL").price > 0
-    assert fake.count(path="tokenP") == tokens + 1
-
-
-def test_token_issuance_limit_waits_instead_of_hammering(fake, home, monkeypatch):
-    conn = _conn(fake, monkeypatch, home, token_wait_s=1.5)
-    fake.inject("token_limit", path="tokenP")                       # EGW00133 once
-    market = _market(conn, home)
-    started = time.monotonic()
-    assert market.quote("IBM").price == _close("IBM", DAY)
-    assert time.monotonic() - started >= 1.5                        # it waited, once
-    assert fake.count(path="tokenP", domain="real") == 2           # one refused, one retry
-
-
-@pytest.mark.parametrize("kind", ["http_500", "http_502", "http_503", "malformed_json"])
-def test_server_errors_are_retried_a_bounded_number_of_times(kind, fake, home, monkeypatch):
-    market = _market(_conn(fake, monkeypatch, home), home)
-    market.quote("MSFT")
-    fake.inject(kind, path="price-detail", times=2)
-    assert market.quote("MSFT").price > 0                           # third attempt answers
-    fake.inject(kind, path="price-detail", times=None)
-    fake.clear_log()
-    with pytest.raises(BrokerError, match="quote MSFT"):
-        market.quote("MSFT")
-    assert fake.count(path="price-detail") == 3                     # attempts, not forever
-
-
-def test_a_silent_server_is_a_timeout_not_a_hang(fake, home, monkeypatch):
-    market = _market(_conn(fake, monkeypatch, home), home)
-    market.quote("GOOG")
-    fake.inject("delay", path="price-detail", seconds=5, times=None)
-    started = time.monotonic()
-    with pytest.raises(BrokerError, match="no answer in time"):
-        market.quote("GOOG")
-    assert time.monotonic() - started < 8                           # 3 x 1 s + back-off
-
-
-def test_exchange_is_resolved_once_and_cached(fake, home, monkeypatch):
-    market = _market(_conn(fake, monkeypatch, home), home)
-    assert market.exchange("IBM") == "NYS"
-    first = fake.count(path="quotations/price")
-    assert market.exchange("IBM") == "NYS" and market.quote("IBM").price > 0
-    assert fake.count(path="quotations/price") == first == 2       # NAS, then NYS: once
-    assert _db(home).get_listing("IBM").exchange == "NYS"
-    with pytest.raises(LookupError, match="not listed"):
-        market.exchange("ZZZZ")
-
-
-def test_daily_bars_are_adjusted_and_dated_by_session(fake, home, monkeypatch):
-    market = _market(_conn(fake, monkeypatch, home), home)
-    bars = market.daily_bars("AAPL", date(2013, 2, 4), 250)
-    want = _bars("AAPL").loc[:"2013-02-04"].iloc[-250:]
-    assert list(bars.index) == list(want.index)                     # session dates, not KST
-    assert list(bars.columns) == list(want.columns)
-    assert (abs(bars.to_numpy() - want.to_numpy()) <= 1e-6 * abs(want.to_numpy())).all()
-    assert {r.params["MODP"] for r in fake.requests(path="dailyprice")} == {"1"}
-
-
-# ---------------------------------------------------------------------------------------------
-# the account: orders, rejections, partial fills, lost answers
-
-
-def _broker(fake, monkeypatch, home):
-    from stockstock.kis import KisBroker
-    conn = _conn(fake, monkeypatch, home)
-    return KisBroker(conn, _market(conn, home), pd.Timestamp(NOW).to_pydatetime())
-
-
-def test_orders_rejections_and_lookups(fake, home, monkeypatch):
-    broker = _broker(fake, monkeypatch, home)
-    limit = round(_close("AAPL", DAY) * 1.005, 2)                  # a marketable limit
-    st = broker.submit_order("AAPL", "BUY", 10, limit, "k-aapl")
-    assert st.status == "submitted" and len(st.order_id) == 10
-    assert fake.holding("virtual", "AAPL")[0] == 10                 # marketable: filled
-    sent = fake.requests(path="trading/order")[-1]
-    assert (sent.body["ORD_DVSN"], sent.body["OVRS_ORD_UNPR"]) == ("00", f"{limit:.4f}")
-    query = OrderQuery("k-aapl", "AAPL", "BUY", 10, limit,
-                       pd.Timestamp(NOW).to_pydatetime())
-    found = broker.find_order(query)
-    assert (found.order_id, found.status, found.filled_qty) == (st.order_id, "filled", 10)
-    rejected = broker.submit_order("MSFT", "BUY", 10_000_000, 27.5, "k-big")
-    assert rejected.status == "rejected" and "APBK0952" in rejected.reason
-    fake.set_time("2013-02-09T17:00:00Z")                           # Saturday
-    closed = broker.submit_order("IBM", "BUY", 1, 210.0, "k-closed")
-    assert (closed.status, closed.reason) == ("rejected", "market_closed")
-
-
-def test_ambiguous_matches_are_never_guessed(fake, home, monkeypatch):
-    from stockstock.broker import AmbiguousOrder
-    broker = _broker(fake, monkeypatch, home)
-    fake.fill_mode = "never"
-    for _ in range(2): fake.place_order("virtual", "IBM", "buy", 3, 200)
-    query = OrderQuery("k-ibm", "IBM", "BUY", 3, 200.0, pd.Timestamp(NOW).to_pydatetime()
-                       - pd.Timedelta(hours=1))
-    with pytest.raises(AmbiguousOrder):
-        broker.find_order(query)
+# The connection (every fault, bounded), the market data and the account (orders, rejections,
+# lookups, ambiguous matches) are tested in their chapter, nbs/13_kis.ipynb, against the same fake.
 
 
 # ---------------------------------------------------------------------------------------------
