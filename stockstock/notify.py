@@ -35,6 +35,7 @@ class Answer:
     detail: str | None = None         # Telegram's description, or what went wrong
     retry_after: float | None = None  # seconds to wait before retrying (429: Telegram's)
 
+# %% ../nbs/14a_notify.ipynb #answer_fn
 def _answer(status_code: int, body: dict[str, Any]) -> Answer:
     "Classify Telegram's HTTP answer."
     if status_code == 200 and body.get("ok"): return Answer("sent")
@@ -75,6 +76,7 @@ def _claim(db: Database, notice_id: int) -> bool:
                          .values(status="unconfirmed", error="being sent"))
         return done.rowcount == 1
 
+# %% ../nbs/14a_notify.ipynb #chats_left
 _DONE = re.compile(r"^done with chats ([-\d,]+); ")
 
 def _chats_left(notice: Notice, chats: list[int]) -> list[int]:
@@ -142,6 +144,7 @@ class SendReport:
     def add(self, status: str) -> None:
         setattr(self, status, getattr(self, status) + 1)
 
+# %% ../nbs/14a_notify.ipynb #log_only
 def _log_only(db: Database, notices: list[Notice], report: SendReport) -> None:
     "No Telegram configured: each notice goes to the log."
     for n in notices:
@@ -188,31 +191,40 @@ def send_pending(db: Database, secrets: Secrets, budget_s: float = 4.0,
 
 # %% ../nbs/14a_notify.ipynb #5b1d6b11
 def _last_day(db: Database, model: type[Run] | type[Trade], since: datetime) -> list[Any]:
+    "The runs started (or the orders made) since `since`, oldest first."
     column = model.started_at if model is Run else model.created_at
     with db.session() as s:
         return list(s.scalars(select(model).where(column >= since).order_by(column)))
 
+# %% ../nbs/14a_notify.ipynb #book_lines
+def _book_lines(pv: Any, view: Any) -> list[str]:
+    "The portfolio value and P&L lines of the summary (`queries.portfolio`, `queries.pnl`)."
+    lines = []
+    if pv is not None:
+        lines.append(f"Value <b>{usd(pv.equity)} USD</b> (cash {usd(pv.cash)}, "
+                     f"{len(pv.holdings)} positions, unrealised {usd(pv.unrealised, True)})")
+    if view is not None:
+        lines.append("P&amp;L: " + " · ".join(f"{x.period} {usd(x.total, True)}"
+                                             for x in view.lines))
+    return lines
+
+# %% ../nbs/14a_notify.ipynb #daily_summary
 def daily_summary(db: Database, params: TradingParams, now: datetime | None = None) -> str:
     "The daily summary (Telegram HTML)."
     now, tz = now or datetime.now(UTC), params.display_timezone
-    st, view, pv = status(db, params, now), pnl(db), portfolio(db)
+    st = status(db, params, now)
     runs, trades = (_last_day(db, m, now - timedelta(days=1)) for m in (Run, Trade))
     counts = {s: sum(r.status == s for r in runs) for s in ("ok", "failed", "skipped")}
     head = [f"<b>📊 Daily summary</b> [{esc(params.mode)}] {local(now, tz, '%Y-%m-%d')}",
             "Trading: <b>HALTED</b> — " + esc(st.halt["reason"]) if st.halt else "Trading: on",
-            f"NYSE: {esc(st.market.describe())}"]
-    if pv is not None:
-        head.append(f"Value <b>{usd(pv.equity)} USD</b> (cash {usd(pv.cash)}, "
-                    f"{len(pv.holdings)} positions, unrealised {usd(pv.unrealised, True)})")
-    if view is not None:
-        head.append("P&amp;L: " + " · ".join(f"{x.period} {usd(x.total, True)}"
-                                            for x in view.lines))
+            f"NYSE: {esc(st.market.describe())}", *_book_lines(portfolio(db), pnl(db))]
     head.append(f"Runs (24 h): {counts['ok']} ok, {counts['failed']} failed, "
                 f"{counts['skipped']} skipped · orders: {len(trades)} · still open: "
                 f"{st.open_orders}")
     failed = [f"❌ {local(r.started_at, tz)} {r.run_id}" for r in runs if r.status == "failed"]
     return fit("\n".join(head), failed, f"(times {tz_label(tz)})" if failed else "", empty="")
 
+# %% ../nbs/14a_notify.ipynb #queue_summary
 def queue_daily_summary(db: Database, params: TradingParams,
                         now: datetime | None = None) -> bool:
     "Queue today's summary (display time zone) unless it already was; True if queued now."

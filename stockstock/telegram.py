@@ -44,6 +44,7 @@ class BotState:
     @property
     def tz(self) -> str: return self.params.display_timezone
 
+# %% ../nbs/14b_telegram.ipynb #registry
 Reply = Callable[[BotState, list[str], int], str]   # (bot, arguments, chat id) -> HTML
 COMMANDS: dict[str, tuple[Reply, str]] = {}
 
@@ -73,6 +74,7 @@ def stop_reply(bot: BotState, args: list[str], chat_id: int) -> str:
             "reconciling, enforcing stop-losses and exiting on SELL signals.\n")
     return head + format_open_orders(open_orders(bot.db), bot.tz, MAX_MESSAGE - len(head))
 
+# %% ../nbs/14b_telegram.ipynb #start_reply
 @bot_command("start", "resume trading: new entries allowed again")
 def start_reply(bot: BotState, args: list[str], chat_id: int) -> str:
     was = halt_state(bot.db)
@@ -90,6 +92,7 @@ def status_reply(bot: BotState, args: list[str], chat_id: int) -> str:
 def portfolio_reply(bot: BotState, args: list[str], chat_id: int) -> str:
     return format_portfolio(portfolio(bot.db), bot.tz)
 
+# %% ../nbs/14b_telegram.ipynb #pnl_trades
 @bot_command("pnl", "P&L today, 7 days, all time: realised and unrealised")
 def pnl_reply(bot: BotState, args: list[str], chat_id: int) -> str:
     return format_pnl(pnl(bot.db), bot.tz)
@@ -98,6 +101,7 @@ def pnl_reply(bot: BotState, args: list[str], chat_id: int) -> str:
 def trades_reply(bot: BotState, args: list[str], chat_id: int) -> str:
     return format_trades(recent_trades(bot.db, count_arg(args)), bot.tz)
 
+# %% ../nbs/14b_telegram.ipynb #signals_runs
 @bot_command("signals", "the latest signal of each symbol, with confidence")
 def signals_reply(bot: BotState, args: list[str], chat_id: int) -> str:
     return format_signals(latest_signals(bot.db), bot.tz)
@@ -106,6 +110,7 @@ def signals_reply(bot: BotState, args: list[str], chat_id: int) -> str:
 def runs_reply(bot: BotState, args: list[str], chat_id: int) -> str:
     return format_runs(recent_runs(bot.db, count_arg(args)), bot.tz)
 
+# %% ../nbs/14b_telegram.ipynb #ping_help
 @bot_command("ping", "is the bot alive?")
 def ping_reply(bot: BotState, args: list[str], chat_id: int) -> str:
     return "pong"
@@ -119,8 +124,22 @@ def unknown_reply(bot: BotState, args: list[str], chat_id: int) -> str:
 
 # %% ../nbs/14b_telegram.ipynb #8fa0b097
 def _apology(name: str) -> str:
+    "What the user reads when a command failed (the error itself is in the log)."
     return f"Sorry, /{name} failed. The details are in the log ({LOG_FILE})."
 
+# %% ../nbs/14b_telegram.ipynb #29a3a6f7
+async def _answer(context: ContextTypes.DEFAULT_TYPE, chat_id: int, name: str, text: str) -> None:
+    "Send `text` (HTML); if Telegram refuses it, a plain apology instead."
+    try:
+        await context.bot.send_message(chat_id, text, parse_mode=ParseMode.HTML)
+        log.info("telegram_command_answered", command=name, chat_id=chat_id)
+    except TelegramError as e:
+        log.error("telegram_answer_failed", command=name, error_type=type(e).__name__,
+                  error=str(e))
+        if "parse" in str(e).lower() or "too long" in str(e).lower():
+            await context.bot.send_message(chat_id, _apology(name))
+
+# %% ../nbs/14b_telegram.ipynb #authorized_only
 def authorized_only(name: str, reply: Reply) -> Callable[..., Any]:
     "The PTB callback of `/name`: whitelist, errors kept from the user, HTML answer."
     @functools.wraps(reply)
@@ -141,18 +160,6 @@ def authorized_only(name: str, reply: Reply) -> Callable[..., Any]:
             text = _apology(name)
         await _answer(context, chat.id, name, text)
     return callback
-
-# %% ../nbs/14b_telegram.ipynb #29a3a6f7
-async def _answer(context: ContextTypes.DEFAULT_TYPE, chat_id: int, name: str, text: str) -> None:
-    "Send `text` (HTML); if Telegram refuses it, a plain apology instead."
-    try:
-        await context.bot.send_message(chat_id, text, parse_mode=ParseMode.HTML)
-        log.info("telegram_command_answered", command=name, chat_id=chat_id)
-    except TelegramError as e:
-        log.error("telegram_answer_failed", command=name, error_type=type(e).__name__,
-                  error=str(e))
-        if "parse" in str(e).lower() or "too long" in str(e).lower():
-            await context.bot.send_message(chat_id, _apology(name))
 
 # %% ../nbs/14b_telegram.ipynb #4dc8d71f
 async def register_commands(app: Application) -> None:
