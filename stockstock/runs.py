@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fastcore.basics import patch_to
 from filelock import FileLock, Timeout
 
 import stockstock
@@ -243,6 +244,7 @@ def exit_with_launcher(launcher: int, poll: float = 0.1) -> None:
     log.warning("kernel_orphaned", launcher=launcher)
     os._exit(87)
 
+# %% ../nbs/12_runs.ipynb #kernel_startup
 def kernel_startup() -> None:
     "The run kernel's start-up code: hold the kernel lock, follow the launcher, preload."
     global _kernel_lock
@@ -274,7 +276,7 @@ KERNEL_EXIT_S = 20.0   # jupyter_client's shutdown_wait_time: SIGTERM at half, S
 class RunKernel:
     "The run's Jupyter kernel: started early, loading the run's modules as it boots."
     def __init__(self, cwd: Path, preload: bool = True) -> None:
-        from jupyter_client import AsyncKernelManager
+        from jupyter_client import AsyncKernelManager  # jupyter_client (~0.2 s): run launches only
         from jupyter_core.utils import run_sync
         self._sync, self.clients, self._stopping = run_sync, [], False
         clients = self.clients
@@ -295,28 +297,31 @@ class RunKernel:
         env = {**os.environ, LAUNCHER_PID: str(os.getpid())}
         run_sync(self.km.start_kernel)(extra_arguments=args, cwd=str(cwd), env=env)
 
-    @property
-    def alive(self) -> bool:
-        "Is the kernel process running?"
-        return bool(self._sync(self.km.is_alive)())
+# %% ../nbs/12_runs.ipynb #kernel_life
+@patch_to(RunKernel, as_prop=True)
+def alive(self) -> bool:
+    "Is the kernel process running?"
+    return bool(self._sync(self.km.is_alive)())
 
-    def request_stop(self) -> None:
-        "Ask the kernel to exit and return at once (`stop` waits for it)."
-        for kc in self.clients: kc.stop_channels()
-        if self.km.has_kernel and not self._stopping:
-            self._sync(self.km.request_shutdown)()
-            self._stopping = True
+@patch_to(RunKernel)
+def request_stop(self) -> None:
+    "Ask the kernel to exit and return at once (`stop` waits for it)."
+    for kc in self.clients: kc.stop_channels()
+    if self.km.has_kernel and not self._stopping:
+        self._sync(self.km.request_shutdown)()
+        self._stopping = True
 
-    def stop(self, now: bool = False) -> None:
-        "Shut the kernel down (killed at once with `now`) and wait until it has exited."
-        for kc in self.clients: kc.stop_channels()
-        if not self.km.has_kernel: return
-        if now:
-            self._sync(self.km.shutdown_kernel)(now=True)
-            return
-        self.request_stop()
-        self._sync(self.km.finish_shutdown)(pollinterval=0.01)
-        self._sync(self.km.cleanup_resources)()
+@patch_to(RunKernel)
+def stop(self, now: bool = False) -> None:
+    "Shut the kernel down (killed at once with `now`) and wait until it has exited."
+    for kc in self.clients: kc.stop_channels()
+    if not self.km.has_kernel: return
+    if now:
+        self._sync(self.km.shutdown_kernel)(now=True)
+        return
+    self.request_stop()
+    self._sync(self.km.finish_shutdown)(pollinterval=0.01)
+    self._sync(self.km.cleanup_resources)()
 
 # %% ../nbs/12_runs.ipynb #c2e04469
 def _papermill(template: Path, out: Path, parameters: dict, cwd: Path, cell_timeout: int,
@@ -452,21 +457,44 @@ def _settle(db: Database, plan: RunPlan, unpinned: bool, error: tuple[str | None
         queue_failed_run(db, plan.run_id, plan.mode, run.reason, files["notebook_path"])
     return run.status, run.reason, files
 
-# %% ../nbs/12_runs.ipynb #014f485c
-def execute_run(params: TradingParams, replay_of: str | None = None,
-                cell_timeout: int = 600) -> RunOutcome:
-    "Run the scheduled notebook once (one run at a time); record and render the outcome."
-    with run_lock() as mine:
-        if not mine: return _record_skip(params, replay_of, "another run is in progress")
-        if not wait_for_kernels():
-            return _record_skip(params, replay_of, "a previous run's kernel is still running")
-        started = time.monotonic()
-        hide_unused_imports()                          # before anything imports nbformat
-        kernel = RunKernel(resolve_path("."))          # boots and imports on the other core
-        try:
-            return _launch(params, replay_of, cell_timeout, kernel, started)
-        finally:
-            kernel.stop(now=True)                       # nothing left if a step above raised
+# %% ../nbs/12_runs.ipynb #c105d4dc
+def _busy_outcome(db: Database, plan: RunPlan | None, reason: str,
+                  started: float) -> RunOutcome:
+    "End a run the database's lock defeated: finalise its notebook, record failure if possible."
+    from stockstock.db import DatabaseBusy  # after the kernel started
+    log.error("run_failed", run_id=plan.run_id if plan else None, error=reason)
+    if plan is None: return RunOutcome(None, "failed", reason)
+    out = output_path(plan.params, plan.as_of, plan.run_id)
+    files = _finalise_notebook(out, plan.run_id, "failed", plan.mode, plan.as_of, plan.replay_of,
+                               stopped=(reason, "DatabaseBusy"))
+    try:
+        db.finish_run(plan.run_id, "failed", reason=reason, **files)
+    except DatabaseBusy:
+        pass       # still locked: the next run closes this row as interrupted
+    return RunOutcome(plan.run_id, "failed", reason, out if files["notebook_path"] else None,
+                      out.with_suffix(".html") if files["notebook_path"] else None,
+                      time.monotonic() - started)
+
+# %% ../nbs/12_runs.ipynb #708192a4
+def _execute(db: Database, plan: RunPlan, unpinned: bool, cell_timeout: int, kernel: RunKernel,
+             started: float) -> RunOutcome:
+    "papermill on the planned run's kernel; the outcome recorded, the notebook finalised."
+    from stockstock.run_index import write_index  # after the kernel started
+    out = output_path(plan.params, plan.as_of, plan.run_id)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ensure_plotly_js(resolve_path(plan.params.outputs_dir))
+    renderer = HtmlRenderer(warm_with=template_path())     # warms up while the notebook runs
+    error = _papermill(template_path(), out, {**as_papermill(plan.params), "run_id": plan.run_id},
+                       resolve_path("."), cell_timeout, kernel)
+    if error[0] is None: kernel.request_stop()              # it exits while we render
+    else: kernel.stop(now=True)                             # a timed-out cell may still run
+    status, reason, files = _settle(db, plan, unpinned, error, renderer)
+    db.update_run(plan.run_id, duration_s=time.monotonic() - started)
+    write_index(db, resolve_path(plan.params.outputs_dir))
+    kernel.stop()
+    html = out.with_suffix(".html")
+    return RunOutcome(plan.run_id, status, reason, out if files["notebook_path"] else None,
+                      html if html.exists() else None, time.monotonic() - started)
 
 # %% ../nbs/12_runs.ipynb #f09d6ae9
 def _launch(params: TradingParams, replay_of: str | None, cell_timeout: int, kernel: RunKernel,
@@ -497,41 +525,18 @@ def _launch(params: TradingParams, replay_of: str | None, cell_timeout: int, ker
     finally:
         db.close()
 
-# %% ../nbs/12_runs.ipynb #708192a4
-def _execute(db: Database, plan: RunPlan, unpinned: bool, cell_timeout: int, kernel: RunKernel,
-             started: float) -> RunOutcome:
-    "papermill on the planned run's kernel; the outcome recorded, the notebook finalised."
-    from stockstock.run_index import write_index  # after the kernel started
-    out = output_path(plan.params, plan.as_of, plan.run_id)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ensure_plotly_js(resolve_path(plan.params.outputs_dir))
-    renderer = HtmlRenderer(warm_with=template_path())     # warms up while the notebook runs
-    error = _papermill(template_path(), out, {**as_papermill(plan.params), "run_id": plan.run_id},
-                       resolve_path("."), cell_timeout, kernel)
-    if error[0] is None: kernel.request_stop()              # it exits while we render
-    else: kernel.stop(now=True)                             # a timed-out cell may still run
-    status, reason, files = _settle(db, plan, unpinned, error, renderer)
-    db.update_run(plan.run_id, duration_s=time.monotonic() - started)
-    write_index(db, resolve_path(plan.params.outputs_dir))
-    kernel.stop()
-    html = out.with_suffix(".html")
-    return RunOutcome(plan.run_id, status, reason, out if files["notebook_path"] else None,
-                      html if html.exists() else None, time.monotonic() - started)
-
-# %% ../nbs/12_runs.ipynb #c105d4dc
-def _busy_outcome(db: Database, plan: RunPlan | None, reason: str,
-                  started: float) -> RunOutcome:
-    "End a run the database's lock defeated: finalise its notebook, record failure if possible."
-    from stockstock.db import DatabaseBusy  # after the kernel started
-    log.error("run_failed", run_id=plan.run_id if plan else None, error=reason)
-    if plan is None: return RunOutcome(None, "failed", reason)
-    out = output_path(plan.params, plan.as_of, plan.run_id)
-    files = _finalise_notebook(out, plan.run_id, "failed", plan.mode, plan.as_of, plan.replay_of,
-                               stopped=(reason, "DatabaseBusy"))
-    try:
-        db.finish_run(plan.run_id, "failed", reason=reason, **files)
-    except DatabaseBusy:
-        pass       # still locked: the next run closes this row as interrupted
-    return RunOutcome(plan.run_id, "failed", reason, out if files["notebook_path"] else None,
-                      out.with_suffix(".html") if files["notebook_path"] else None,
-                      time.monotonic() - started)
+# %% ../nbs/12_runs.ipynb #014f485c
+def execute_run(params: TradingParams, replay_of: str | None = None,
+                cell_timeout: int = 600) -> RunOutcome:
+    "Run the scheduled notebook once (one run at a time); record and render the outcome."
+    with run_lock() as mine:
+        if not mine: return _record_skip(params, replay_of, "another run is in progress")
+        if not wait_for_kernels():
+            return _record_skip(params, replay_of, "a previous run's kernel is still running")
+        started = time.monotonic()
+        hide_unused_imports()                          # before anything imports nbformat
+        kernel = RunKernel(resolve_path("."))          # boots and imports on the other core
+        try:
+            return _launch(params, replay_of, cell_timeout, kernel, started)
+        finally:
+            kernel.stop(now=True)                       # nothing left if a step above raised
