@@ -102,6 +102,7 @@ def _offline_application() -> Application:
     "An application that is never connected: only its job queue runs (no Telegram configured)."
     return Application.builder().token("0:offline").updater(None).build()
 
+# %% ../nbs/14c_daemon.ipynb #daemon_cls
 class Daemon:
     "The bot, the trading schedule, the daily summary and the notice resends in one process."
     def __init__(self, params: TradingParams, trade_args: list[str], secrets: Secrets,

@@ -56,15 +56,17 @@ class RateLimiter:
         self._lock, self._ids = threading.Lock(), itertools.count()
         self.waited = 0.0
 
-    @contextmanager
-    def _shared(self):
-        "The slot list, under the thread lock and (with `path`) the file's lock; saved after."
-        with self._lock, (FileLock(self.path + ".lock") if self.path else nullcontext()):
-            if self.path:
-                try: self._slots = json.loads(Path(self.path).read_text())
-                except (OSError, ValueError): self._slots = []
-            yield self._slots
-            if self.path: Path(self.path).write_text(json.dumps(self._slots))
+# %% ../nbs/13_kis.ipynb #rl_shared
+@patch_to(RateLimiter)
+@contextmanager
+def _shared(self):
+    "The slot list, under the thread lock and (with `path`) the file's lock; saved after."
+    with self._lock, (FileLock(self.path + ".lock") if self.path else nullcontext()):
+        if self.path:
+            try: self._slots = json.loads(Path(self.path).read_text())
+            except (OSError, ValueError): self._slots = []
+        yield self._slots
+        if self.path: Path(self.path).write_text(json.dumps(self._slots))
 
 # %% ../nbs/13_kis.ipynb #rl_acquire
 @patch_to(RateLimiter)
@@ -168,6 +170,7 @@ class _NoLimit:
     "Stands in for python-kis's own rate limiter (ours is in the adapters)."
     def acquire(self, *args: Any, **kwargs: Any) -> None: return None
 
+# %% ../nbs/13_kis.ipynb #kis_connection
 class KisConnection:
     "A bounded, rate-limited python-kis client for one run (`paper` or `live`)."
     def __init__(self, secrets: Secrets, mode: Literal["paper", "live"],
@@ -258,24 +261,26 @@ class KisMarketData:
     def __init__(self, conn: KisConnection, db: Database) -> None:
         self.conn, self.db = conn, db
 
-    def exchange(self, symbol: str) -> str:
-        "The KIS exchange code of `symbol` (cached); `LookupError` when no US exchange lists it."
-        listing = self.db.get_listing(symbol)
-        if listing is not None: return listing.exchange
-        for code in EXCHANGES:
-            r = self.conn.call(lambda kis, c=code: kis.fetch(
-                "/uapi/overseas-price/v1/quotations/price", api="HHDFS00000300",
-                params={"AUTH": "", "EXCD": c, "SYMB": symbol}, domain="real"),
-                what=f"price {symbol}")
-            if getattr(r, "rt_cd", None) == "0" and str(r.output.last or "").strip():
-                self.db.set_listing(symbol, code)
-                log.info("symbol_listed", symbol=symbol, exchange=code)
-                return code
-        raise LookupError(f"{symbol} is not listed on NASDAQ, NYSE or AMEX (KIS)")
-
     def market(self, symbol: str) -> str:
         "python-kis's name of `symbol`'s exchange."
         return EXCHANGES[self.exchange(symbol)]
+
+# %% ../nbs/13_kis.ipynb #exchange
+@patch_to(KisMarketData)
+def exchange(self, symbol: str) -> str:
+    "The KIS exchange code of `symbol` (cached); `LookupError` when no US exchange lists it."
+    listing = self.db.get_listing(symbol)
+    if listing is not None: return listing.exchange
+    for code in EXCHANGES:
+        r = self.conn.call(lambda kis, c=code: kis.fetch(
+            "/uapi/overseas-price/v1/quotations/price", api="HHDFS00000300",
+            params={"AUTH": "", "EXCD": c, "SYMB": symbol}, domain="real"),
+            what=f"price {symbol}")
+        if getattr(r, "rt_cd", None) == "0" and str(r.output.last or "").strip():
+            self.db.set_listing(symbol, code)
+            log.info("symbol_listed", symbol=symbol, exchange=code)
+            return code
+    raise LookupError(f"{symbol} is not listed on NASDAQ, NYSE or AMEX (KIS)")
 
 # %% ../nbs/13_kis.ipynb #9e44078e
 @patch_to(KisMarketData)
@@ -430,6 +435,7 @@ def _order_status(r: Any, cancels: set[str], day_over: bool) -> OrderStatus:
                        price if done else None, 0.0, reason, ordered_at=_order_time(r),
                        fills=fills)
 
+# %% ../nbs/13_kis.ipynb #7382b995
 @patch_to(KisBroker)
 def orders_on(self, day: date) -> list[OrderStatus]:
     "Every order of New York date `day` with its fills (cached until this broker sends one)."

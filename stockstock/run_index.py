@@ -29,6 +29,7 @@ def run_row(r: Run) -> dict[str, Any]:
                 seconds=None if r.duration_s is None else round(r.duration_s, 1),
                 reason=r.reason, notebook=r.notebook_path)
 
+# %% ../nbs/11h_run_index.ipynb #runs_table
 def runs_table(db: Database, limit: int = 50, failed: bool = False) -> list[dict[str, Any]]:
     "Recent runs as display rows (latest decision first)."
     return [run_row(r) for r in db.list_runs(limit, "failed" if failed else None)]
@@ -44,6 +45,7 @@ def _link(run: Run, outputs: Path) -> str:
     report, raw = (h.escape(os.path.relpath(p, outputs)) for p in (nb.with_suffix(".html"), nb))
     return f"<a href='{report}'>report</a> · <a href='{raw}'>ipynb</a>"
 
+# %% ../nbs/11h_run_index.ipynb #row
 def _row(r: Run, outputs: Path) -> str:
     money = lambda v: "" if v is None else f"{v:,.2f}"   # noqa: E731
     return (f"<tr class='run {r.status} {r.mode}' style='{_STATUS_CSS.get(r.status, '')}'>"
@@ -71,6 +73,7 @@ def _equity_chart(runs: list[Run]) -> str:
     return ("<div id='equity'></div><script src='plotly.min.js'></script><script>"
             f"Plotly.newPlot('equity', {json.dumps(traces)}, {json.dumps(layout)});</script>")
 
+# %% ../nbs/11h_run_index.ipynb #filters
 _FILTER_JS = """<script>
 function applyFilters() {
   const st = document.getElementById('status').value, md = document.getElementById('mode').value;
@@ -87,6 +90,18 @@ def _backtest_links(outputs: Path) -> str:
     return f"<h2>Backtest reports</h2><ul>{items}</ul>"
 
 # %% ../nbs/11h_run_index.ipynb #a3126a9a
+def _tables(runs: list[Run], outputs: Path) -> str:
+    "One table per mode (sim, paper, live), the runs in their order."
+    return "".join(
+        f"<h2>{mode}</h2><table>{_HEAD}{''.join(_row(r, outputs) for r in runs if r.mode == mode)}"
+        "</table>" for mode in ("sim", "paper", "live") if any(r.mode == mode for r in runs))
+
+_PAGE_HEAD = ("<!doctype html><html><head><meta charset='utf-8'><title>StockStock runs</title>"
+              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+              "td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}"
+              "td.when{white-space:nowrap}td.n{text-align:right}</style>")
+
+# %% ../nbs/11h_run_index.ipynb #151708db
 def write_index(db: Database, outputs: Path, limit: int = 2000) -> Path:
     "Rewrite `outputs/index.html`: the runs per mode, status at a glance, filters, charts, links."
     outputs.mkdir(parents=True, exist_ok=True)
@@ -94,18 +109,12 @@ def write_index(db: Database, outputs: Path, limit: int = 2000) -> Path:
     counts = {s: sum(r.status == s for r in runs) for s in ("ok", "skipped", "failed", "running")}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     options = lambda xs: "".join(f"<option>{x}</option>" for x in xs)   # noqa: E731
-    tables = "".join(
-        f"<h2>{mode}</h2><table>{_HEAD}{''.join(_row(r, outputs) for r in runs if r.mode == mode)}"
-        "</table>" for mode in ("sim", "paper", "live") if any(r.mode == mode for r in runs))
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>StockStock runs</title>"
-            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}"
-            "td.when{white-space:nowrap}td.n{text-align:right}</style>"
-            f"{_FILTER_JS}</head><body><h1>StockStock runs</h1><p>{len(runs)} runs: {summary}</p>"
+    page = (f"{_PAGE_HEAD}{_FILTER_JS}</head><body><h1>StockStock runs</h1>"
+            f"<p>{len(runs)} runs: {summary}</p>"
             f"{_equity_chart(runs)}<p>status <select id='status' onchange='applyFilters()'>"
             f"<option value=''>all</option>{options(counts)}</select> mode <select id='mode' "
             f"onchange='applyFilters()'><option value=''>all</option>"
-            f"{options(['sim', 'paper', 'live'])}</select></p>{tables}"
+            f"{options(['sim', 'paper', 'live'])}</select></p>{_tables(runs, outputs)}"
             f"{_backtest_links(outputs)}</body></html>")
     path = outputs / "index.html"
     write_text_atomic(path, page)
