@@ -105,19 +105,30 @@ def _scratch_copy(db: Database, run: Run, path: Path) -> Database:
     for key in STATE_KEYS: scratch.set_state(key, None)
     return scratch
 
-# %% ../nbs/12a_audit.ipynb #60718293
-def replay_run(db: Database, run_id: str, cell_timeout: int = 600) -> ReplayReport:
-    "Re-execute sim run `run_id` on a scratch copy and compare its decisions."
+# %% ../nbs/12a_audit.ipynb #replayable
+def _replayable(db: Database, run_id: str) -> Run:
+    "Run `run_id`, if it can be replayed (`KeyError`, `ValueError` saying why not)."
     run = db.get_run(run_id)
     if run is None: raise KeyError(f"no run {run_id!r}")
     if run.mode != "sim": raise ValueError(f"run {run_id} is {run.mode}: only sim runs replay")
     if run.status != "ok": raise ValueError(f"run {run_id} ended {run.status}: nothing to replay")
+    return run
+
+# %% ../nbs/12a_audit.ipynb #replay_params
+def _replay_params(run: Run, scratch_path: Path) -> TradingParams:
+    "The run's parameters and `as_of`, pointed at the scratch copy and `outputs/replay`."
     params = TradingParams(**{**run.params, "as_of": run.as_of})
+    return params.model_copy(update={
+        "db_url": f"sqlite:///{scratch_path}", "outputs_dir": f"{params.outputs_dir}/replay"})
+
+# %% ../nbs/12a_audit.ipynb #60718293
+def replay_run(db: Database, run_id: str, cell_timeout: int = 600) -> ReplayReport:
+    "Re-execute sim run `run_id` on a scratch copy and compare its decisions."
+    run = _replayable(db, run_id)
     scratch_path = resolve_path(f"data/replay/{run_id}.db")
     _scratch_copy(db, run, scratch_path).close()
-    replay_params = params.model_copy(update={
-        "db_url": f"sqlite:///{scratch_path}", "outputs_dir": f"{params.outputs_dir}/replay"})
-    outcome = execute_run(replay_params, replay_of=run_id, cell_timeout=cell_timeout)
+    outcome = execute_run(_replay_params(run, scratch_path), replay_of=run_id,
+                          cell_timeout=cell_timeout)
     scratch = init_db(f"sqlite:///{scratch_path}")
     try:
         new = scratch.get_run(outcome.run_id)

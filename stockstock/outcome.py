@@ -38,6 +38,7 @@ class Snapshot:
     equity: float | None = None
     pnl: float | None = None            # equity - the session's start equity
 
+# %% ../nbs/11f_outcome.ipynb #take_snapshot
 @run_step(Snapshot)
 def take_snapshot(run: OpenRun, bars: Bars, risk: RiskCheck) -> Snapshot:
     "Record the portfolio after the run."
@@ -125,6 +126,7 @@ def _unusual(check: BarCheck | None) -> bool:
     return check is not None and (check.status == "quarantined" or
                                   (check.status == "missing" and check.bars > 0))
 
+# %% ../nbs/11f_outcome.ipynb #unacted
 def unacted(signals: list[Signal], outcomes: dict[str, Reason], bars: Bars,
             halt: str | None) -> list[str]:
     "Each BUY/SELL that sent no order, each quarantined or stale symbol, with why."
@@ -179,6 +181,7 @@ def _record_outcomes(run: OpenRun, outcomes: dict[str, Reason]) -> None:
         for row in s.query(SignalRow).filter(SignalRow.run_id == run.run_id):
             row.outcome = str(outcomes[row.symbol]) if row.symbol in outcomes else None
 
+# %% ../nbs/11f_outcome.ipynb #finish_run
 def finish_run(run: OpenRun, bars: Bars, decision: Decision, risk: RiskCheck, orders: Orders,
                snapshot: Snapshot) -> Outcome:
     "Record what became of each signal and the run as ok with its counts and note."
