@@ -37,6 +37,7 @@ class Reconciled:
     was: str
     now: str
 
+# %% ../nbs/11a_reconcile.ipynb #mismatch
 @dataclass(frozen=True)
 class Mismatch:
     "The broker's figure of `what` (a symbol's shares, or `cash`) against ours."
@@ -44,6 +45,7 @@ class Mismatch:
     ours: float
     broker: float
 
+# %% ../nbs/11a_reconcile.ipynb #cancelled
 @dataclass(frozen=True)
 class Cancelled:
     "A stale order of this session, cancelled: what of it is left to send again, and why it was."

@@ -203,6 +203,7 @@ def _recent_snapshots(run: OpenRun, n: int) -> list[PortfolioSnapshot]:
     with run.db.session() as s:
         return list(s.scalars(q))[::-1]
 
+# %% ../nbs/11g_report.ipynb #portfolio_figure
 def portfolio_figure(run: OpenRun, risk: RiskCheck, snapshot: Snapshot, runs: int = 60):
     "Equity over the recent runs, and each position's value before and after this run."
     import plotly.graph_objects as go  # plotly: the charts only
