@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from .config import (ConfigError, TradingParams, load_params, load_secrets,
-                               parse_overrides, resolve_path)
+                               param_sources, parse_overrides, resolve_path)
 from .log import configure_logging, get_logger, log_path
 from .runs import RunOutcome, execute_run, skip_final_collection
 
@@ -29,10 +29,10 @@ if TYPE_CHECKING:  # for the annotations only: the commands import these when th
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'AddArguments', 'COMMANDS', 'EXAMPLES', 'SIM_PARAMS', 'command', 'positive_int', 'positive_seconds',
-           'build_parser', 'params_from', 'main', 'console', 'seed_command', 'config_command', 'market_command',
-           'train_command', 'backtest_command', 'trade_command', 'runs_command', 'run_command', 'notify_command',
-           'status_command', 'halt_command', 'resume_command', 'serve_command', 'bot_command']
+__all__ = ['log', 'AddArguments', 'COMMANDS', 'EXAMPLES', 'command', 'positive_int', 'positive_seconds', 'build_parser',
+           'params_from', 'main', 'console', 'seed_command', 'config_command', 'market_command', 'train_command',
+           'backtest_command', 'trade_command', 'runs_command', 'run_command', 'notify_command', 'status_command',
+           'halt_command', 'resume_command', 'serve_command', 'bot_command']
 
 # %% ../nbs/15_cli.ipynb #8a2a0a6c
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -219,12 +219,15 @@ def seed_command(args: argparse.Namespace) -> int:
     return 0
 
 # %% ../nbs/15_cli.ipynb #a90de943
-@command("config", "show the effective parameters and which credentials are set",
+@command("config", "show the effective parameters, where each comes from, and the credentials",
          example="stockstock config --params scheduled/paper.yaml")
 def config_command(args: argparse.Namespace) -> int:
     import yaml  # PyYAML: only this command prints YAML
     params = params_from(args)
-    print(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False).rstrip())
+    sources = param_sources(args.params, parse_overrides(args.overrides))
+    for key, value in params.model_dump(mode="json").items():
+        line = yaml.safe_dump({key: value}, default_flow_style=True, width=1000)[1:-2]
+        print(f"{line.ljust(40)}  # {sources[key]}")
     secrets = load_secrets()
     print("# credentials (values never shown)")
     for name, value in secrets:
@@ -478,11 +481,8 @@ def runs_command(args: argparse.Namespace) -> int:
     return 0
 
 # %% ../nbs/15_cli.ipynb #88710163
-SIM_PARAMS = "scheduled/sim.yaml"   # the embedded default's parameters, when present
-
 def _sim_params(args: argparse.Namespace) -> TradingParams:
-    "`--params`, else `scheduled/sim.yaml` when the project has one; only sim mode."
-    if args.params is None and resolve_path(SIM_PARAMS).exists(): args.params = SIM_PARAMS
+    "The effective parameters; only sim mode."
     params = params_from(args)
     if params.mode != "sim":
         raise ConfigError("mode: `stockstock run` is the sim demo; use `stockstock trade` "
@@ -601,7 +601,6 @@ def _trade_args_of(args: argparse.Namespace) -> list[str]:
 # %% ../nbs/15_cli.ipynb #daemon
 def _daemon(args: argparse.Namespace, schedule: bool) -> int:
     from stockstock.daemon import DaemonRunning, serve  # python-telegram-bot: see "Imports"
-    if args.params is None and resolve_path(SIM_PARAMS).exists(): args.params = SIM_PARAMS
     params, secrets = params_from(args), load_secrets()
     configure_logging(args.log_level, log_file=log_path(),
                       secrets=secrets.secret_values(), stream_level="INFO")

@@ -19,9 +19,9 @@ from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, 
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # %% auto #0
-__all__ = ['PROJECT_MARKER', 'REQUIRED', 'SYMBOL_PATTERN', 'Fraction', 'Rate', 'ConfigError', 'project_home', 'resolve_path',
-           'Secrets', 'load_secrets', 'check_credentials', 'TradingParams', 'describe_errors', 'parse_overrides',
-           'load_params', 'as_papermill']
+__all__ = ['PROJECT_MARKER', 'REQUIRED', 'SYMBOL_PATTERN', 'Fraction', 'Rate', 'MODES', 'ConfigError', 'project_home',
+           'resolve_path', 'Secrets', 'load_secrets', 'check_credentials', 'TradingParams', 'describe_errors',
+           'parse_overrides', 'default_params_file', 'load_params', 'param_sources', 'as_papermill']
 
 # %% ../nbs/00_config.ipynb #4a02cfe3
 class ConfigError(ValueError):
@@ -290,17 +290,40 @@ def _read_params_file(path: str | Path) -> dict[str, Any]:
     return loaded
 
 # %% ../nbs/00_config.ipynb #5c8a2d17
+MODES = ("sim", "paper", "live")
+
+def default_params_file(mode: Any) -> Path | None:
+    "The mode's default parameters, `scheduled/<mode>.yaml`, when the project has that file."
+    path = resolve_path(f"scheduled/{mode}.yaml") if mode in MODES else None
+    return path if path is not None and path.is_file() else None
+
+def _layers(path: str | Path | None, overrides: dict[str, Any] | None,
+            ) -> tuple[Path | str | None, dict[str, Any], dict[str, Any]]:
+    "`(file, its values, overrides)`: no `path` means the mode's default file."
+    overrides = dict(overrides or {})
+    if path is None: path = default_params_file(overrides.get("mode", "sim"))
+    return path, _read_params_file(path) if path is not None else {}, overrides
+
+# %% ../nbs/00_config.ipynb #b1a6c0d3
 def load_params(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
                 ) -> TradingParams:
-    "Validated parameters from defaults <- YAML file <- overrides; `ConfigError` when invalid."
-    data = _read_params_file(path) if path is not None else {}
-    data.update(overrides or {})
+    "Validated parameters: defaults <- the YAML file (default: the mode's) <- overrides."
+    _, data, over = _layers(path, overrides)
     try:
-        return TradingParams(**data)
+        return TradingParams(**{**data, **over})
     except ValidationError as e:
         raise ConfigError(describe_errors(e)) from None
     except TypeError as e:          # keys that are not strings, e.g. `1: x` in the file
         raise ConfigError(f"parameters must be named: {e}") from None
+
+# %% ../nbs/00_config.ipynb #b1a6c0d5
+def param_sources(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                  ) -> dict[str, str]:
+    "Each parameter's source: `override`, the parameters file (home-relative), or `default`."
+    file, data, over = _layers(path, overrides)
+    shown = str(file) if file is None else os.path.relpath(resolve_path(file), project_home())
+    return {k: "override" if k in over else shown if k in data else "default"
+            for k in TradingParams.model_fields}
 
 # %% ../nbs/00_config.ipynb #40cd16dc
 def as_papermill(params: TradingParams) -> dict[str, Any]:
