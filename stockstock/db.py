@@ -24,11 +24,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from .config import ConfigError, resolve_path
 
 # %% auto #0
-__all__ = ['RUN_STATES', 'ORDER_STATES', 'TRADE_STATES', 'FINAL_ORDER_STATES', 'UNSETTLED_STATES', 'WORKING_STATES',
-           'MAY_FILL_STATES', 'NOTICE_STATES', 'BUSY_TIMEOUT_S', 'BAR_COLUMNS', 'RunOrder', 'UTCDateTime', 'utcnow',
-           'Base', 'Ohlcv', 'Listing', 'Run', 'SignalRow', 'Trade', 'Notice', 'PortfolioSnapshot', 'RiskEventRow',
-           'SystemState', 'SimAccount', 'SimPosition', 'SimOrder', 'DatabaseBusy', 'busy_timeout_s', 'Database',
-           'init_db']
+__all__ = ['RUN_STATES', 'RUN_ORIGINS', 'ORDER_STATES', 'TRADE_STATES', 'FINAL_ORDER_STATES', 'UNSETTLED_STATES',
+           'WORKING_STATES', 'MAY_FILL_STATES', 'NOTICE_STATES', 'BUSY_TIMEOUT_S', 'BAR_COLUMNS', 'RunOrder',
+           'UTCDateTime', 'utcnow', 'Base', 'Ohlcv', 'Listing', 'Run', 'SignalRow', 'Trade', 'Notice',
+           'PortfolioSnapshot', 'RiskEventRow', 'SystemState', 'SimAccount', 'SimPosition', 'SimOrder', 'DatabaseBusy',
+           'busy_timeout_s', 'Database', 'init_db']
 
 # %% ../nbs/03_db.ipynb #598357f9
 class UTCDateTime(TypeDecorator):
@@ -90,6 +90,8 @@ class Run(Base):
     notebook_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     html_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     replay_of: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    origin: Mapped[str | None] = mapped_column(String(32), nullable=True,  # see RUN_ORIGINS
+                                               default="scheduled")
     n_signals: Mapped[int] = mapped_column(Integer, default=0)
     n_orders: Mapped[int] = mapped_column(Integer, default=0)
     equity: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -99,6 +101,10 @@ class Run(Base):
     duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 RUN_STATES = ("running", "ok", "failed", "skipped")
+# who started a run: the launcher (`stockstock trade`, the daemon, cron), a person running the
+# template by hand (`manual:jupyterlab`, `manual:nbconvert`, `manual:kernel`), or `run_steps`
+RUN_ORIGINS = ("scheduled", "manual:jupyterlab", "manual:nbconvert", "manual:kernel",
+               "in-process")
 
 # %% ../nbs/03_db.ipynb #60718293
 class SignalRow(Base):

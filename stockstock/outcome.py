@@ -194,7 +194,7 @@ def finish_run(run: OpenRun, bars: Bars, decision: Decision, risk: RiskCheck, or
                   orders.n_sent, snapshot.equity, snapshot.pnl, outcomes)
     run.db.finish_run(run.run_id, "ok", reason=out.note, n_signals=out.n_signals,
                       n_orders=out.n_orders, equity=out.equity, pnl=out.pnl)
-    if run.params.mode == "sim": sim_session_done(run.db, run.plan.session)
+    if run.params.mode == "sim" and run.plan.moves_clock: sim_session_done(run.db, run.plan.session)
     if decision.protection is None: run.db.set_state(DECIDED, str(run.plan.session))
     log.info("run_finished", **out.summary)
     return out

@@ -426,10 +426,11 @@ def close_interrupted_runs(db: Database) -> list[str]:
     return [r.run_id for r in stale]
 
 # %% ../nbs/12_runs.ipynb #c9bc25da
-def _plan(db: Database, params: TradingParams, replay_of: str | None) -> RunPlan:
+def _plan(db: Database, params: TradingParams, replay_of: str | None,
+          origin: str = "scheduled") -> RunPlan:
     "Plan the run and record it (a closed market: recorded as skipped)."
     from stockstock.trade import begin_run, make_plan  # after the kernel started
-    plan = make_plan(db, params, replay_of=replay_of)
+    plan = make_plan(db, params, replay_of=replay_of, origin=origin)
     begin_run(db, plan)
     log.info("run_launched", run_id=plan.run_id, as_of=plan.as_of.isoformat(), mode=plan.mode)
     return plan
@@ -498,7 +499,7 @@ def _execute(db: Database, plan: RunPlan, unpinned: bool, cell_timeout: int, ker
 
 # %% ../nbs/12_runs.ipynb #f09d6ae9
 def _launch(params: TradingParams, replay_of: str | None, cell_timeout: int, kernel: RunKernel,
-            started: float) -> RunOutcome:
+            started: float, origin: str = "scheduled") -> RunOutcome:
     "The run under the lock: plan, execute (or skip a closed market), settle, index."
     from stockstock.db import DatabaseBusy, init_db  # SQLAlchemy, pandas: after the kernel started
     from stockstock.run_index import write_index
@@ -510,7 +511,7 @@ def _launch(params: TradingParams, replay_of: str | None, cell_timeout: int, ker
         return RunOutcome(None, "failed", str(e))
     try:
         close_interrupted_runs(db)
-        plan = _plan(db, params, replay_of)
+        plan = _plan(db, params, replay_of, origin)
         if plan.skip is not None:                                   # no kernel needed
             kernel.stop(now=True)
             write_index(db, resolve_path(params.outputs_dir))
@@ -527,7 +528,7 @@ def _launch(params: TradingParams, replay_of: str | None, cell_timeout: int, ker
 
 # %% ../nbs/12_runs.ipynb #014f485c
 def execute_run(params: TradingParams, replay_of: str | None = None,
-                cell_timeout: int = 600) -> RunOutcome:
+                cell_timeout: int = 600, origin: str = "scheduled") -> RunOutcome:
     "Run the scheduled notebook once (one run at a time); record and render the outcome."
     with run_lock() as mine:
         if not mine: return _record_skip(params, replay_of, "another run is in progress")
@@ -537,6 +538,6 @@ def execute_run(params: TradingParams, replay_of: str | None = None,
         hide_unused_imports()                          # before anything imports nbformat
         kernel = RunKernel(resolve_path("."))          # boots and imports on the other core
         try:
-            return _launch(params, replay_of, cell_timeout, kernel, started)
+            return _launch(params, replay_of, cell_timeout, kernel, started, origin)
         finally:
             kernel.stop(now=True)                       # nothing left if a step above raised

@@ -129,6 +129,8 @@ class RunPlan(BaseModel):
     model_issue: Reason | None = None   # why the model may not decide (known before the run)
     skip: Reason | None = None          # why the run does nothing at all (market closed)
     replay_of: str | None = None        # the run this one replays
+    origin: str = "scheduled"           # who started it (see db.RUN_ORIGINS)
+    moves_clock: bool = True            # sim: its session moves the replay clock
 
     @property
     def as_of(self) -> datetime: return self.params.as_of
@@ -139,7 +141,7 @@ class RunPlan(BaseModel):
 
 # %% ../nbs/11_trade.ipynb #b228ff65
 def make_plan(db: Database, params: TradingParams, run_id: str | None = None,
-              replay_of: str | None = None) -> RunPlan:
+              replay_of: str | None = None, origin: str = "scheduled") -> RunPlan:
     "The plan of a run with `params` (`ConfigError` when it must not start)."
     path = resolve_path(params.model_path)
     meta = read_model_meta(path)
@@ -150,20 +152,21 @@ def make_plan(db: Database, params: TradingParams, run_id: str | None = None,
                    params=params.model_copy(update={"as_of": as_of}), session=session,
                    decides=is_decision_run(params, db, as_of, session), model_path=str(path),
                    model_meta=meta, model_issue=model_staleness(meta, session, params),
-                   skip=market_closed(as_of), replay_of=replay_of)
+                   skip=market_closed(as_of), replay_of=replay_of, origin=origin,
+                   moves_clock=not origin.startswith("manual") or params.as_of is None)
 
 # %% ../nbs/11_trade.ipynb #02f3dcd9
 def skip_run(db: Database, plan: RunPlan) -> None:
     "Record the planned run as skipped with its reason (the sim clock moves past its session)."
     db.finish_run(plan.run_id, "skipped", reason=str(plan.skip))
-    if plan.mode == "sim": sim_session_done(db, plan.session)
+    if plan.mode == "sim" and plan.moves_clock: sim_session_done(db, plan.session)
     log.info("run_skipped", run_id=plan.run_id, reason=str(plan.skip))
 
 def begin_run(db: Database, plan: RunPlan) -> None:
     "Record the start of the planned run (skipped at once when its market is closed)."
     if db.get_run(plan.run_id) is None:
         db.start_run(plan.run_id, plan.as_of, plan.mode, as_papermill(plan.params),
-                     replay_of=plan.replay_of)
+                     replay_of=plan.replay_of, origin=plan.origin)
     if plan.skip is not None: skip_run(db, plan)
 
 # %% ../nbs/11_trade.ipynb #bffbfc9f
@@ -191,8 +194,8 @@ def discard_plan(run_id: str) -> None:
 
 # %% ../nbs/11_trade.ipynb #c57fac5a
 def collect_params(namespace: dict[str, Any]) -> dict[str, Any]:
-    "The `TradingParams` fields present in `namespace` (e.g. the notebook's `globals()`)."
-    return {k: namespace[k] for k in TradingParams.model_fields if k in namespace}
+    "The `TradingParams` fields set in `namespace` (e.g. the notebook's `globals()`; None: unset)."
+    return {k: namespace[k] for k in TradingParams.model_fields if namespace.get(k) is not None}
 
 # %% ../nbs/11_trade.ipynb #927ffb64
 @dataclass(frozen=True)
