@@ -74,8 +74,9 @@ def kernel_origin() -> str:
     return "manual:nbconvert" if "nbconvert" in parent else "manual:kernel"
 
 # %% ../nbs/13a_hourly.ipynb #a1b2c303
-ASK_SIM_CLOCK = ("In sim a run by hand takes the replay's next session only when asked: set as_of "
-                 "(e.g. '2011-03-22T19:30:00Z') or advance_sim_clock = True in the parameters cell.")
+ASK_SIM_CLOCK = ("In sim a run by hand takes the replay's next session only when asked: set "
+                 "as_of (e.g. '2011-03-22T19:30:00Z') or advance_sim_clock = True in the "
+                 "parameters cell.")
 
 def run_by_hand(namespace: dict[str, Any]) -> RunOutcome:
     "A new recorded run, as `stockstock trade` makes one, with the notebook's parameters."
