@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # for the annotations only: the commands import these when th
     import pandas as pd
 
     from stockstock.audit import ReplayReport
+    from stockstock.chain import ChainReport
     from stockstock.db import Database
 
 log = get_logger(__name__)
@@ -439,7 +440,8 @@ def _runs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=positive_int, default=30, help="how many (default 30)")
     p.add_argument("--wide", action="store_true", help="every column, however wide")
     p.add_argument("--verify", action="store_true",
-                   help="check every run's notebook and HTML against their recorded SHA-256")
+                   help="check every run's files against their SHA-256 and recompute the "
+                        "hash chain over the runs' records")
 
 # %% ../nbs/15_cli.ipynb #narrow
 def _narrow(rows: list[dict], width: int = 100) -> list[dict]:
@@ -456,22 +458,24 @@ def _narrow(rows: list[dict], width: int = 100) -> list[dict]:
     return out
 
 # %% ../nbs/15_cli.ipynb #verify
-def _verify(problems: list) -> int:
-    "Print each file problem (`audit.FileProblem`); 1 when a sealed file is missing or changed."
+def _verify(problems: list, chain: ChainReport) -> int:
+    "Print each file problem and the chain's verdict; 1 when a file or a record changed."
     for p in problems: print(f"{p.run_id}: {p}")
     bad = sum(p.kind != "unsealed" for p in problems)
     print(f"{bad} run file(s) missing or changed" if bad else "every sealed run file is intact")
-    return 1 if bad else 0
+    print(chain)
+    return 1 if bad or chain.problem else 0
 
 # %% ../nbs/15_cli.ipynb #runs_command
-@command("runs", "list recent runs (status, orders, PnL, reason); --verify checks their files",
+@command("runs", "list recent runs (status, orders, PnL, reason); --verify checks the record",
          _runs_args, example="stockstock runs --failed --limit 10")
 def runs_command(args: argparse.Namespace) -> int:
     from stockstock.audit import verify_runs  # SQLAlchemy, pandas: see "Imports" above
+    from stockstock.chain import verify_chain
     from stockstock.run_index import runs_table, write_index
     params = params_from(args)
     with _database(params) as db:
-        if args.verify: return _verify(verify_runs(db))
+        if args.verify: return _verify(verify_runs(db), verify_chain(db))
         rows = runs_table(db, limit=args.limit, failed=args.failed)
         index = write_index(db, resolve_path(params.outputs_dir))
     shown = [{k: ("" if v is None else v) for k, v in r.items()} for r in rows] if args.wide \

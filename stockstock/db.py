@@ -99,6 +99,11 @@ class Run(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # the hash chain over finished runs (see `chain`): position, the hashes it seals, the links
+    chain_seq: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True)
+    seal: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    record_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    chain_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 RUN_STATES = ("running", "ok", "failed", "skipped")
 # who started a run: the launcher (`stockstock trade`, the daemon, cron), a person running the

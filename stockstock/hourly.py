@@ -17,6 +17,7 @@ from typing import Any
 
 from .bars import Bars, load_bars, start_quotes
 from .broker import Broker, MarketData, SimBroker
+from .chain import seal_run
 from .config import TradingParams, load_params, load_secrets
 from .db import Database, init_db
 from .decision import Decision, decide
@@ -168,8 +169,10 @@ def notebook_steps(path: str) -> list[tuple[str, str]]:
 
 # %% ../nbs/13a_hourly.ipynb #fdac642d
 def run_steps(parameters: dict[str, Any], run_id: str | None = None) -> RunRecord:
-    "One whole run with `parameters` (planned, recorded, opened, every step): its record."
+    "One whole run with `parameters` (planned, recorded, opened, every step, sealed): its record."
     _kernel_logging()
     params = load_params(overrides=parameters)
     db = init_db(params.db_url)
-    return run_all(open_run(_plan_here(db, params, run_id), db))
+    record = run_all(open_run(_plan_here(db, params, run_id), db))
+    seal_run(db, record.run.run_id)
+    return record

@@ -368,7 +368,8 @@ class RunOutcome:
 # %% ../nbs/12_runs.ipynb #2b3c4d5f
 def _record_skip(params: TradingParams, replay_of: str | None, reason: str) -> RunOutcome:
     "Record a run that could not start (another one holds the lock) as skipped."
-    from stockstock.db import DatabaseBusy, init_db  # SQLAlchemy: only for this rare record
+    from stockstock.chain import seal_run  # SQLAlchemy: only for this rare record
+    from stockstock.db import DatabaseBusy, init_db
     from stockstock.trade import new_run_id
     run_id = new_run_id(params.as_of or datetime.now(UTC), params.mode)
     try:
@@ -376,6 +377,7 @@ def _record_skip(params: TradingParams, replay_of: str | None, reason: str) -> R
         db.start_run(run_id, params.as_of or datetime.now(UTC), params.mode,
                      as_papermill(params), replay_of=replay_of)
         db.finish_run(run_id, "skipped", reason=reason)
+        seal_run(db, run_id)
         db.close()
     except DatabaseBusy:
         pass                             # the log line below is then the only record
@@ -411,7 +413,8 @@ def _finalise_notebook(out: Path, run_id: str, status: str, mode: str, as_of: da
 # %% ../nbs/12_runs.ipynb #5e6f7082
 def close_interrupted_runs(db: Database) -> list[str]:
     "Fail the runs still `running` (their process is gone); finalise what notebook they left."
-    from stockstock.trade import discard_plan  # after the kernel started
+    from stockstock.chain import seal_run  # after the kernel started
+    from stockstock.trade import discard_plan
     stale = db.list_runs(limit=10_000, status="running")
     reason = "interrupted: the run's process ended without recording a result (killed?)"
     for run in stale:
@@ -420,6 +423,7 @@ def close_interrupted_runs(db: Database) -> list[str]:
                                    "failed", run.mode, run.as_of, run.replay_of,
                                    stopped=(reason, "RunInterrupted"))
         db.finish_run(run.run_id, "failed", reason=reason, **files)
+        seal_run(db, run.run_id)
         discard_plan(run.run_id)
         log.warning("run_interrupted", run_id=run.run_id)
         queue_failed_run(db, run.run_id, run.mode, reason, files["notebook_path"])
@@ -462,7 +466,8 @@ def _settle(db: Database, plan: RunPlan, unpinned: bool, error: tuple[str | None
 def _busy_outcome(db: Database, plan: RunPlan | None, reason: str,
                   started: float) -> RunOutcome:
     "End a run the database's lock defeated: finalise its notebook, record failure if possible."
-    from stockstock.db import DatabaseBusy  # after the kernel started
+    from stockstock.chain import seal_run  # after the kernel started
+    from stockstock.db import DatabaseBusy
     log.error("run_failed", run_id=plan.run_id if plan else None, error=reason)
     if plan is None: return RunOutcome(None, "failed", reason)
     out = output_path(plan.params, plan.as_of, plan.run_id)
@@ -470,6 +475,7 @@ def _busy_outcome(db: Database, plan: RunPlan | None, reason: str,
                                stopped=(reason, "DatabaseBusy"))
     try:
         db.finish_run(plan.run_id, "failed", reason=reason, **files)
+        seal_run(db, plan.run_id)
     except DatabaseBusy:
         pass       # still locked: the next run closes this row as interrupted
     return RunOutcome(plan.run_id, "failed", reason, out if files["notebook_path"] else None,
@@ -480,7 +486,8 @@ def _busy_outcome(db: Database, plan: RunPlan | None, reason: str,
 def _execute(db: Database, plan: RunPlan, unpinned: bool, cell_timeout: int, kernel: RunKernel,
              started: float) -> RunOutcome:
     "papermill on the planned run's kernel; the outcome recorded, the notebook finalised."
-    from stockstock.run_index import write_index  # after the kernel started
+    from stockstock.chain import seal_run  # after the kernel started
+    from stockstock.run_index import write_index
     out = output_path(plan.params, plan.as_of, plan.run_id)
     out.parent.mkdir(parents=True, exist_ok=True)
     ensure_plotly_js(resolve_path(plan.params.outputs_dir))
@@ -491,6 +498,7 @@ def _execute(db: Database, plan: RunPlan, unpinned: bool, cell_timeout: int, ker
     else: kernel.stop(now=True)                             # a timed-out cell may still run
     status, reason, files = _settle(db, plan, unpinned, error, renderer)
     db.update_run(plan.run_id, duration_s=time.monotonic() - started)
+    seal_run(db, plan.run_id)                               # the record is final: chained
     write_index(db, resolve_path(plan.params.outputs_dir))
     kernel.stop()
     html = out.with_suffix(".html")
@@ -501,7 +509,8 @@ def _execute(db: Database, plan: RunPlan, unpinned: bool, cell_timeout: int, ker
 def _launch(params: TradingParams, replay_of: str | None, cell_timeout: int, kernel: RunKernel,
             started: float, origin: str = "scheduled") -> RunOutcome:
     "The run under the lock: plan, execute (or skip a closed market), settle, index."
-    from stockstock.db import DatabaseBusy, init_db  # SQLAlchemy, pandas: after the kernel started
+    from stockstock.chain import seal_run  # SQLAlchemy, pandas: after the kernel started
+    from stockstock.db import DatabaseBusy, init_db
     from stockstock.run_index import write_index
     from stockstock.trade import discard_plan, save_plan
     try:
@@ -514,6 +523,7 @@ def _launch(params: TradingParams, replay_of: str | None, cell_timeout: int, ker
         plan = _plan(db, params, replay_of, origin)
         if plan.skip is not None:                                   # no kernel needed
             kernel.stop(now=True)
+            seal_run(db, plan.run_id)
             write_index(db, resolve_path(params.outputs_dir))
             return RunOutcome(plan.run_id, "skipped", str(plan.skip),
                               duration_s=time.monotonic() - started)

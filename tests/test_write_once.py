@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -125,3 +126,36 @@ def test_the_template_run_by_hand_is_a_new_manual_run(trading_home: Path, tmp_pa
     assert query(home, "SELECT origin, status FROM runs WHERE as_of LIKE '2011-03-17%'") == \
         [("manual:nbconvert", "ok")]
     assert query(home, "SELECT value FROM system_state WHERE key='sim_clock'") == clock
+
+
+@pytest.mark.slow
+def test_runs_verify_names_a_deleted_trade_an_edited_row_and_a_deleted_run(trading_home: Path):
+    home = trading_home
+    for _ in range(3):
+        r = stockstock("trade", "--params", "scheduled/test.yaml", home=home)
+        assert r.returncode == 0, r.stdout + r.stderr
+    ok = stockstock("runs", "--verify", home=home)
+    assert ok.returncode == 0 and "hash chain intact: 3 run(s)" in ok.stdout, ok.stdout
+    db = home / "data/stockstock.db"
+    pristine = db.read_bytes()
+    runs = [r for (r,) in query(home, "SELECT run_id FROM runs ORDER BY chain_seq")]
+    (traded,), = query(home, "SELECT run_id FROM trades ORDER BY id LIMIT 1")
+
+    def verdict(sql: str, *args) -> tuple[int, str]:
+        db.write_bytes(pristine)
+        con = sqlite3.connect(db)
+        with con: con.execute(sql, args)
+        con.close()
+        out = stockstock("runs", "--verify", home=home)
+        return out.returncode, out.stdout.splitlines()[-1]
+
+    assert verdict("DELETE FROM trades WHERE id = (SELECT min(id) FROM trades)") == \
+        (1, f"chain broken at {traded}: changed since sealed (orders)")
+    assert verdict("UPDATE runs SET n_orders = 0 WHERE run_id = ?", traded) == \
+        (1, f"chain broken at {traded}: changed since sealed (run)")
+    assert verdict("UPDATE signals SET action = 'BUY' WHERE run_id = ?", runs[0]) == \
+        (1, f"chain broken at {runs[0]}: changed since sealed (signals)")
+    assert verdict("DELETE FROM runs WHERE run_id = ?", runs[1]) == \
+        (1, f"chain broken at {runs[1]}: missing (deleted?) — the chain goes on at {runs[2]}")
+    assert verdict("DELETE FROM runs WHERE run_id = ?", runs[2]) == \
+        (1, f"chain broken at {runs[2]}: missing (deleted?) — it was the chain's head")
