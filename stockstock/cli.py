@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from .config import (ConfigError, TradingParams, load_params, load_secrets,
-                               param_sources, parse_overrides, resolve_path)
+                               param_sources, parse_date, parse_instant, parse_overrides,
+                               resolve_path)
 from .log import configure_logging, get_logger, log_path
 from .runs import RunOutcome, execute_run, skip_final_collection
 
@@ -30,10 +31,10 @@ if TYPE_CHECKING:  # for the annotations only: the commands import these when th
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'AddArguments', 'COMMANDS', 'EXAMPLES', 'command', 'positive_int', 'positive_seconds', 'build_parser',
-           'params_from', 'main', 'console', 'seed_command', 'config_command', 'market_command', 'train_command',
-           'backtest_command', 'trade_command', 'runs_command', 'run_command', 'notify_command', 'status_command',
-           'halt_command', 'resume_command', 'serve_command', 'bot_command']
+__all__ = ['log', 'AddArguments', 'COMMANDS', 'EXAMPLES', 'DATE_OPTIONS', 'command', 'positive_int', 'positive_seconds',
+           'build_parser', 'params_from', 'main', 'console', 'check_arguments', 'seed_command', 'config_command',
+           'market_command', 'train_command', 'backtest_command', 'trade_command', 'runs_command', 'run_command',
+           'notify_command', 'status_command', 'halt_command', 'resume_command', 'serve_command', 'bot_command']
 
 # %% ../nbs/15_cli.ipynb #8a2a0a6c
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -111,7 +112,7 @@ def params_from(args: argparse.Namespace, **extra: object) -> TradingParams:
 
 def _error_line(command: str, e: ConfigError) -> str:
     "The one line printed for a configuration mistake."
-    what = str(e) if str(e).startswith("invalid ") else f"invalid parameters: {e}"
+    what = str(e) if str(e).startswith(("invalid ", "--")) else f"invalid parameters: {e}"
     return f"stockstock {command}: {what}"
 
 # %% ../nbs/15_cli.ipynb #main
@@ -132,6 +133,7 @@ def _run(args: argparse.Namespace) -> int:
     from stockstock.broker import BrokerError  # pandas, SQLAlchemy: see "Imports" above
     from stockstock.db import DatabaseBusy
     try:
+        check_arguments(args)
         secrets = load_secrets()
         configure_logging(args.log_level, log_file=log_path(),
                           secrets=secrets.secret_values(), stream_level="WARNING")
@@ -173,12 +175,22 @@ def _print_table(rows: list[dict], file=None) -> None:
 
 # %% ../nbs/15_cli.ipynb #date_arg
 def _date_arg(text: str | None, name: str) -> date | None:
-    "An optional `YYYY-MM-DD` option as a date (`ConfigError` naming the option if it is not)."
-    if text is None: return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"{name}: {text!r} is not a date YYYY-MM-DD") from None
+    "An optional date option (`config.parse_date`: one form, one line naming the option)."
+    return None if text is None else parse_date(text, name)
+
+def _instant_arg(text: str | None, name: str) -> datetime:
+    "An optional instant option (`config.parse_instant`), else now."
+    return datetime.now(UTC) if text is None else parse_instant(text, name)
+
+# %% ../nbs/15_cli.ipynb #d4a0b1d2
+DATE_OPTIONS = {"since": _date_arg, "until": _date_arg, "cutoff": _date_arg, "start": _date_arg,
+                "end": _date_arg, "at": _instant_arg}
+
+def check_arguments(args: argparse.Namespace) -> TradingParams:
+    "The effective parameters, after every date option of `args` was read (`ConfigError`)."
+    for name, parse in DATE_OPTIONS.items():
+        if getattr(args, name, None) is not None: parse(getattr(args, name), f"--{name}")
+    return params_from(args)
 
 # %% ../nbs/15_cli.ipynb #f8f2f64a
 def _seed_args(p: argparse.ArgumentParser) -> None:
@@ -246,8 +258,7 @@ def market_command(args: argparse.Namespace) -> int:
     import pandas as pd  # see "Imports" above
 
     from stockstock.calendar import describe_session, market_status, to_et  # exchange_calendars
-    at = pd.Timestamp(args.at) if args.at else pd.Timestamp.now(tz="UTC")
-    if at.tzinfo is None: raise ConfigError("--at: give a time zone, e.g. 2024-11-29T12:00-05:00")
+    at = pd.Timestamp(_instant_arg(args.at, "--at"))
     print(market_status(at).describe())
     print("session:", describe_session(to_et(at).date()))
     return 0
@@ -296,12 +307,10 @@ def _print_training(model: object, path: Path, rows: int, cutoff: date) -> None:
 @command("train", "train the LightGBM model up to a cut-off and print the CV table", _train_args,
          example="stockstock train --cutoff 2011-02-28")
 def train_command(args: argparse.Namespace) -> int:
-    import pandas as pd  # see "Imports" above
-
     from stockstock.model import build_dataset, default_cutoff, save_model, train_model  # LightGBM
     params = params_from(args)
     bars, days = _load_bars(params)
-    cutoff = pd.Timestamp(args.cutoff).date() if args.cutoff else default_cutoff(days)
+    cutoff = _date_arg(args.cutoff, "--cutoff") or default_cutoff(days)
     ds = build_dataset(bars, cutoff=cutoff)
     model, table = train_model(ds, n_splits=args.folds, max_rounds=args.max_rounds,
                                progress=not args.quiet)
@@ -329,10 +338,9 @@ def _window(args: argparse.Namespace, days: pd.DatetimeIndex) -> tuple[date, dat
     import pandas as pd  # see "Imports" above
 
     from stockstock.model import default_cutoff  # LightGBM: see "Imports" above
-    start = pd.Timestamp(args.start) if args.start else days[days > pd.Timestamp(
-        default_cutoff(days))][0]
-    end = pd.Timestamp(args.end) if args.end else days[-1]
-    return start.date(), end.date()
+    start, end = _date_arg(args.start, "--start"), _date_arg(args.end, "--end")
+    return start or days[days > pd.Timestamp(default_cutoff(days))][0].date(), \
+        end or days[-1].date()
 
 # %% ../nbs/15_cli.ipynb #write_report
 def _write_backtest_report(wf: object, params: TradingParams, where: str | None, start: date,

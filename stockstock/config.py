@@ -19,9 +19,10 @@ from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, 
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # %% auto #0
-__all__ = ['PROJECT_MARKER', 'REQUIRED', 'SYMBOL_PATTERN', 'Fraction', 'Rate', 'MODES', 'ConfigError', 'project_home',
-           'resolve_path', 'Secrets', 'load_secrets', 'check_credentials', 'TradingParams', 'describe_errors',
-           'parse_overrides', 'default_params_file', 'load_params', 'param_sources', 'as_papermill']
+__all__ = ['PROJECT_MARKER', 'REQUIRED', 'SYMBOL_PATTERN', 'Fraction', 'Rate', 'DATE_FORM', 'INSTANT_FORM', 'MODES',
+           'ConfigError', 'project_home', 'resolve_path', 'Secrets', 'load_secrets', 'check_credentials', 'parse_date',
+           'parse_instant', 'TradingParams', 'describe_errors', 'parse_overrides', 'default_params_file', 'load_params',
+           'param_sources', 'as_papermill']
 
 # %% ../nbs/00_config.ipynb #4a02cfe3
 class ConfigError(ValueError):
@@ -207,12 +208,41 @@ def _check_decision_time(value: str) -> str:
         raise ValueError(f"{value!r} is not a time of day HH:MM (New York), e.g. '15:30'")
     return value
 
+# %% ../nbs/00_config.ipynb #d4a0b1c2
+DATE_FORM = "a date YYYY-MM-DD"
+INSTANT_FORM = "an instant with a zone, e.g. 2011-03-22T19:30Z or 2024-11-29T12:00-05:00, or now"
+
+def _named(name: str | None, text: Any, form: str, why: str) -> ConfigError:
+    "The one-line error for a bad date or instant."
+    return ConfigError(f"{name + ': ' if name else ''}{str(text)!r} is not {form} ({why})")
+
+def parse_date(text: Any, name: str | None = None) -> date:
+    "`text` (`YYYY-MM-DD`) as a date; `ConfigError` naming `name`, the form and the problem."
+    if isinstance(text, date) and not isinstance(text, datetime): return text
+    if not isinstance(text, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+        raise _named(name, text, DATE_FORM, "not of that form")
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError as e:
+        raise _named(name, text, DATE_FORM, str(e)) from None
+
+# %% ../nbs/00_config.ipynb #d4a0b1c3
+def parse_instant(text: Any, name: str | None = None) -> datetime:
+    "`text` (ISO 8601 with a zone, or `now`) as an instant in UTC; `ConfigError` if it is not."
+    if isinstance(text, datetime): at = text
+    elif isinstance(text, str) and text.strip().lower() == "now": return datetime.now(UTC)
+    else:
+        try:
+            at = datetime.fromisoformat(str(text).strip())
+        except ValueError as e:
+            raise _named(name, text, INSTANT_FORM, str(e).removesuffix(f": {text!r}")) from None
+    if at.tzinfo is None: raise _named(name, text, INSTANT_FORM, "it has no time zone")
+    return at.astimezone(UTC)
+
 # %% ../nbs/00_config.ipynb #9d2c4b63
-def _check_as_of(value: datetime | None) -> datetime | None:
-    "An aware instant, in UTC (None: now, or the sim replay's next session)."
-    if value is not None and value.tzinfo is None:
-        raise ValueError("as_of needs a time zone, e.g. 2013-01-02T20:00:00Z")
-    return value.astimezone(UTC) if value is not None else None
+def _check_as_of(value: Any) -> datetime | None:
+    "An aware instant, in UTC, read by `parse_instant` (None: now, or the sim's next session)."
+    return None if value is None else parse_instant(value)
 
 def _check_live(params: Any) -> Any:
     "Live mode trades real money: only with `confirm_live`."
@@ -226,7 +256,7 @@ class TradingParams(_ParamFields):
     _symbols = field_validator("symbols", mode="before")(_check_symbols)
     _tz = field_validator("display_timezone")(_check_tz)
     _decision_time = field_validator("decision_time")(_check_decision_time)
-    _as_of = field_validator("as_of")(_check_as_of)
+    _as_of = field_validator("as_of", mode="before")(_check_as_of)
     _live = model_validator(mode="after")(_check_live)
 
 # %% ../nbs/00_config.ipynb #f5fe335f
@@ -241,7 +271,7 @@ def describe_errors(err: ValidationError) -> str:
             continue
         given = e.get("input")
         shown = not isinstance(given, (dict, list)) and e["type"] != "missing"
-        got = f" (got {given!r})" if shown else ""
+        got = f" (got {given!r})" if shown and repr(given) not in msg else ""
         parts.append(f"{field}: {msg}{got}")
     return "; ".join(parts)
 
@@ -265,6 +295,8 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
             raise ConfigError(f"{key}: {raw!r} is not a valid value ({_yaml_problem(e)})") from None
+        except ValueError:          # a date YAML cannot build (2011-02-30): the field says why
+            value = raw
         out[key] = raw if isinstance(value, (datetime, date)) else value
     return out
 
@@ -283,6 +315,8 @@ def _read_params_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{where} cannot be read ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{where} is not valid YAML: {_yaml_problem(e)}") from None
+    except ValueError as e:         # a date YAML cannot build, e.g. `as_of: 2011-02-30`
+        raise ConfigError(f"{where} holds a date that does not exist ({e})") from None
     if loaded is None: return {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{where} must be a mapping of key: value, not a "
