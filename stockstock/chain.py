@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .db import Database, RiskEventRow, Run, SignalRow, SystemState, Trade
@@ -78,20 +77,14 @@ def _seal_once(s: Session, run: Run) -> None:
                                                  "sha256": run.chain_sha256}))
 
 # %% ../nbs/03c_chain.ipynb #c0a1b2d6
-def seal_run(db: Database, run_id: str, attempts: int = 5) -> Run | None:
+def seal_run(db: Database, run_id: str) -> Run | None:
     "Seal finished run `run_id` into the chain (once); the run, or None if there is none."
-    for _ in range(attempts):
-        try:
-            with db.session() as s:
-                run = s.get(Run, run_id)
-                if run is None or run.chain_seq is not None or run.status == "running":
-                    return run
-                _seal_once(s, run)
-            log.info("run_sealed", run_id=run_id, seq=run.chain_seq)
-            return run
-        except IntegrityError:              # another process took that place: the next one
-            continue
-    raise RuntimeError(f"run {run_id}: could not take a place in the chain")
+    with db.locked_session("chain") as s:       # one sealer at a time: no two take one place
+        run = s.get(Run, run_id)
+        if run is None or run.chain_seq is not None or run.status == "running": return run
+        _seal_once(s, run)
+    log.info("run_sealed", run_id=run_id, seq=run.chain_seq)
+    return run
 
 # %% ../nbs/03c_chain.ipynb #c0a1b2d9
 @dataclass(frozen=True)

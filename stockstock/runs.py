@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastcore.basics import patch_to
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 import stockstock
 from .config import TradingParams, as_papermill, resolve_path
 from .files import file_sha256, write_text_atomic
+from .locks import LOCK_DB_URL, FileProjectLock, DatabaseLock, project_lock
 from .log import get_logger
 
 if TYPE_CHECKING:  # imported where used, after the kernel started (see Speed)
@@ -35,7 +36,8 @@ __all__ = ['log', 'TEMPLATE', 'ATOMIC', 'RUN_LOCK', 'KERNEL_LOCK', 'LAUNCHER_PID
            'home_relative', 'output_path', 'hide_unused_imports', 'skip_final_collection', 'preload', 'write_notebook',
            'AtomicLocalHandler', 'register_atomic_io', 'mark_stopped', 'ensure_plotly_js', 'tag_notebook', 'seal',
            'HtmlRenderer', 'render_html', 'run_lock', 'kernel_lock', 'exit_with_launcher', 'kernel_startup',
-           'wait_for_kernels', 'RunKernel', 'RunOutcome', 'queue_failed_run', 'close_interrupted_runs', 'execute_run']
+           'wait_for_kernels', 'RunKernel', 'RunOutcome', 'queue_failed_run', 'finish_unsealed_notebooks',
+           'close_interrupted_runs', 'execute_run']
 
 # %% ../nbs/12_runs.ipynb #cdca220d
 TEMPLATE = "scheduled/hourly_trade.ipynb"
@@ -89,10 +91,12 @@ def preload() -> None:
 ATOMIC = "atomic://"
 
 def write_notebook(nb: Any, path: Path) -> None:
-    "Write notebook node `nb` to `path` atomically."
+    "Write notebook node `nb` to `path` atomically, byte for byte as Jupyter's save writes it."
     import nbformat  # nbformat: notebook files only
-    write_text_atomic(path, nbformat.writes(nb))
+    write_text_atomic(path, nbformat.writes(nb) + "\n")     # nbformat.write ends with a newline
 
+
+# %% ../nbs/12_runs.ipynb #atomic_handler
 class AtomicLocalHandler:
     "papermill I/O for `atomic://` paths: local files, every write atomic."
     def _path(self, path: str) -> Path: return Path(path.removeprefix(ATOMIC))
@@ -101,6 +105,7 @@ class AtomicLocalHandler:
     def listdir(self, path: str) -> list[str]:
         return [str(p) for p in self._path(path).iterdir()]
     def pretty_path(self, path: str) -> str: return str(self._path(path))
+
 
 # %% ../nbs/12_runs.ipynb #5e6f7081
 def register_atomic_io() -> None:
@@ -173,6 +178,10 @@ def tag_notebook(notebook: Path, **meta: Any) -> None:
     import nbformat  # nbformat: notebook files only
     nb = nbformat.read(notebook, as_version=4)
     nb.metadata["stockstock"] = {**nb.metadata.get("stockstock", {}), **meta}
+    from jupyter_client.kernelspec import KernelSpecManager  # jupyter_client: run launches only
+    spec = KernelSpecManager().get_kernel_spec("python3")   # what JupyterLab writes on opening
+    nb.metadata["kernelspec"] = dict(display_name=spec.display_name, language=spec.language,
+                                     name="python3")        # (so opening changes nothing)
     if "papermill" in nb.metadata:      # the path papermill wrote to, without the atomic:// scheme
         nb.metadata.papermill["output_path"] = home_relative(notebook)
     write_notebook(nb, notebook)
@@ -217,9 +226,9 @@ def render_html(notebook: Path) -> Path:
 RUN_LOCK, KERNEL_LOCK = "data/run.lock", "data/kernel.lock"
 
 @contextmanager
-def run_lock() -> Iterator[bool]:
+def run_lock(db_url: str | None = None) -> Iterator[bool]:
     "Hold the one-run-at-a-time lock for the block: True, or False when another run holds it."
-    lock = FileLock(str(resolve_path(RUN_LOCK)))
+    lock = project_lock(RUN_LOCK, db_url)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -230,13 +239,14 @@ def run_lock() -> Iterator[bool]:
     finally:
         lock.release()
 
-def kernel_lock() -> FileLock:
+def kernel_lock(db_url: str | None = None) -> FileProjectLock | DatabaseLock:
     "The lock a run's kernel holds for its whole life (`wait_for_kernels` waits for it)."
-    return FileLock(str(resolve_path(KERNEL_LOCK)))
+    return project_lock(KERNEL_LOCK, db_url)
+
 
 # %% ../nbs/12_runs.ipynb #ad8e71ec
 LAUNCHER_PID = "STOCKSTOCK_LAUNCHER_PID"
-_kernel_lock: FileLock | None = None     # held by a run's kernel for its whole life
+_kernel_lock: FileProjectLock | DatabaseLock | None = None     # held by a run's kernel
 
 def exit_with_launcher(launcher: int, poll: float = 0.1) -> None:
     "Block until the process is orphaned (its parent `launcher` is gone), then exit at once."
@@ -246,21 +256,22 @@ def exit_with_launcher(launcher: int, poll: float = 0.1) -> None:
 
 # %% ../nbs/12_runs.ipynb #kernel_startup
 def kernel_startup() -> None:
-    "The run kernel's start-up code: hold the kernel lock, follow the launcher, preload."
+    "The run kernel's start-up code: follow the launcher, hold the kernel lock, preload."
     global _kernel_lock
-    _kernel_lock = kernel_lock()
+    if launcher := int(os.environ.get(LAUNCHER_PID) or 0):   # first: taking a database's
+        threading.Thread(target=exit_with_launcher, args=(launcher,), daemon=True).start()
+    _kernel_lock = kernel_lock(os.environ.get(LOCK_DB_URL))    # lock takes a while
     try:
         _kernel_lock.acquire(timeout=10)
     except Timeout:
         os._exit(88)                     # another run's kernel is alive: never overlap it
-    if launcher := int(os.environ.get(LAUNCHER_PID) or 0):
-        threading.Thread(target=exit_with_launcher, args=(launcher,), daemon=True).start()
     preload()
 
+
 # %% ../nbs/12_runs.ipynb #e7f8091a
-def wait_for_kernels(timeout: float = 30.0) -> bool:
+def wait_for_kernels(timeout: float = 30.0, db_url: str | None = None) -> bool:
     "Wait until no run kernel holds the kernel lock; False if one still does after `timeout`."
-    lock = kernel_lock()
+    lock = kernel_lock(db_url)
     try:
         lock.acquire(timeout=timeout)
     except Timeout:
@@ -275,7 +286,7 @@ KERNEL_EXIT_S = 20.0   # jupyter_client's shutdown_wait_time: SIGTERM at half, S
 
 class RunKernel:
     "The run's Jupyter kernel: started early, loading the run's modules as it boots."
-    def __init__(self, cwd: Path, preload: bool = True) -> None:
+    def __init__(self, cwd: Path, preload: bool = True, db_url: str | None = None) -> None:
         from jupyter_client import AsyncKernelManager  # jupyter_client (~0.2 s): run launches only
         from jupyter_core.utils import run_sync
         self._sync, self.clients, self._stopping = run_sync, [], False
@@ -294,7 +305,7 @@ class RunKernel:
         # with it, ipykernel 7 sometimes ignores the shutdown request and must be terminated.)
         args = ["--IPKernelApp.log_level=ERROR"]
         if preload: args.append(f"--IPKernelApp.exec_lines={PRELOAD}")
-        env = {**os.environ, LAUNCHER_PID: str(os.getpid())}
+        env = {**os.environ, LAUNCHER_PID: str(os.getpid()), LOCK_DB_URL: db_url or ""}
         run_sync(self.km.start_kernel)(extra_arguments=args, cwd=str(cwd), env=env)
 
 # %% ../nbs/12_runs.ipynb #kernel_life
@@ -410,6 +421,30 @@ def _finalise_notebook(out: Path, run_id: str, status: str, mode: str, as_of: da
     return dict(notebook_path=home_relative(out), notebook_sha256=seal(out),
                 html_sha256=seal(html))
 
+# %% ../nbs/12_runs.ipynb #finish_unsealed
+def finish_unsealed_notebooks(db: Database, recent: int = 20) -> list[str]:
+    "Finalise the notebooks of recent ended runs whose launcher died before sealing them."
+    from stockstock.chain import seal_run  # after the kernel started
+    from stockstock.trade import discard_plan
+    done = []
+    for run in db.list_runs(limit=recent, latest="started"):
+        if run.status in ("running", "skipped") or run.notebook_path is not None: continue
+        out = output_path(TradingParams(**{**run.params, "as_of": run.as_of}), run.as_of,
+                          run.run_id)
+        if not out.exists(): continue
+        stopped = (run.reason or "failed", "RunFailed") if run.status == "failed" else None
+        files = _finalise_notebook(out, run.run_id, run.status, run.mode, run.as_of,
+                                   run.replay_of, stopped)
+        db.update_run(run.run_id, **files)
+        seal_run(db, run.run_id)
+        discard_plan(run.run_id)
+        log.warning("run_notebook_finalised_late", run_id=run.run_id, status=run.status)
+        if run.status == "failed":
+            queue_failed_run(db, run.run_id, run.mode, run.reason, files["notebook_path"])
+        done.append(run.run_id)
+    return done
+
+
 # %% ../nbs/12_runs.ipynb #5e6f7082
 def close_interrupted_runs(db: Database) -> list[str]:
     "Fail the runs still `running` (their process is gone); finalise what notebook they left."
@@ -427,6 +462,7 @@ def close_interrupted_runs(db: Database) -> list[str]:
         discard_plan(run.run_id)
         log.warning("run_interrupted", run_id=run.run_id)
         queue_failed_run(db, run.run_id, run.mode, reason, files["notebook_path"])
+    finish_unsealed_notebooks(db)
     return [r.run_id for r in stale]
 
 # %% ../nbs/12_runs.ipynb #c9bc25da
@@ -540,13 +576,13 @@ def _launch(params: TradingParams, replay_of: str | None, cell_timeout: int, ker
 def execute_run(params: TradingParams, replay_of: str | None = None,
                 cell_timeout: int = 600, origin: str = "scheduled") -> RunOutcome:
     "Run the scheduled notebook once (one run at a time); record and render the outcome."
-    with run_lock() as mine:
+    with run_lock(params.db_url) as mine:
         if not mine: return _record_skip(params, replay_of, "another run is in progress")
-        if not wait_for_kernels():
+        if not wait_for_kernels(db_url=params.db_url):
             return _record_skip(params, replay_of, "a previous run's kernel is still running")
         started = time.monotonic()
         hide_unused_imports()                          # before anything imports nbformat
-        kernel = RunKernel(resolve_path("."))          # boots and imports on the other core
+        kernel = RunKernel(resolve_path("."), db_url=params.db_url)   # boots on the other core
         try:
             return _launch(params, replay_of, cell_timeout, kernel, started, origin)
         finally:

@@ -14,6 +14,7 @@ OPTIONS = sorted((cmd, f"--{opt}") for cmd in COMMANDS for opt in DATE_OPTIONS
                  if f"--{opt}" in build_parser()._subparsers._group_actions[0]
                  .choices[cmd].format_help())
 TABLE: list[str] = []
+POSITIONAL = {"db": ["upgrade"]}            # commands that need an argument before the options
 
 
 def _one_line(capsys, argv: list[str], named: str) -> str:
@@ -42,7 +43,7 @@ def test_a_bad_date_option_is_one_line_exit_2(home: Path, capsys, cmd, option, b
 @pytest.mark.parametrize("bad", BAD)
 @pytest.mark.parametrize("cmd", sorted(COMMANDS))
 def test_every_command_refuses_a_bad_as_of(home: Path, capsys, cmd, bad):
-    _one_line(capsys, [cmd, "-p", f"as_of={bad}"], "as_of")
+    _one_line(capsys, [cmd, *POSITIONAL.get(cmd, []), "-p", f"as_of={bad}"], "as_of")
 
 
 def test_zz_table(request):
