@@ -32,12 +32,12 @@ if TYPE_CHECKING:  # imported where used, after the kernel started (see Speed)
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'TEMPLATE', 'ATOMIC', 'RUN_LOCK', 'KERNEL_LOCK', 'LAUNCHER_PID', 'PRELOAD', 'KERNEL_EXIT_S', 'template_path',
-           'home_relative', 'output_path', 'hide_unused_imports', 'skip_final_collection', 'preload', 'write_notebook',
-           'AtomicLocalHandler', 'register_atomic_io', 'mark_stopped', 'ensure_plotly_js', 'tag_notebook', 'seal',
-           'HtmlRenderer', 'render_html', 'run_lock', 'kernel_lock', 'exit_with_launcher', 'kernel_startup',
-           'wait_for_kernels', 'RunKernel', 'RunOutcome', 'queue_failed_run', 'finish_unsealed_notebooks',
-           'close_interrupted_runs', 'execute_run']
+__all__ = ['log', 'TEMPLATE', 'ATOMIC', 'RUN_TEMPLATE', 'RUN_LOCK', 'KERNEL_LOCK', 'LAUNCHER_PID', 'PRELOAD', 'KERNEL_EXIT_S',
+           'template_path', 'home_relative', 'output_path', 'hide_unused_imports', 'skip_final_collection', 'preload',
+           'write_notebook', 'AtomicLocalHandler', 'register_atomic_io', 'mark_stopped', 'ensure_plotly_js',
+           'tag_notebook', 'seal', 'run_exporter', 'HtmlRenderer', 'render_html', 'run_lock', 'kernel_lock',
+           'exit_with_launcher', 'kernel_startup', 'wait_for_kernels', 'RunKernel', 'RunOutcome', 'queue_failed_run',
+           'finish_unsealed_notebooks', 'close_interrupted_runs', 'execute_run']
 
 # %% ../nbs/12_runs.ipynb #cdca220d
 TEMPLATE = "scheduled/hourly_trade.ipynb"
@@ -191,6 +191,30 @@ def seal(path: Path) -> str:
     path.chmod(0o444)
     return file_sha256(path)
 
+# %% ../nbs/12_runs.ipynb #e6a0b1c2
+RUN_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{% block footer_js %}<script>
+if (document.querySelector('.plotly-graph-div') && !window.Plotly) {
+  const note = document.createElement('p');
+  note.id = 'needs-plotly';
+  note.style = 'background:#fff3cd;padding:0.5em 1em;font-family:sans-serif';
+  note.textContent = 'The charts of this report need plotly.min.js one folder up '
+    + '(../plotly.min.js, as in outputs/): copy it there next to the folder of this file.';
+  document.body.prepend(note);
+}
+</script>{% endblock footer_js %}
+"""
+
+def run_exporter() -> Any:
+    "nbconvert's `lab` HTML exporter without its CDN scripts (require.js, MathJax, mermaid)."
+    from jinja2 import DictLoader  # nbconvert and jinja2: when a run is rendered
+    from nbconvert import HTMLExporter
+    return HTMLExporter(template_name="lab", template_file="stockstock_run.html.j2",
+                        extra_loaders=[DictLoader({"stockstock_run.html.j2": RUN_TEMPLATE})])
+
 # %% ../nbs/12_runs.ipynb #aa2811c7
 class HtmlRenderer:
     "nbconvert's HTML exporter, imported and warmed up on a background thread from creation on."
@@ -201,8 +225,7 @@ class HtmlRenderer:
 
     def _warm(self, notebook: Path | None) -> None:
         import nbformat  # nbconvert and nbformat: on this thread, while the notebook runs
-        from nbconvert import HTMLExporter
-        exporter = HTMLExporter(template_name="lab")
+        exporter = run_exporter()
         if notebook is not None:
             exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
         self._exporter = exporter
@@ -210,9 +233,8 @@ class HtmlRenderer:
     def render(self, notebook: Path) -> Path:
         "Render `notebook` to HTML next to it."
         import nbformat  # nbconvert and nbformat: imported by the warm-up already
-        from nbconvert import HTMLExporter
         self._thread.join()
-        exporter = self._exporter or HTMLExporter(template_name="lab")  # the warm-up failed
+        exporter = self._exporter or run_exporter()     # the warm-up failed
         body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
         out = notebook.with_suffix(".html")
         write_text_atomic(out, body)
