@@ -16,9 +16,11 @@ def test_fb_in_2011_is_an_information_line(trading_home: Path):
     db = init_db(f"sqlite:///{home}/data/stockstock.db")
     seed(db, ["FB"], progress=False)
     db.close()
-    record = hourly.run_steps({"symbols": ["AAPL", "IBM", "FB"], "confidence_threshold": 0.4,
+    record = hourly.run_steps({"symbols": ["AAPL", "IBM", "FB"], "confidence_threshold": 0.99,
                                "as_of": "2011-03-16T19:30:00Z"})
     check = record.bars.checks["FB"]
     assert (check.status, check.reason) == ("not_listed", "FB: not listed until 2012-05-18")
     assert query(home, "SELECT kind, symbol FROM risk_events WHERE symbol = 'FB'") == []
     assert record.outcome.status == "ok"
+    (reason,), = query(home, "SELECT reason FROM runs")      # why it did nothing, in its row
+    assert reason == "2 HOLD below threshold; FB: not listed until 2012-05-18", reason
