@@ -19,14 +19,14 @@ from .config import (ConfigError, TradingParams, load_params, load_secrets,
                                param_sources, parse_date, parse_instant, parse_overrides,
                                resolve_path)
 from .log import configure_logging, get_logger, log_path
-from .runs import RunOutcome, execute_run, skip_final_collection
+from .runs import RunOutcome, execute_run, home_relative, skip_final_collection
 
 if TYPE_CHECKING:  # for the annotations only: the commands import these when they run
     import pandas as pd
 
     from stockstock.audit import ReplayReport
     from stockstock.chain import ChainReport
-    from stockstock.db import Database
+    from stockstock.db import Database, Trade
 
 log = get_logger(__name__)
 
@@ -297,12 +297,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def _print_training(model: object, path: Path, rows: int, cutoff: date) -> None:
     "The lines that close `stockstock train`."
     meta = model.meta
-    print(f"model {path} (sha256 {model.sha256[:16]}…), trained on {rows} rows "
-          f"{meta['train_from']}..{meta['train_to']}, cut-off {cutoff}, "
-          f"{meta['num_boost_round']} rounds")
+    print(f"model {home_relative(path)} (sha256 {model.sha256[:16]}…)")
+    print(f"  trained on {rows} rows {meta['train_from']}..{meta['train_to']}, "
+          f"cut-off {cutoff}, {meta['num_boost_round']} rounds")
     if (advised := meta.get("recommended_threshold")) is not None:
-        print(f"recommended confidence threshold {advised:.2f} (purged CV on the training "
-              f"window; `confidence_threshold: recommended` uses it)")
+        print(f"recommended confidence threshold {advised:.2f} (purged CV on the training window)")
+        print("  `confidence_threshold: recommended` uses it")
 
 # %% ../nbs/15_cli.ipynb #train_command
 @command("train", "train the LightGBM model up to a cut-off and print the CV table", _train_args,
@@ -397,6 +397,11 @@ def _print_outcome(o: RunOutcome) -> None:
     if o.html: print(f"report   {o.html}")
 
 # %% ../nbs/15_cli.ipynb #print_run
+def _order_line(t: Trade) -> str:
+    "`BUY 480 MSFT limit 20.80 -> filled 480 at 20.70`: the limit and the fill, each named."
+    fill = f" {t.filled_qty} at {t.avg_fill_price:.2f}" if t.avg_fill_price else ""
+    return f"{t.side} {t.qty} {t.symbol} limit {t.limit_price:.2f} -> {t.status}{fill}"
+
 def _print_run(params: TradingParams, run_id: str | None) -> None:
     "What run `run_id` decided and did: signals with their outcome, orders, portfolio value."
     from stockstock.db import PortfolioSnapshot, SignalRow, Trade  # SQLAlchemy: see "Imports"
@@ -408,8 +413,7 @@ def _print_run(params: TradingParams, run_id: str | None) -> None:
     if not sigs: return
     print("signals: " + ", ".join(f"{s.symbol} {s.action}" for s in sigs))
     for s in sigs: print(f"  {s.symbol:<5} {s.action:<4} {s.outcome or ''}")
-    print(f"orders:  {len(trades)}" + "".join(f"\n  {t.side} {t.qty} {t.symbol} @ "
-                                             f"{t.limit_price:.2f} -> {t.status}" for t in trades))
+    print(f"orders:  {len(trades)}" + "".join(f"\n  {_order_line(t)}" for t in trades))
     if snaps: print(f"portfolio value: {snaps[-1].equity:,.2f} USD (cash {snaps[-1].cash:,.2f})")
 
 # %% ../nbs/15_cli.ipynb #replay
