@@ -317,7 +317,8 @@ def train_command(args: argparse.Namespace) -> int:
                                progress=not args.quiet)
     model.meta["cutoff"] = str(cutoff)
     path = save_model(model, resolve_path(params.model_path))
-    shown = table.astype(object).where(table.notna(), "")
+    shown = table.astype(object).where(table.notna(), "")   # within 100 columns:
+    shown = shown.rename(columns={"best_iteration": "rounds", "macro_f1": "f1"})
     print(shown.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     _print_training(model, path, len(ds.y), cutoff)
     return 0
