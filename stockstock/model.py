@@ -5,7 +5,6 @@
 # %% ../nbs/07_model.ipynb #5c73d348
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -27,6 +26,7 @@ from .data import data_hash
 from .evaluate import (BLOCK_DAYS, N_PLACEBO, ROUND_TRIP_COST,
                                  block_permutations, day_panel, edge_table, feature_baselines)
 from .features import FEATURE_SETS, build_feature_panel, daily_volatility
+from .files import file_sha256, model_meta_path
 from .log import get_logger
 
 log = get_logger(__name__)
@@ -42,8 +42,8 @@ __all__ = ['log', 'CLASSES', 'HORIZON', 'VOLATILITY_LABEL_WIDTH', 'LABELS', 'DEF
            'calibration_error', 'reliability_figure', 'buy_calls', 'threshold_table', 'ThresholdChoice',
            'choose_threshold', 'drift_reference', 'population_stability', 'drift_status', 'drift_table',
            'drifted_too_far', 'drift_figure', 'TradingModel', 'ModelError', 'LGBMTradingModel', 'model_feature_panel',
-           'sessions_needed', 'check_history', 'measure_edge', 'train_model', 'file_sha256', 'json_safe', 'save_model',
-           'load_model', 'default_cutoff', 'retrain_schedule', 'walk_forward_predictions']
+           'sessions_needed', 'check_history', 'measure_edge', 'train_model', 'json_safe', 'save_model', 'load_model',
+           'default_cutoff', 'retrain_schedule', 'walk_forward_predictions']
 
 # %% ../nbs/07_model.ipynb #518c1472
 CLASSES = ("DOWN", "HOLD", "UP")   # class index 0, 1, 2 — the order of predicted probabilities
@@ -568,6 +568,7 @@ class TradingModel(Protocol):
 class ModelError(Exception):
     "A model file that must not be used (missing, tampered, wrong features, pickled)."
 
+
 # %% ../nbs/07_model.ipynb #db0cb07f
 @dataclass
 class LGBMTradingModel:
@@ -749,11 +750,6 @@ def train_model(ds: Dataset, params: dict | None = None, n_splits: int = 5,
                             out_of_fold=rows), cv.table
 
 # %% ../nbs/07_model.ipynb #b0f40ebd
-def file_sha256(path: str | Path) -> str:
-    "SHA-256 hex digest of a file."
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-def _meta_path(path: Path) -> Path: return path.with_suffix(".meta.json")
 def _calibration_path(path: Path) -> Path: return path.with_suffix(".calibration.json")
 
 # %% ../nbs/07_model.ipynb #bb49da19
@@ -782,7 +778,7 @@ def save_model(model: LGBMTradingModel, path: str | Path) -> Path:
         calibration.write_text(json.dumps(model.calibrator.to_dict(), indent=2))
         meta["calibration"] = dict(file=calibration.name, sha256=file_sha256(calibration))
     meta = json_safe(meta)                    # NaN (e.g. no day with 3 symbols) is written null
-    _meta_path(path).write_text(json.dumps(meta, indent=2, default=str, allow_nan=False))
+    model_meta_path(path).write_text(json.dumps(meta, indent=2, default=str, allow_nan=False))
     model.meta = meta
     return path
 
@@ -807,9 +803,9 @@ def _checked_meta(path: Path) -> dict:
     if path.suffix in (".pkl", ".pickle", ".joblib"):
         raise ModelError(f"{path.name}: pickled models are refused (arbitrary code on load)")
     if not path.exists(): raise ModelError(f"no model at {path}: run `stockstock train`")
-    if not _meta_path(path).exists():
-        raise ModelError(f"{path.name} has no {_meta_path(path).name} next to it")
-    meta = json.loads(_meta_path(path).read_text())
+    if not model_meta_path(path).exists():
+        raise ModelError(f"{path.name} has no {model_meta_path(path).name} next to it")
+    meta = json.loads(model_meta_path(path).read_text())
     digest = file_sha256(path)
     if digest != meta.get("sha256"):
         raise ModelError(f"{path.name} does not match its metadata (sha256 {digest[:12]}… vs "

@@ -18,15 +18,15 @@ from .model import (BIAS, CLASSES, DRIFT_WINDOW, TradingModel, buy_calls,
                               direction, model_feature_panel)
 
 # %% auto #0
-__all__ = ['ACTIONS', 'ACTION_CLASS', 'decide', 'rank_actions', 'SignalRule', 'rule_actions', 'confidences', 'Signal',
-           'latest_features', 'make_signals', 'signals_from_rows', 'signals_frame', 'action_map', 'contributions_frame',
+__all__ = ['ACTIONS', 'ACTION_CLASS', 'to_actions', 'rank_actions', 'SignalRule', 'rule_actions', 'confidences', 'Signal',
+           'latest_features', 'signals_from_rows', 'make_signals', 'signals_frame', 'action_map', 'contributions_frame',
            'contributions_figure', 'recent_feature_rows']
 
 # %% ../nbs/08_signals.ipynb #89294aff
 ACTIONS = ("SELL", "HOLD", "BUY")
 _DOWN, _UP = CLASSES.index("DOWN"), CLASSES.index("UP")
 
-def decide(proba: np.ndarray, threshold: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+def to_actions(proba: np.ndarray, threshold: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
     "Actions (array of 'BUY'/'SELL'/'HOLD') and their confidences for rows of probabilities."
     proba = np.atleast_2d(proba)
     up, down = proba[:, _UP], proba[:, _DOWN]
@@ -72,7 +72,7 @@ def rule_actions(rule: SignalRule, proba: pd.DataFrame, held: Iterable[str] = ()
     if rule.kind == "topk":
         return rank_actions(pd.Series(direction(p), proba.index), held, rule.k, rule.max_replace)
     if rule.threshold is None: return pd.Series("HOLD", index=proba.index, dtype=object)
-    return pd.Series(decide(p, rule.threshold)[0], index=proba.index, dtype=object)
+    return pd.Series(to_actions(p, rule.threshold)[0], index=proba.index, dtype=object)
 
 def confidences(proba: np.ndarray, actions: Iterable[str]) -> np.ndarray:
     "The probability behind each action: P(UP) for BUY, P(DOWN) for SELL, the largest for HOLD."
@@ -83,7 +83,7 @@ def confidences(proba: np.ndarray, actions: Iterable[str]) -> np.ndarray:
 # %% ../nbs/08_signals.ipynb #4b09f9a3
 @dataclass(frozen=True)
 class Signal:
-    "A decision for one symbol on one bar, with its evidence."
+    "An action for one symbol on one bar, with its evidence."
     symbol: str
     action: str                       # BUY / SELL / HOLD
     confidence: float | None          # probability behind the action
@@ -125,6 +125,29 @@ def _contributions(model: TradingModel, rows: pd.DataFrame, actions: np.ndarray,
     return [{k: float(v) for k, v in zip(keys, values[i, CLASSES.index(ACTION_CLASS[a])],
                                          strict=True)} for i, a in enumerate(actions)]
 
+# %% ../nbs/08_signals.ipynb #40516273
+def signals_from_rows(model: TradingModel, rows: pd.DataFrame, missing: dict[str, str],
+                      bars_by_symbol: dict[str, pd.DataFrame], as_of_date: date,
+                      threshold: float | None = 0.6, rule: SignalRule | None = None,
+                      held: Iterable[str] = ()) -> list[Signal]:
+    "Signals from feature rows already computed (`latest_features`'s two results), by `rule`."
+    made, rule = {}, rule or SignalRule("threshold", threshold)
+    if len(rows):
+        proba = model.predict_proba(rows)
+        actions = rule_actions(rule, pd.DataFrame(proba, rows.index, CLASSES), held)[rows.index]
+        conf, why = confidences(proba, actions), _contributions(model, rows, actions.to_numpy())
+        for i, sym in enumerate(rows.index):
+            made[sym] = Signal(
+                sym, str(actions.iloc[i]), float(conf[i]),
+                {c: float(proba[i, j]) for j, c in enumerate(CLASSES)},
+                {f: float(v) for f, v in rows.loc[sym].items()}, as_of_date,
+                float(bars_by_symbol[sym].loc[pd.Timestamp(as_of_date), "close"]),
+                contributions=why[i])
+    for sym, reason in missing.items():
+        made[sym] = Signal(sym, "HOLD", None, bar_date=as_of_date, note=reason)
+    return [made[s] for s in bars_by_symbol]
+
+# %% ../nbs/08_signals.ipynb #62738495
 def make_signals(model: TradingModel, bars_by_symbol: dict[str, pd.DataFrame], as_of_date: date,
                  threshold: float | None = 0.6, rule: SignalRule | None = None,
                  held: Iterable[str] = ()) -> list[Signal]:
@@ -133,27 +156,6 @@ def make_signals(model: TradingModel, bars_by_symbol: dict[str, pd.DataFrame], a
                                     getattr(model, "feature_set", "owner"))
     return signals_from_rows(model, rows, missing, bars_by_symbol, as_of_date, threshold, rule,
                              held)
-
-def signals_from_rows(model: TradingModel, rows: pd.DataFrame, missing: dict[str, str],
-                      bars_by_symbol: dict[str, pd.DataFrame], as_of_date: date,
-                      threshold: float | None = 0.6, rule: SignalRule | None = None,
-                      held: Iterable[str] = ()) -> list[Signal]:
-    "Signals from feature rows already computed (`latest_features`'s two results), by `rule`."
-    decided, rule = {}, rule or SignalRule("threshold", threshold)
-    if len(rows):
-        proba = model.predict_proba(rows)
-        actions = rule_actions(rule, pd.DataFrame(proba, rows.index, CLASSES), held)[rows.index]
-        conf, why = confidences(proba, actions), _contributions(model, rows, actions.to_numpy())
-        for i, sym in enumerate(rows.index):
-            decided[sym] = Signal(
-                sym, str(actions.iloc[i]), float(conf[i]),
-                {c: float(proba[i, j]) for j, c in enumerate(CLASSES)},
-                {f: float(v) for f, v in rows.loc[sym].items()}, as_of_date,
-                float(bars_by_symbol[sym].loc[pd.Timestamp(as_of_date), "close"]),
-                contributions=why[i])
-    for sym, reason in missing.items():
-        decided[sym] = Signal(sym, "HOLD", None, bar_date=as_of_date, note=reason)
-    return [decided[s] for s in bars_by_symbol]
 
 # %% ../nbs/08_signals.ipynb #4c225a50
 def signals_frame(signals: list[Signal]) -> pd.DataFrame:

@@ -26,10 +26,11 @@ from stockstock.locks import project_lock
 from stockstock.runs import RUN_LOCK
 
 # The slot the test model (conftest: over-fitted, threshold 0.4) trades from a fresh account:
-# found by walking the sim clock from 2011-03-14 (03-15: no order; 03-16: BUY MSFT 480 and
-# BUY GOOG 35; 03-17: BUY MSFT 1). 19:30 UTC = 15:30 ET, the sim decision time of the session.
+# measured with the features' ta-seeded warm-up: from a fresh account 03-15 sends no order,
+# 03-16 BUY GOOG only, 03-17 none, 03-18 BUY MSFT 480 and BUY GOOG 35 (P(UP) 0.49 and 0.44).
+# 19:30 UTC = 15:30 ET, the sim decision time of the session.
 # `reference` asserts it really orders (>= 2 orders, so a crash can fall between two of them).
-AS_OF = "2011-03-16T19:30:00Z"
+AS_OF = "2011-03-18T19:30:00Z"
 TRADE = ("trade", "--params", "scheduled/test.yaml", "-p", f"as_of={AS_OF}")
 CRASH_POINTS = ["after_reconcile", "after_intent", "after_submit", "before_finish"]
 KILL_SEEDS = [1, 2, 3, 4, 5, 6, 7, 8]
@@ -235,7 +236,7 @@ def test_rerun_sends_the_recorded_intent_when_the_decision_changed(backend, trad
     (key, status), = query(home, "SELECT client_key, status FROM trades")
     assert status == "intent"
     # same decision slot (the 19:00 UTC hour), half the position limit: fewer shares decided
-    r = stockstock("trade", "--params", "scheduled/test.yaml", "-p", "as_of=2011-03-16T19:45:00Z",
+    r = stockstock("trade", "--params", "scheduled/test.yaml", "-p", "as_of=2011-03-18T19:45:00Z",
                    "-p", "max_position_pct=0.05", home=home, timeout=RUN_TIMEOUT)
     assert r.returncode == 0 and ": ok in" in r.stdout, r.stdout + r.stderr
     assert query(home, "SELECT count(*) FROM sim_orders WHERE client_key = ?", key) == [(1,)]
@@ -322,7 +323,7 @@ def test_tampered_model_fails_the_run_with_the_error_in_the_notebook(trading_hom
 def test_hung_cell_is_stopped_by_the_cell_timeout(trading_home):
     "A home-local `scheduled/hourly_trade.ipynb` (which `runs.template_path` prefers) with a hang."
     home = trading_home
-    template_with(home, "start_run", "import time\ntime.sleep(300)  # hung")
+    template_with(home, "open_run", "import time\ntime.sleep(300)  # hung")
     started = time.monotonic()
     r = stockstock(*TRADE, "--cell-timeout", "4", home=home, timeout=RUN_TIMEOUT)
     seconds = time.monotonic() - started

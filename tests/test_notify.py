@@ -21,9 +21,9 @@ from stockstock.testing.telegram import DEFAULT_TOKEN, FakeTelegram
 pytestmark = pytest.mark.slow
 
 CHAT = 4242
-AS_OF = "2011-03-16T19:30:00Z"     # the test model buys MSFT 480 and GOOG 35 in this slot
+AS_OF = "2011-03-18T19:30:00Z"     # the test model buys MSFT 480 and GOOG 35 in this slot
 TRADE = ("trade", "--params", "scheduled/test.yaml", "-p", f"as_of={AS_OF}")
-ORDER_KEYS = {"order:20110316T19-MSFT-BUY:filled", "order:20110316T19-GOOG-BUY:filled"}
+ORDER_KEYS = {"order:20110318T19-MSFT-BUY:filled", "order:20110318T19-GOOG-BUY:filled"}
 BUDGET_S = 4.0                     # what `stockstock trade` spends on notices at most
 
 
@@ -60,8 +60,8 @@ def test_notices_of_a_trading_run_arrive_once(backend, trading_home, tg):
     assert "notices: 2 sent" in r.stdout, r.stdout
     assert _notices(home) == {k: "sent" for k in ORDER_KEYS}
     texts = sorted(m.plain_text for m in tg.sent)
-    assert texts == ["✅ Order filled [sim]\nBUY 35 GOOG, 35 filled @ 279.55 USD",
-                     "✅ Order filled [sim]\nBUY 480 MSFT, 480 filled @ 20.70 USD"], texts
+    assert texts == ["✅ Order filled [sim]\nBUY 35 GOOG, 35 filled @ 281.54 USD",
+                     "✅ Order filled [sim]\nBUY 480 MSFT, 480 filled @ 20.71 USD"], texts
     assert {m.chat_id for m in tg.sent} == {CHAT} and {m.parse_mode for m in tg.sent} == {"HTML"}
     # the same slot again: nothing new happens, nothing new is said
     again = _trade(home, tg)
@@ -87,7 +87,7 @@ def test_notices_arrive_once_after_a_crash_and_rerun(backend, trading_home, tg, 
     assert len(texts) == 3 and set(texts.values()) == {1}, texts        # each arrived once
     failed = next(m.plain_text for m in tg.sent if m.text.startswith("<b>❌"))
     assert failed.startswith(f"❌ Run failed [sim]\nrun {failed_id}: the kernel died"), failed
-    assert "\nnotebook outputs/2011-03-16/1530_sim_" in failed and "Traceback" not in failed
+    assert "\nnotebook outputs/2011-03-18/1530_sim_" in failed and "Traceback" not in failed
 
 
 @pytest.mark.parametrize("fault", ["500", "429", "timeout"])
