@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # for the annotations only: the commands import these when th
 
     from stockstock.audit import ReplayReport
     from stockstock.chain import ChainReport
-    from stockstock.db import Database, Trade
+    from stockstock.db import Database
 
 log = get_logger(__name__)
 
@@ -398,14 +398,10 @@ def _print_outcome(o: RunOutcome) -> None:
     if o.html: print(f"report   {o.html}")
 
 # %% ../nbs/15_cli.ipynb #print_run
-def _order_line(t: Trade) -> str:
-    "`BUY 480 MSFT limit 20.80 -> filled 480 at 20.70`: the limit and the fill, each named."
-    fill = f" {t.filled_qty} at {t.avg_fill_price:.2f}" if t.avg_fill_price else ""
-    return f"{t.side} {t.qty} {t.symbol} limit {t.limit_price:.2f} -> {t.status}{fill}"
-
 def _print_run(params: TradingParams, run_id: str | None) -> None:
     "What run `run_id` decided and did: signals with their outcome, orders, portfolio value."
     from stockstock.db import PortfolioSnapshot, SignalRow, Trade  # SQLAlchemy: see "Imports"
+    from stockstock.messages import order_line     # (an order told as everywhere else)
     if run_id is None: return
     with _database(params) as db:
         sigs = db.rows(SignalRow, run_id=run_id)
@@ -414,7 +410,7 @@ def _print_run(params: TradingParams, run_id: str | None) -> None:
     if not sigs: return
     print("signals: " + ", ".join(f"{s.symbol} {s.action}" for s in sigs))
     for s in sigs: print(f"  {s.symbol:<5} {s.action:<4} {s.outcome or ''}")
-    print(f"orders:  {len(trades)}" + "".join(f"\n  {_order_line(t)}" for t in trades))
+    print(f"orders:  {len(trades)}" + "".join(f"\n  {order_line(t)}" for t in trades))
     if snaps: print(f"portfolio value: {snaps[-1].equity:,.2f} USD (cash {snaps[-1].cash:,.2f})")
 
 # %% ../nbs/15_cli.ipynb #replay
