@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .config import (ConfigError, TradingParams, load_params, load_secrets,
@@ -360,11 +361,21 @@ def _write_backtest_report(wf: object, params: TradingParams, where: str | None,
                            slippage_pct=params.slippage_pct, plotly_js=js)
 
 # %% ../nbs/15_cli.ipynb #backtest_command
+def _backtest_figures(wf: Any, shown: pd.DataFrame, params: TradingParams, start: date,
+                      end: date) -> dict[str, str]:
+    "A backtest's headline figures for the index: its window, return against buy-and-hold, risk."
+    s, b = shown["strategy"], shown["buy_and_hold"]
+    return {"window": f"{start} to {end}", "threshold": str(params.confidence_threshold),
+            "return": s["total_return"], "buy & hold": b["total_return"], "sharpe": s["sharpe"],
+            "max drawdown": s["max_drawdown"], "trades": s["trades"],
+            "retrains": str(len(wf.retrains))}
+
 @command("backtest", "walk-forward backtest with retraining; prints metrics, writes HTML",
          _backtest_args, example="stockstock backtest --params scheduled/sim.yaml")
 def backtest_command(args: argparse.Namespace) -> int:
     from stockstock.backtest import format_metric, walk_forward  # LightGBM: see "Imports"
     from stockstock.risk import RiskLimits
+    from stockstock.run_index import record_report, write_index
     params = params_from(args)
     bars, days = _load_bars(params)
     start, end = _window(args, days)
@@ -374,10 +385,14 @@ def backtest_command(args: argparse.Namespace) -> int:
                       limits=RiskLimits.from_params(params), slippage_pct=params.slippage_pct,
                       initial_cash=params.initial_cash, progress=not args.quiet)
     metrics = wf.metrics(params.commission_rate, params.slippage_pct)
-    print(metrics.apply(lambda col: [format_metric(i, v) for i, v in col.items()]).to_string())
-    if (why := wf.no_trade_reason()): print(why)
+    shown = metrics.apply(lambda col: [format_metric(i, v) for i, v in col.items()])
+    print(shown.to_string())
+    if (why := wf.no_trade_reason()): print(textwrap.fill(why, 100, subsequent_indent="  "))
     report = _write_backtest_report(wf, params, args.report, start, end)
-    print(f"report {report} ({len(wf.retrains)} retrains, {len(wf.simulation.trades())} trades)")
+    record_report(report, "backtest", _backtest_figures(wf, shown, params, start, end))
+    with _database(params) as db: index = write_index(db, resolve_path(params.outputs_dir))
+    print(f"{len(wf.retrains)} retrains, {len(wf.simulation.trades())} trades")
+    print(f"report {home_relative(report)}\nindex  {home_relative(index)}")
     return 0
 
 # %% ../nbs/15_cli.ipynb #14071c46

@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 from .db import Trade
 
 # %% auto #0
-__all__ = ['MAX_MESSAGE', 'PHONE_WIDTH', 'esc', 'message_length', 'plain_text', 'width', 'wrap_line', 'fit', 'local', 'tz_label',
-           'short_time', 'usd', 'order_prices', 'order_line', 'order_notice', 'halt_notice', 'unresolved_notice',
-           'drift_notice', 'failed_run_notice']
+__all__ = ['MAX_MESSAGE', 'PHONE_WIDTH', 'FLAT', 'esc', 'message_length', 'plain_text', 'width', 'wrap_line', 'fit', 'local',
+           'tz_label', 'short_time', 'usd', 'is_flat', 'equity_axis', 'order_prices', 'order_line', 'order_notice',
+           'halt_notice', 'unresolved_notice', 'drift_notice', 'failed_run_notice']
 
 # %% ../nbs/03b_messages.ipynb #caebd0eb
 MAX_MESSAGE = 4096   # Telegram's limit on a message's text
@@ -93,6 +93,19 @@ def usd(x: float | None, sign: bool = False) -> str:
     "`1,234.50` (`+1,234.50` with `sign`); an empty string for None."
     if x is None: return ""
     return f"{x:+,.2f}" if sign else f"{x:,.2f}"
+
+# %% ../nbs/03b_messages.ipynb #equityaxis
+FLAT = 0.005          # USD: an equity that moved less than half a cent did not move
+
+def is_flat(values: list[float]) -> bool:
+    "Did `values` (an equity series) not move?"
+    return not values or max(values) - min(values) < FLAT
+
+def equity_axis(values: list[float], least: float = 0.001) -> dict[str, Any]:
+    "A plotly y-axis for equity `values`: cents at the finest, at least `least` of the level tall."
+    lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
+    span = max(hi - lo, abs(hi) * least, 1.0) * 1.1
+    return {"range": [(lo + hi - span) / 2, (lo + hi + span) / 2], "tickformat": ",.2f"}
 
 # %% ../nbs/03b_messages.ipynb #orderline
 def order_prices(t: Trade) -> str:
