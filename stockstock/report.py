@@ -29,7 +29,7 @@ from .trade import OpenRun, Why
 __all__ = ['CHART_SYMBOLS', 'table', 'describe_run', 'market_line', 'reconcile_table', 'account_table', 'bars_table',
            'drift_summary', 'signals_table', 'approved_table', 'risk_events_table', 'orders_table', 'portfolio_table',
            'result_table', 'chart_symbols', 'price_figure', 'portfolio_figure', 'show', 'show_prices', 'show_portfolio',
-           'show_contributions', 'show_drift']
+           'use_shared_plotly', 'show_contributions', 'show_drift']
 
 # %% ../nbs/11g_report.ipynb #be429a84
 _COUNTS = ("qty", "filled_qty", "bars", "rest")     # share and bar counts: whole numbers
@@ -220,10 +220,10 @@ def _fees_paid(run: OpenRun, snaps: list[PortfolioSnapshot]) -> list[float]:
 # %% ../nbs/11g_report.ipynb #portfolio_figure
 def _equity_title(equity: list[float], paid: list[float]) -> str:
     "The equity panel's title: flat, or the fees paid."
-    if equity and is_flat(equity):
-        return f"equity, last {len(equity)} runs: flat at {equity[-1]:,.2f}"
+    runs = f"{len(equity)} runs" if len(equity) != 1 else "1 run"
+    if equity and is_flat(equity): return f"equity, last {runs}: flat at {equity[-1]:,.2f}"
     fees = f" · fees {paid[-1]:,.2f}" if paid and paid[-1] else ""
-    return f"equity over the last {len(equity)} runs (USD){fees}"
+    return f"equity over the last {runs} (USD){fees}"
 
 def portfolio_figure(run: OpenRun, risk: RiskCheck, snapshot: Snapshot, runs: int = 60):
     "Equity over the recent runs (and without fees), each position before and after this run."
@@ -242,6 +242,9 @@ def portfolio_figure(run: OpenRun, risk: RiskCheck, snapshot: Snapshot, runs: in
                                  mode="lines", line=dict(dash="dot", color="#999"),
                                  name="without the fees paid"), row=1, col=1)
     fig.update_yaxes(equity_axis(equity + unpaid), row=1, col=1)
+    if len(snaps) == 1:                      # one point: a day either side, not 1970 to 2010
+        day = pd.Timedelta(days=1)
+        fig.update_xaxes(range=[snaps[0].as_of - day, snaps[0].as_of + day], row=1, col=1)
     _position_bars(fig, go, risk, snapshot)
     fig.update_layout(barmode="group", height=340, margin=dict(l=70, r=20, t=40, b=30))
     return fig
@@ -257,8 +260,9 @@ def _position_bars(fig: Any, go: Any, risk: RiskCheck, snapshot: Snapshot) -> No
                              y=[p.qty * marks.get(s, p.avg_price)
                                 for s, p in bal.positions.items()]), row=1, col=2)
     if not held:
-        fig.add_annotation(text="no positions (all cash)", showarrow=False, x=0.5, y=0.5,
-                           xref="x2 domain", yref="y2 domain", font=dict(size=16))
+        left, right = fig.layout.xaxis2.domain
+        fig.add_annotation(text="no positions (all cash)", showarrow=False, x=(left + right) / 2,
+                           y=0.5, xref="paper", yref="paper", font=dict(size=16))
         fig.update_xaxes(visible=False, row=1, col=2)
         fig.update_yaxes(visible=False, row=1, col=2)
 
@@ -278,6 +282,21 @@ def show_portfolio(run: OpenRun, risk: RiskCheck, snapshot: Snapshot) -> None:
     "Display the portfolio chart (nothing for a skipped run)."
     if not run.skipped and snapshot.balance is not None:
         show(portfolio_figure(run, risk, snapshot))
+
+# %% ../nbs/11g_report.ipynb #sharedplotly
+def use_shared_plotly(plotly_js: str = "../plotly.min.js") -> None:
+    "Make `fig.show()` display as `show` does: plotly JSON, and HTML loading `plotly_js`."
+    import plotly.io as pio  # plotly: the charts only
+    from plotly.io.base_renderers import MimetypeRenderer
+
+    class SharedPlotlyJs(MimetypeRenderer):
+        def to_mimebundle(self, fig_dict: dict) -> dict:
+            return {"text/html": pio.to_html(fig_dict, full_html=False, validate=False,
+                                             include_plotlyjs=plotly_js, include_mathjax=False,
+                                             default_width="100%")}
+
+    pio.renderers["stockstock"] = SharedPlotlyJs()
+    pio.renderers.default = "plotly_mimetype+stockstock"
 
 # %% ../nbs/11g_report.ipynb #3d4e5f61
 def show_contributions(run: OpenRun, bars: Bars, decision: Decision, top: int = 5) -> None:
