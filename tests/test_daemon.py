@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 from conftest import query, reap, template_with
-from fake_telegram import DEFAULT_TOKEN, FakeTelegram
+
+from stockstock.testing.telegram import DEFAULT_TOKEN, FakeTelegram
 
 pytestmark = pytest.mark.slow
 

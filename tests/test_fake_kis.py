@@ -14,7 +14,6 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from fake_kis import ERRORS, FakeKis
 from pykis import PyKis
 from pykis.api.account.balance import balance
 from pykis.api.account.daily_order import foreign_daily_orders
@@ -30,6 +29,8 @@ from pykis.client.exceptions import KisAPIError, KisHTTPError
 from pykis.client.page import KisPage
 from pykis.responses.exceptions import KisMarketNotOpenedError, KisNotFoundError
 from pykis.utils.rate_limit import RateLimiter
+
+from stockstock.testing.kis import ERRORS, FakeKis
 
 OPEN = "2024-03-11T14:00:00-04:00"      # Monday, regular session (EDT)
 SATURDAY = "2024-03-16T12:00:00-04:00"

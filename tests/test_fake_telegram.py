@@ -23,8 +23,8 @@ from telegram.error import (BadRequest, EndPointNotFound, InvalidToken, NetworkE
 from telegram.ext import Application, CommandHandler, ContextTypes
 from telegram.request import HTTPXRequest
 
-from fake_telegram import (DEFAULT_TOKEN, FakeTelegram, check_html, command_entities,
-                           run_application_in_thread)
+from stockstock.testing.telegram import (DEFAULT_TOKEN, FakeTelegram, check_html,
+                                         command_entities, run_application_in_thread)
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 TOKEN = DEFAULT_TOKEN

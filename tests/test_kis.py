@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import stockstock
-from fake_kis import FakeKis
 from pydantic import SecretStr
 
 from stockstock.broker import BrokerError, OrderQuery
@@ -22,6 +21,7 @@ from stockstock.data import embedded_bars
 from stockstock.db import RiskEvent, Trade, init_db
 from stockstock.model import (DEFAULT_PARAMS, LGBMTradingModel, build_dataset, fit_booster,
                               save_model)
+from stockstock.testing.kis import FakeKis
 
 SYMBOLS = {"AAPL": "NAS", "MSFT": "NAS", "GOOG": "NAS", "IBM": "NYS"}
 DAY = "2013-02-05"            # a Tuesday the test model buys AAPL, MSFT and GOOG on

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from conftest import query, stockstock
-from fake_telegram import DEFAULT_TOKEN, FakeTelegram
 
 from stockstock.config import Secrets
 from stockstock.db import init_db
 from stockstock.notify import send_pending
+from stockstock.testing.telegram import DEFAULT_TOKEN, FakeTelegram
 
 pytestmark = pytest.mark.slow
 

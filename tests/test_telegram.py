@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from conftest import query, stockstock
-from fake_telegram import DEFAULT_TOKEN, MAX_MESSAGE_LENGTH, FakeTelegram, run_application_in_thread
 
 from stockstock.config import Secrets, load_params
 from stockstock.db import Signal, init_db
@@ -20,6 +19,8 @@ from stockstock.queries import (format_pnl, format_portfolio, format_runs, forma
                                 format_status, format_trades, latest_signals, pnl, portfolio,
                                 recent_runs, recent_trades, status)
 from stockstock.telegram import COMMANDS, build_application
+from stockstock.testing.telegram import (DEFAULT_TOKEN, MAX_MESSAGE_LENGTH, FakeTelegram,
+                                         run_application_in_thread)
 
 CHAT, STRANGER = 4242, 999
 AS_OF = "2011-03-16T19:30:00Z"     # the test model buys MSFT 480 and GOOG 35 in this slot

@@ -24,11 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-HERE = Path(__file__).resolve()
-sys.path.insert(0, str(HERE.parents[1]))            # tests/: the fake server
-os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+from stockstock.testing.kis import FakeKis
 
-from fake_kis import FakeKis  # noqa: E402
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
 DAY = "2013-02-05"
 NOW = f"{DAY}T20:35:00Z"                            # 15:35 EST: the session's decision run
