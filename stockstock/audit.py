@@ -96,6 +96,16 @@ def _backtest_links(outputs: Path) -> str:
                     "</a></li>" for p in reports)
     return f"<h2>Backtest reports</h2><ul>{items}</ul>"
 
+# %% ../nbs/12a_audit.ipynb #7c390203
+def _sweep_links(outputs: Path) -> str:
+    "Links to the research sweeps' reports (`stockstock sweep`), newest first."
+    reports = sorted((outputs / "sweeps").glob("*/index.html"), key=lambda p: p.stat().st_mtime,
+                     reverse=True)
+    if not reports: return ""
+    items = "".join(f"<li><a href='{h.escape(os.path.relpath(p, outputs))}'>"
+                    f"{h.escape(p.parent.name)}</a></li>" for p in reports)
+    return f"<h2>Research sweeps</h2><ul>{items}</ul>"
+
 # %% ../nbs/12a_audit.ipynb #a3126a9a
 def write_index(db: Database, outputs: Path, limit: int = 2000) -> Path:
     "Rewrite `outputs/index.html`: the runs per mode, status at a glance, filters, charts, links."
@@ -117,7 +127,7 @@ def write_index(db: Database, outputs: Path, limit: int = 2000) -> Path:
             f"<option value=''>all</option>{options(counts)}</select> mode <select id='mode' "
             f"onchange='applyFilters()'><option value=''>all</option>"
             f"{options(['sim', 'paper', 'live'])}</select></p>{tables}"
-            f"{_backtest_links(outputs)}</body></html>")
+            f"{_backtest_links(outputs)}{_sweep_links(outputs)}</body></html>")
     path = outputs / "index.html"
     write_text_atomic(path, page)
     return path

@@ -27,7 +27,7 @@ log = get_logger(__name__)
 __all__ = ['log', 'AddArguments', 'COMMANDS', 'EXAMPLES', 'SIM_PARAMS', 'command', 'positive_int', 'positive_seconds',
            'build_parser', 'params_from', 'main', 'console', 'seed_command', 'config_command', 'market_command',
            'train_command', 'backtest_command', 'trade_command', 'runs_command', 'run_command', 'notify_command',
-           'status_command', 'halt_command', 'resume_command', 'serve_command', 'bot_command']
+           'status_command', 'halt_command', 'resume_command', 'serve_command', 'bot_command', 'sweep_command']
 
 # %% ../nbs/15_cli.ipynb #8a2a0a6c
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -595,3 +595,63 @@ def bot_command(args: argparse.Namespace) -> int:
         raise ConfigError("invalid environment: stockstock bot needs TELEGRAM_BOT_TOKEN and "
                           "TELEGRAM_CHAT_IDS (set them in .env, see .env.example)")
     return _daemon(args, schedule=False)
+
+# %% ../nbs/15_cli.ipynb #b49e037f
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("grid", metavar="GRID", help="YAML grid (e.g. nbs/research/sweep_small.yaml)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="a running Dask scheduler, e.g. tcp://host:8786 (default: a LocalCluster)")
+    p.add_argument("--workers", type=positive_int, help="LocalCluster workers (default: cores)")
+    p.add_argument("--serial", action="store_true", help="no Dask: the cells one by one, here")
+    p.add_argument("--connect-timeout", type=positive_seconds, default=10.0, metavar="S",
+                   help="seconds to reach the scheduler (default 10)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+def _compute_sweep(plan, args: argparse.Namespace):
+    "Run `plan`'s missing cells as `args` say: serially, or on a Dask cluster."
+    from stockstock.sweep import open_client, run_sweep
+    if args.serial or not plan.missing: return run_sweep(plan, None, not args.quiet)
+    with open_client(args.scheduler, args.workers, args.connect_timeout) as client:
+        print(f"dashboard {client.dashboard_link}", flush=True)
+        return run_sweep(plan, client, not args.quiet)
+
+# %% ../nbs/15_cli.ipynb #8872ce2f
+@command("sweep", "a grid of walk-forward evaluations on Dask; stores each cell, writes a report",
+         _sweep_args, example="stockstock sweep nbs/research/sweep_small.yaml")
+def sweep_command(args: argparse.Namespace) -> int:
+    from stockstock.db import init_db
+    from stockstock.sweep import SweepError, SweepInterrupted, load_grid, plan_sweep
+    params = params_from(args)
+    try:
+        grid = load_grid(args.grid)
+        plan = plan_sweep(grid, init_db(params.db_url).url)
+        print(f"sweep {grid.settings['name']}: {len(plan.cells)} cells, "
+              f"{len(plan.cells) - len(plan.missing)} stored already, {len(plan.missing)} to "
+              "compute", flush=True)
+        outcome = _compute_sweep(plan, args)
+    except SweepInterrupted as e:
+        print(f"stockstock sweep: {e}", file=sys.stderr)
+        return 130
+    except SweepError as e:
+        print(f"stockstock sweep: {e}", file=sys.stderr)
+        return 2
+    return _report_sweep(outcome, params)
+
+# %% ../nbs/15_cli.ipynb #decb5800
+def _report_sweep(outcome, params: TradingParams) -> int:
+    "Write the sweep's report and the index; print where, and any failed cell."
+    import os
+
+    from stockstock.audit import write_index
+    from stockstock.db import init_db
+    from stockstock.runs import ensure_plotly_js
+    from stockstock.sweep import sweep_folder, write_report
+    outputs = resolve_path(params.outputs_dir)
+    folder = sweep_folder(outputs, outcome.plan.grid)
+    js = os.path.relpath(ensure_plotly_js(outputs), folder)
+    report = write_report(outcome, folder, plotly_js=js)
+    write_index(init_db(params.db_url), outputs)
+    for i, error in outcome.failed.items(): print(f"cell {i + 1} failed: {error}")
+    print(f"{outcome.computed} cells computed in {outcome.seconds:.0f} s, "
+          f"{len(outcome.rows)} of {len(outcome.plan.cells)} stored; report {report}")
+    return 1 if outcome.failed else 0

@@ -28,7 +28,7 @@ from .config import ConfigError, resolve_path
 __all__ = ['ORDER_STATES', 'FINAL_ORDER_STATES', 'TRADE_STATES', 'NOTICE_STATES', 'BUSY_TIMEOUT_S', 'BAR_COLUMNS', 'RUN_STATES',
            'UTCDateTime', 'utcnow', 'Base', 'Ohlcv', 'Listing', 'Run', 'Signal', 'Trade', 'Notice', 'PortfolioSnapshot',
            'RiskEvent', 'SystemState', 'SimAccount', 'SimPosition', 'SimOrder', 'DatabaseBusy', 'busy_timeout_s',
-           'Database', 'init_db']
+           'Database', 'init_db', 'SweepCell']
 
 # %% ../nbs/03_db.ipynb #598357f9
 class UTCDateTime(TypeDecorator):
@@ -555,3 +555,33 @@ def set_state(self, key: str, value: Any) -> None:
         row = s.get(SystemState, key)
         if row is None: s.add(SystemState(key=key, value=value))
         else: row.value = value
+
+# %% ../nbs/03_db.ipynb #d048d5bf
+class SweepCell(Base):
+    "One finished cell of a research sweep, keyed by its settings' and its data's hashes."
+    __tablename__ = "sweep_cells"
+    cell_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    settings: Mapped[dict] = mapped_column(JSON)     # the grid cell: every setting it ran with
+    figures: Mapped[dict] = mapped_column(JSON)      # daily IC and its interval, placebo, returns
+    series: Mapped[dict] = mapped_column(JSON)       # per day: IC, equity (for the report)
+    seconds: Mapped[float] = mapped_column(Float)    # compute time of the cell
+    worker: Mapped[str] = mapped_column(String(128)) # host:pid that computed it
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+@patch_to(Database)
+def store_sweep_cell(self, row: SweepCell) -> bool:
+    "Insert `row` unless its key is stored already; True when this call stored it."
+    from sqlalchemy.exc import IntegrityError
+    try:
+        with self.session() as s: s.add(row)
+    except IntegrityError:
+        return False
+    return True
+
+@patch_to(Database)
+def sweep_cells(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], SweepCell]:
+    "The stored cells among `keys` (cell hash, data hash), by key."
+    with self.session() as s:
+        rows = [s.get(SweepCell, k) for k in keys]
+    return {(r.cell_hash, r.data_hash): r for r in rows if r is not None}
