@@ -26,11 +26,11 @@ from distributed import WorkerPlugin
 
 from .backtest import buy_and_hold
 from .data import data_hash
-from .db import Database, SweepCell, init_db
+from .db import BAR_COLUMNS, Database, Ohlcv, SweepCell, init_db
 from .engine import simulate
 from .features import FEATURE_SETS
 from .log import get_logger
-from .model import (CLASSES, build_dataset, direction,
+from .model import (CLASSES, baseline_scores, build_dataset, direction,
                               make_labels, volatility_labels, walk_forward_predictions)
 from .risk import RiskLimits
 from .signals import decide
@@ -187,12 +187,30 @@ def _database(db_url: str) -> Database:
     "This process's connection to `db_url` (one per process, reused by its tasks)."
     return init_db(db_url)
 
+def _bar_rows(db: Database, symbols: tuple[str, ...], end: str | None) -> pd.DataFrame:
+    "The `ohlcv` rows of `symbols` up to `end`, in one query per 500 symbols."
+    from sqlalchemy import select
+    parts = []
+    for i in range(0, len(symbols), 500):
+        q = select(Ohlcv.symbol, Ohlcv.date, *[getattr(Ohlcv, c) for c in BAR_COLUMNS]).where(
+            Ohlcv.symbol.in_(symbols[i:i + 500]))
+        if end is not None: q = q.where(Ohlcv.date <= pd.Timestamp(end).date())
+        with db.session() as s:
+            parts.append(pd.DataFrame(s.execute(q).all(), columns=["symbol", "date", *BAR_COLUMNS]))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
 @lru_cache(maxsize=4)
 def load_bars(db_url: str, symbols: tuple[str, ...], end: str | None) -> dict[str, pd.DataFrame]:
     "Bars of `symbols` up to `end` (ISO day) from the database (cached; do not modify them)."
-    bars = _database(db_url).load_ohlcv_many(list(symbols), None if end is None else
-                                             pd.Timestamp(end).date())
-    return {s: b for s, b in bars.items() if len(b)}
+    rows = _bar_rows(_database(db_url), symbols, end)
+    if rows.empty: return {}
+    rows["date"] = pd.to_datetime(rows["date"])
+    out = {}
+    for sym, part in rows.groupby("symbol", sort=True):
+        bars = part.set_index("date")[BAR_COLUMNS].astype(float).sort_index()
+        bars.index.name = "date"
+        out[str(sym)] = bars
+    return out
 
 # %% ../nbs/10b_sweep.ipynb #a377623b
 def relabel(ds, bars: dict[str, pd.DataFrame], label: str, horizon: int, barrier: float):
@@ -266,6 +284,15 @@ def _ic_figures(S: pd.DataFrame, F: pd.DataFrame, n_placebo: int, block: int, se
                 if ok else np.nan), ic
 
 # %% ../nbs/10b_sweep.ipynb #558a9699
+def _baseline_ics(bars: dict[str, pd.DataFrame], index: pd.MultiIndex,
+                  F: pd.DataFrame) -> dict[str, float]:
+    "Mean daily rank IC of the reversal and momentum baselines on the rows of `index`."
+    scores = baseline_scores(bars, index)
+    return {f"{name}_ic": float(daily_rank_ic(scores[name].unstack("symbol").sort_index()
+                                              .reindex_like(F), F).mean())
+            for name in ("reversal", "momentum")}
+
+# %% ../nbs/10b_sweep.ipynb #386220e7
 def _actions(preds: pd.DataFrame, threshold: float | str) -> pd.DataFrame:
     "BUY/SELL/HOLD (dates × symbols) of the threshold rule (`recommended`: each block's own)."
     proba = preds[[f"p_{c.lower()}" for c in CLASSES]].to_numpy()
@@ -282,7 +309,7 @@ def _shuffled_days(actions: pd.DataFrame, block: int,
     "The same rows of actions on block-shuffled days (the placebo of a trading rule)."
     return actions.iloc[_block_order(len(actions), block, rng)].set_axis(actions.index)
 
-# %% ../nbs/10b_sweep.ipynb #386220e7
+# %% ../nbs/10b_sweep.ipynb #99d0713a
 def _portfolio_figures(actions: pd.DataFrame, closes: pd.DataFrame, cash: float,
                        n_placebo: int, block: int, seed: int = 0) -> tuple[dict, dict]:
     "The threshold rule traded by the engine vs buy-and-hold and vs its shuffled-day placebo."
@@ -299,7 +326,7 @@ def _portfolio_figures(actions: pd.DataFrame, closes: pd.DataFrame, cash: float,
                  strategy_placebo_p=float((1 + (placebo >= ret).sum()) / (1 + n_placebo))),
             dict(equity=sim.equity.round(2).tolist(), buy_and_hold=bh.round(2).tolist()))
 
-# %% ../nbs/10b_sweep.ipynb #99d0713a
+# %% ../nbs/10b_sweep.ipynb #ab3d769f
 def evaluate_cell(preds: pd.DataFrame, bars: dict[str, pd.DataFrame], cell: dict[str, Any],
                   ) -> tuple[dict, dict]:
     "The out-of-sample figures (table) and series (charts) of one cell's predictions."
@@ -307,6 +334,7 @@ def evaluate_cell(preds: pd.DataFrame, bars: dict[str, pd.DataFrame], cell: dict
                       index=preds.index)
     S, F = score.unstack("symbol").sort_index(), preds["forward"].unstack("symbol").sort_index()
     figures, ic = _ic_figures(S, F, cell["placebo"], block=2 * cell["horizon"])
+    figures |= _baseline_ics(bars, preds.index, F)
     actions = _actions(preds, cell["threshold"])
     closes = pd.DataFrame({s: bars[s]["close"] for s in actions.columns}).reindex(actions.index)
     money, curves = _portfolio_figures(actions, closes, cell["initial_cash"], cell["placebo"],
@@ -318,13 +346,17 @@ def evaluate_cell(preds: pd.DataFrame, bars: dict[str, pd.DataFrame], cell: dict
                   **curves)
     return figures, series
 
-# %% ../nbs/10b_sweep.ipynb #ab3d769f
-def run_cell(cell: dict[str, Any], symbols: list[str], db_url: str, expected: str) -> dict:
+# %% ../nbs/10b_sweep.ipynb #4db0da12
+def run_cell(cell: dict[str, Any], symbols: list[str], db_url: str, expected: str,
+             universe: tuple[str, ...] = ()) -> dict:
     "Compute and store one cell (the Dask task); its key and whether this call stored it."
     key = dict(cell_hash=cell_hash(cell), data_hash=expected)
     db = _database(db_url)
     if db.sweep_cells([tuple(key.values())]): return key | dict(stored=False)
-    bars = load_bars(db_url, tuple(symbols), cell["end"])
+    pool = load_bars(db_url, tuple(universe or symbols), cell["end"])   # one load per worker
+    bars = {s: pool[s] for s in symbols if s in pool}
+    if not bars: raise SweepError(f"this worker finds no bars in {db_url}: it must reach the "
+                                  "client's database (a SQLite file is on one machine only)")
     if data_hash(bars) != expected:
         raise SweepError("the bars changed in the database since the sweep was planned")
     t0 = time.perf_counter()
@@ -339,7 +371,7 @@ def _json_ready(figures: dict) -> dict:
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v
             for k, v in figures.items()}
 
-# %% ../nbs/10b_sweep.ipynb #4db0da12
+# %% ../nbs/10b_sweep.ipynb #626563c9
 @dataclass
 class Plan:
     "What a sweep will compute: its cells, their symbols and keys, and which are stored."
@@ -349,6 +381,7 @@ class Plan:
     symbols: list[list[str]]
     keys: list[tuple[str, str]]
     stored: set[tuple[str, str]] = field(default_factory=set)
+    universe: tuple[str, ...] = ()     # every symbol the cells pick from (each worker loads them)
 
     @property
     def missing(self) -> list[int]:
@@ -360,14 +393,15 @@ def _universe(db: Database, grid: Grid) -> list[str]:
     if grid.settings["symbols"] != "all": return [str(s) for s in grid.settings["symbols"]]
     return list(db.ohlcv_summary().index)
 
-# %% ../nbs/10b_sweep.ipynb #626563c9
+# %% ../nbs/10b_sweep.ipynb #4271fa5f
 def plan_sweep(grid: Grid, db_url: str) -> Plan:
     "Resolve, hash and look up every cell of `grid` (`SweepError` for a slice without data)."
     db, end, start = _database(db_url), grid.settings["end"], grid.settings["start"]
-    universe = _universe(db, grid)
+    universe = sorted(_universe(db, grid))
+    pool = load_bars(db_url, tuple(universe), end)
     cells, symbols, keys = grid.cells(), [], []
     for cell in cells:
-        bars = load_bars(db_url, tuple(slice_symbols(universe, cell["universe"])), end)
+        bars = {s: pool[s] for s in slice_symbols(universe, cell["universe"]) if s in pool}
         if not bars: raise SweepError(f"universe {cell['universe']}: no bars in the database "
                                       f"for {', '.join(universe[:5]) or 'any symbol'}")
         last = max(b.index[-1] for b in bars.values())
@@ -376,9 +410,9 @@ def plan_sweep(grid: Grid, db_url: str) -> Plan:
                              f"before the period starts ({start})")
         symbols.append(sorted(bars))
         keys.append((cell_hash(cell), data_hash(bars)))
-    return Plan(grid, db_url, cells, symbols, keys, set(db.sweep_cells(keys)))
+    return Plan(grid, db_url, cells, symbols, keys, set(db.sweep_cells(keys)), tuple(universe))
 
-# %% ../nbs/10b_sweep.ipynb #4271fa5f
+# %% ../nbs/10b_sweep.ipynb #6c4b26e6
 class QuietWorkerLogs(WorkerPlugin):
     "On each worker (also one that joins later): stockstock logs warnings only on its console."
     def setup(self, worker) -> None:
@@ -405,7 +439,7 @@ def open_client(scheduler: str | None = None, workers: int | None = None,
     client.register_plugin(QuietWorkerLogs(), name="stockstock-quiet-logs")
     return client
 
-# %% ../nbs/10b_sweep.ipynb #6c4b26e6
+# %% ../nbs/10b_sweep.ipynb #a37fe156
 @dataclass
 class SweepOutcome:
     "What one `run_sweep` call did."
@@ -420,18 +454,20 @@ class SweepOutcome:
         found = _database(self.plan.db_url).sweep_cells(self.plan.keys)
         return [found[k] for k in self.plan.keys if k in found]
 
-# %% ../nbs/10b_sweep.ipynb #a37fe156
+# %% ../nbs/10b_sweep.ipynb #596d3eb9
 def _submit(client, plan: Plan, todo: list[int]) -> dict:
-    "Futures of the missing cells' tasks, by future."
+    "Futures of the missing cells' tasks (the largest universes first), by future."
+    first = sorted(todo, key=lambda i: -len(plan.symbols[i]))   # no long cell left for the end
     return {client.submit(run_cell, plan.cells[i], plan.symbols[i], plan.db_url, plan.keys[i][1],
-                          key=f"sweep-cell-{i}-{plan.keys[i][0][:12]}", pure=False): i
-            for i in todo}
+                          plan.universe, key=f"sweep-cell-{i}-{plan.keys[i][0][:12]}",
+                          pure=False): i for i in first}
 
 def _results(client, plan: Plan, todo: list[int]):
     "(cell position, result or exception) as cells finish: on Dask, or here in order."
     if client is None:
         for i in todo:
-            try: yield i, run_cell(plan.cells[i], plan.symbols[i], plan.db_url, plan.keys[i][1])
+            try: yield i, run_cell(plan.cells[i], plan.symbols[i], plan.db_url,
+                                   plan.keys[i][1], plan.universe)
             except Exception as e: yield i, e       # noqa: BLE001 - reported per cell
         return
     from dask.distributed import as_completed
@@ -442,7 +478,7 @@ def _results(client, plan: Plan, todo: list[int]):
     finally:
         client.cancel(list(futures))
 
-# %% ../nbs/10b_sweep.ipynb #596d3eb9
+# %% ../nbs/10b_sweep.ipynb #4f6ed15a
 class SweepInterrupted(SweepError):
     "The sweep was interrupted (Ctrl-C): what is stored stays, a new run computes the rest."
 
@@ -451,7 +487,7 @@ def _stopped(why: str, plan: Plan) -> str:
     return (f"{why}: {done} of {len(plan.cells)} cells stored; run the same sweep again to "
             "compute only the missing ones")
 
-# %% ../nbs/10b_sweep.ipynb #4f6ed15a
+# %% ../nbs/10b_sweep.ipynb #f72a3dd3
 def run_sweep(plan: Plan, client=None, progress: bool = True) -> SweepOutcome:
     "Compute the plan's missing cells (on `client`'s cluster, or here); stored as they finish."
     from tqdm import tqdm
@@ -476,7 +512,7 @@ def run_sweep(plan: Plan, client=None, progress: bool = True) -> SweepOutcome:
         bar.close()
     return SweepOutcome(plan, computed, failed, time.perf_counter() - t0)
 
-# %% ../nbs/10b_sweep.ipynb #f72a3dd3
+# %% ../nbs/10b_sweep.ipynb #b0711a79
 def _caveat(n: int) -> str:
     luck = 1 - 0.975 ** n
     return (f"<p class='caveat'><b>Read this first.</b> This sweep compared {n} cells. The best "
@@ -490,7 +526,7 @@ def _fmt(v: Any, kind: str = "ic") -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)): return ""
     return {"ic": f"{v:+.3f}", "pct": f"{v:+.1%}", "p": f"{v:.3f}"}.get(kind, str(v))
 
-# %% ../nbs/10b_sweep.ipynb #b0711a79
+# %% ../nbs/10b_sweep.ipynb #fd5e9348
 def summary_table(rows: list[SweepCell], axes: list[str]) -> pd.DataFrame:
     "One row per stored cell, ranked by the lower bound of its daily IC interval."
     n = max(len(rows), 1)
@@ -502,7 +538,7 @@ def summary_table(rows: list[SweepCell], axes: list[str]) -> pd.DataFrame:
     return table.sort_values("ci_low", ascending=False, na_position="last",
                              ignore_index=True)
 
-# %% ../nbs/10b_sweep.ipynb #fd5e9348
+# %% ../nbs/10b_sweep.ipynb #d8ca8c83
 _CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:"
         "collapse}td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}td.n{text-align:"
         "right}.caveat{background:#fff4d6;padding:.6em;border-left:4px solid #e0a800}")
@@ -516,7 +552,7 @@ def _plot(div: str, traces: list[dict], layout: dict) -> str:
     return (f"<div id='{div}'></div><script>Plotly.newPlot('{div}', {json.dumps(traces)}, "
             f"{json.dumps(layout)});</script>")
 
-# %% ../nbs/10b_sweep.ipynb #d8ca8c83
+# %% ../nbs/10b_sweep.ipynb #2f88d7bb
 def _ic_traces(table: pd.DataFrame) -> tuple[list[dict], dict]:
     "Each cell's daily IC with its interval, and the placebo's 95th percentile (ranked)."
     x = [f"{i + 1}" for i in range(len(table))]
@@ -543,7 +579,7 @@ def ic_figure(table: pd.DataFrame):
     traces, layout = _ic_traces(table)
     return go.Figure(data=traces, layout=layout)
 
-# %% ../nbs/10b_sweep.ipynb #2f88d7bb
+# %% ../nbs/10b_sweep.ipynb #4529c29a
 def _return_chart(table: pd.DataFrame) -> str:
     "Each cell's traded return, buy-and-hold's, and the placebo's 95th percentile."
     x = [f"{i + 1}" for i in range(len(table))]
@@ -557,10 +593,11 @@ def _return_chart(table: pd.DataFrame) -> str:
     return _plot("returns", traces, dict(title="Return over the period", barmode="group",
                                          yaxis=dict(tickformat=".0%"), height=380))
 
-# %% ../nbs/10b_sweep.ipynb #4529c29a
+# %% ../nbs/10b_sweep.ipynb #77eb86ee
 _COLUMNS = [("daily_ic", "daily IC", "ic"), ("ci_low", "CI low", "ic"),
             ("ci_high", "CI high", "ic"), ("placebo_q95", "placebo q95", "ic"),
-            ("placebo_p", "placebo p", "p"), ("strategy_return", "rule return", "pct"),
+            ("placebo_p", "placebo p", "p"), ("reversal_ic", "reversal IC", "ic"),
+            ("momentum_ic", "momentum IC", "ic"), ("strategy_return", "rule return", "pct"),
             ("buy_and_hold_return", "buy & hold", "pct"), ("strategy_placebo_p", "rule placebo p",
                                                            "p")]
 
@@ -569,14 +606,14 @@ def _rows_html(table: pd.DataFrame) -> str:
     rows = "".join(
         f"<tr><td class='n'>{i + 1}</td><td><a href='cells/{r.cell_hash[:16]}.html'>"
         f"{h.escape(r.cell)}</a></td><td>{'✓' if r.bonferroni else ''}</td><td class='n'>"
-        f"{r.days}</td>" + "".join(f"<td class='n'>{_fmt(getattr(r, c), k)}</td>"
+        f"{r.days}</td>" + "".join(f"<td class='n'>{_fmt(getattr(r, c, None), k)}</td>"
                                    for c, _, k in _COLUMNS) +
         f"<td class='n'>{r.trades}</td><td class='n'>{r.seconds:.0f}</td></tr>"
         for i, r in enumerate(table.itertuples()))
     return (f"<table><tr><th>#</th><th>cell</th><th>✓</th><th>days</th>{head}<th>trades</th>"
             f"<th>s</th></tr>{rows}</table>")
 
-# %% ../nbs/10b_sweep.ipynb #77eb86ee
+# %% ../nbs/10b_sweep.ipynb #7e4dfc74
 def _cell_page(row: SweepCell, label: str, plotly_js: str) -> str:
     "One cell: its settings, its daily IC over time and its equity, with placebo lines."
     s, f = row.series, row.figures
@@ -599,7 +636,7 @@ def _cell_page(row: SweepCell, label: str, plotly_js: str) -> str:
             + f"<table>{figures}</table>")
     return _page(label, body, plotly_js)
 
-# %% ../nbs/10b_sweep.ipynb #7e4dfc74
+# %% ../nbs/10b_sweep.ipynb #79b3a284
 def write_report(outcome: SweepOutcome, folder: str | Path,
                  plotly_js: str = "../../plotly.min.js") -> Path:
     "The sweep's HTML report (`index.html`) and a page per cell in `folder`; the index path."
@@ -622,7 +659,7 @@ def write_report(outcome: SweepOutcome, folder: str | Path,
     path.write_text(_page(f"Sweep {plan.grid.settings['name']}", body, plotly_js), "utf-8")
     return path
 
-# %% ../nbs/10b_sweep.ipynb #79b3a284
+# %% ../nbs/10b_sweep.ipynb #9feb8639
 def sweep_folder(outputs: str | Path, grid: Grid) -> Path:
     "`outputs/sweeps/<name>-<8 hex of the grid>`."
     text = json.dumps([grid.settings, grid.axes], sort_keys=True, default=str)
