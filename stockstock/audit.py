@@ -182,13 +182,16 @@ def _scratch_copy(db: Database, run: Run, path: Path) -> Database:
     import sqlite3
 
     from stockstock.db import SimAccount, SimOrder, SimPosition, Trade, init_db
+    from stockstock.dbcopy import copy_database
     from stockstock.state import STATE_KEYS
     from stockstock.trade import decision_slot
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
-    src = sqlite3.connect(db.url.removeprefix("sqlite:///"))
-    with sqlite3.connect(path) as dst: src.backup(dst)
-    src.close()
+    if db.backend == "sqlite":                       # SQLite's own backup: a page copy
+        src = sqlite3.connect(db.url.removeprefix("sqlite:///"))
+        with sqlite3.connect(path) as dst: src.backup(dst)
+        src.close()
+    else: copy_database(db, f"sqlite:///{path}")     # a database server: into a scratch file
     scratch = init_db(f"sqlite:///{path}")
     snap = scratch.last_snapshot(before=run.as_of)
     with scratch.session() as s:

@@ -27,7 +27,8 @@ log = get_logger(__name__)
 __all__ = ['log', 'AddArguments', 'COMMANDS', 'EXAMPLES', 'SIM_PARAMS', 'command', 'positive_int', 'positive_seconds',
            'build_parser', 'params_from', 'main', 'console', 'seed_command', 'config_command', 'market_command',
            'train_command', 'backtest_command', 'trade_command', 'runs_command', 'run_command', 'notify_command',
-           'status_command', 'halt_command', 'resume_command', 'serve_command', 'bot_command', 'sweep_command']
+           'status_command', 'halt_command', 'resume_command', 'serve_command', 'bot_command', 'db_command',
+           'sweep_command']
 
 # %% ../nbs/15_cli.ipynb #8a2a0a6c
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -595,6 +596,47 @@ def bot_command(args: argparse.Namespace) -> int:
         raise ConfigError("invalid environment: stockstock bot needs TELEGRAM_BOT_TOKEN and "
                           "TELEGRAM_CHAT_IDS (set them in .env, see .env.example)")
     return _daemon(args, schedule=False)
+
+# %% ../nbs/15_cli.ipynb #3e7a9c02
+def _db_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["upgrade", "copy"],
+                   help="upgrade: migrate to this release's schema; copy: into --to URL")
+    p.add_argument("--to", metavar="URL", help="copy: the empty database to copy into, e.g. "
+                   "postgresql+psycopg://stockstock@127.0.0.1/stockstock")
+
+@command("db", "the database: `upgrade` its schema, or `copy --to URL` it into an empty one",
+         _db_args, example="stockstock db copy --to postgresql+psycopg://stockstock@db/stockstock")
+def db_command(args: argparse.Namespace) -> int:
+    from stockstock.db import init_db, schema_revisions
+    params = params_from(args)
+    if args.action == "copy": return _copy_database(params, args.to)
+    db = init_db(params.db_url)
+    db.close()
+    head = schema_revisions()[-1]
+    print(f"database {db.url}: " + (f"upgraded to schema revision {head} (applied "
+                                    f"{', '.join(db.migrated)})" if db.migrated else
+                                    f"schema revision {head}, the newest"))
+    return 0
+
+# %% ../nbs/15_cli.ipynb #3e7a9c03
+def _copy_database(params: TradingParams, to: str | None) -> int:
+    "Copy the database into `to`; print the tables and the run-file check; the exit status."
+    from stockstock.audit import verify_runs
+    from stockstock.db import init_db
+    from stockstock.dbcopy import CopyError, copy_database
+    if not to: raise ConfigError("db copy: --to URL is needed (the empty database to copy into)")
+    source = init_db(params.db_url)
+    try: report = copy_database(source, to)
+    except CopyError as e:
+        print(f"stockstock db: {e}", file=sys.stderr)
+        return 1
+    finally: source.close()
+    _print_table([{"table": t, "rows": n, "sha256": d[:16]} for t, (n, d) in report.tables.items()])
+    print(f"copied {report.rows} rows from {report.source} to {report.target} in "
+          f"{report.seconds:.1f} s: every table's rows verified")
+    target = init_db(to)
+    try: return _verify(verify_runs(target))
+    finally: target.close()
 
 # %% ../nbs/15_cli.ipynb #b49e037f
 def _sweep_args(p: argparse.ArgumentParser) -> None:

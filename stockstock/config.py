@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import unquote, urlsplit, urlunsplit
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,8 +19,9 @@ from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, 
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # %% auto #0
-__all__ = ['PROJECT_MARKER', 'SYMBOL_PATTERN', 'Fraction', 'Rate', 'ConfigError', 'project_home', 'resolve_path', 'Secrets',
-           'load_secrets', 'TradingParams', 'describe_errors', 'parse_overrides', 'load_params', 'as_papermill']
+__all__ = ['PROJECT_MARKER', 'DEFAULT_DB_URL', 'SYMBOL_PATTERN', 'Fraction', 'Rate', 'ConfigError', 'project_home',
+           'resolve_path', 'url_password', 'hide_password', 'Secrets', 'load_secrets', 'default_db_url',
+           'TradingParams', 'describe_errors', 'parse_overrides', 'load_params', 'as_papermill']
 
 # %% ../nbs/00_config.ipynb #4a02cfe3
 class ConfigError(ValueError):
@@ -47,7 +49,7 @@ def resolve_path(path: str | Path) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else project_home() / p
 
-# %% ../nbs/00_config.ipynb #fc4842ef
+# %% ../nbs/00_config.ipynb #0a1b2c40
 def _split_ids(value: Any) -> Any:
     "`'123, -456'` -> `[123, -456]`; anything that is not a whole number is refused by name."
     if isinstance(value, int): return [value]
@@ -61,9 +63,37 @@ def _split_ids(value: Any) -> Any:
         ids.append(int(part))
     return ids
 
+
+# %% ../nbs/00_config.ipynb #0a1b2c3e
+def url_password(url: str | None) -> str | None:
+    "The password inside a URL such as `postgresql+psycopg://user:pw@host/db`, or None."
+    try:
+        password = urlsplit(url or "").password
+    except ValueError:           # a malformed port or netloc: no password can be told apart
+        return None
+    return unquote(password) if password else None
+
+def _no_password(url: str) -> str:
+    "`url`, unless it holds a password (parameters are recorded with every run: `ValueError`)."
+    if url_password(url) is not None:
+        raise ValueError("a password in db_url would be recorded with every run: put it in "
+                         ".env as STOCKSTOCK_DB_PASSWORD and leave it out of the URL")
+    return url
+
+def hide_password(url: str, mask: str = "") -> str:
+    "`url` with its password removed (or replaced by `mask`): safe to print and to record."
+    if not isinstance(url, str) or url_password(url) is None: return url
+    parts = urlsplit(url)
+    user_info, _, host = parts.netloc.rpartition("@")     # the password may hold an "@"
+    user = user_info.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}{':' + mask if mask else ''}@{host}"))
+
+
+# %% ../nbs/00_config.ipynb #fc4842ef
 class Secrets(BaseSettings):
     "Credentials and endpoints, from the environment or `.env` only."
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
+                                      populate_by_name=True)
     kis_app_key: SecretStr | None = None          # real-domain app key (36 chars)
     kis_app_secret: SecretStr | None = None       # real-domain app secret (180 chars)
     kis_account: SecretStr | None = None          # real account "12345678-01"
@@ -76,13 +106,25 @@ class Secrets(BaseSettings):
     telegram_api_url: str = "https://api.telegram.org"  # tests point this at a loopback fake
     kis_real_url: str = "https://openapi.koreainvestment.com:9443"
     kis_virtual_url: str = "https://openapivts.koreainvestment.com:29443"
+    # STOCKSTOCK_DB_PASSWORD, STOCKSTOCK_DB_URL: a database server's password, and its URL (which
+    # may hold the password too; `default_db_url` hands on the URL without it)
+    db_password: SecretStr | None = Field(None, validation_alias="stockstock_db_password")
+    database_url: SecretStr | None = Field(None, validation_alias="stockstock_db_url")
 
     _ids = field_validator("telegram_chat_ids", mode="before")(_split_ids)
 
+    def database_password(self) -> str | None:
+        "`STOCKSTOCK_DB_PASSWORD`, else the password inside `STOCKSTOCK_DB_URL`, else None."
+        if self.db_password is not None and self.db_password.get_secret_value():
+            return self.db_password.get_secret_value()
+        url = self.database_url
+        return url_password(url.get_secret_value()) if url is not None else None
+
     def secret_values(self) -> list[str]:
-        "Every non-empty secret value, for the log masker."
-        vals = [v.get_secret_value() for v in self.__dict__.values() if isinstance(v, SecretStr)]
-        return [v for v in vals if v]
+        "Every non-empty secret value, for the log masker (of the database URL: its password)."
+        vals = [v.get_secret_value() for k, v in self.__dict__.items()
+                if isinstance(v, SecretStr) and k != "database_url"]
+        return [v for v in [*vals, self.database_password()] if v]
 
 def load_secrets(env_file: str | Path | None = None) -> Secrets:
     "Secrets from the environment plus `env_file` (default: `.env` in the project home)."
@@ -92,6 +134,15 @@ def load_secrets(env_file: str | Path | None = None) -> Secrets:
         bad = "; ".join(f"{'.'.join(map(str, x['loc'])).upper()}: "
                         f"{x['msg'].removeprefix('Value error, ')}" for x in e.errors())
         raise ConfigError(f"invalid environment: {bad}") from None
+
+# %% ../nbs/00_config.ipynb #d4a7b1c6
+DEFAULT_DB_URL = "sqlite:///data/stockstock.db"
+
+def default_db_url() -> str:
+    "`$STOCKSTOCK_DB_URL` (environment or `.env`) without its password, else `DEFAULT_DB_URL`."
+    url = load_secrets().database_url
+    return hide_password(url.get_secret_value()) if url and url.get_secret_value() \
+        else DEFAULT_DB_URL
 
 # %% ../nbs/00_config.ipynb #27bc6624
 SYMBOL_PATTERN = r"^[A-Z]{1,5}$"
@@ -124,7 +175,7 @@ class _ParamFields(BaseModel):
     slippage_pct: Rate = 0.0005
     initial_cash: float = Field(100_000.0, gt=0, le=1e12)  # sim account opening balance (USD)
     model_path: str = Field("models/lgbm.txt", min_length=1)
-    db_url: str = Field("sqlite:///data/stockstock.db", min_length=1)
+    db_url: str = Field(default_factory=default_db_url, min_length=1)  # no password
     outputs_dir: str = Field("outputs", min_length=1)
     daily_summary_hour: int = Field(7, ge=0, le=23)    # hour (display timezone) of the summary
     display_timezone: str = "Asia/Seoul"
@@ -132,6 +183,7 @@ class _ParamFields(BaseModel):
 # %% ../nbs/00_config.ipynb #02bfd114
 class TradingParams(_ParamFields):
     "Everything one trading run needs that is not a secret (validated)."
+    _db_url = field_validator("db_url")(_no_password)
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -193,7 +245,7 @@ def describe_errors(err: ValidationError) -> str:
             continue
         given = e.get("input")
         shown = not isinstance(given, (dict, list)) and e["type"] != "missing"
-        got = f" (got {given!r})" if shown else ""
+        got = f" (got {hide_password(given, '***')!r})" if shown else ""
         parts.append(f"{field}: {msg}{got}")
     return "; ".join(parts)
 

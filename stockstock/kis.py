@@ -11,12 +11,11 @@ import re
 import threading
 import time
 from collections import Counter
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -30,6 +29,7 @@ from .broker import (AmbiguousOrder, Balance, BrokerError, BrokerPosition, Fill,
 from .calendar import NEW_YORK, to_et
 from .config import ConfigError, Secrets, TradingParams, load_secrets, resolve_path
 from .db import BAR_COLUMNS, Database
+from .locks import holding, shared_value
 from .log import get_logger
 
 log = get_logger(__name__)
@@ -71,24 +71,19 @@ RATES = {"real": 20, "virtual": 2}   # requests per second, per KIS domain
 class RateLimiter:
     "At most `rate` requests in any `window` seconds, across threads (and processes, with `path`)."
     def __init__(self, rate: float, window: float = 1.0, margin: float = 0.05,
-                 path: str | None = None, flight_s: float = 60.0) -> None:
+                 path: Any = None, flight_s: float = 60.0) -> None:    # a file, or `shared_value`
         if rate < 1: rate, window = 1, window / rate          # e.g. 0.5/s: 1 request per 2 s
-        self.rate, self.span, self.path, self.flight = int(rate), window + margin, path, flight_s
+        self.rate, self.span, self.flight = int(rate), window + margin, flight_s
+        self.path = shared_value(path) if isinstance(path, str) else path
         self._slots: list[list] = []          # [sent, answered or None, id], both epoch seconds
         self._lock, self._ids = threading.Lock(), itertools.count()
         self.waited = 0.0
 
     @contextmanager
     def _shared(self):
-        "The slot list, under the thread lock and (with `path`) the file's lock; saved after."
-        import json
-        from filelock import FileLock
-        with self._lock, (FileLock(self.path + ".lock") if self.path else nullcontext()):
-            if self.path:
-                try: self._slots = json.loads(Path(self.path).read_text())
-                except (OSError, ValueError): self._slots = []
-            yield self._slots
-            if self.path: Path(self.path).write_text(json.dumps(self._slots))
+        "The slot list, under the thread lock and (with `path`) the project's one; saved after."
+        with self._lock, holding(self.path, self._slots) as slots:
+            yield slots
 
     def _at(self, slot: list, now: float) -> float:
         "When a slot's request reached the server at the latest: its answer, or now if in flight."
@@ -174,7 +169,8 @@ class KisConnection:
     "A bounded, rate-limited python-kis client for one run (`paper` or `live`)."
     def __init__(self, secrets: Secrets, mode: Literal["paper", "live"],
                  request_timeout_s: float = 10.0, attempts: int = 3,
-                 rates: dict[str, int] | None = None, token_wait_s: float = 61.0) -> None:
+                 rates: dict[str, int] | None = None, token_wait_s: float = 61.0,
+                 db_url: str | None = None) -> None:    # PostgreSQL: the budget in the database
         import pykis.kis
         from pykis import PyKis
         creds = check_credentials(secrets, mode)
@@ -193,7 +189,7 @@ class KisConnection:
         self.kis = PyKis(**kw)
         self.kis._rate_limiters = {"real": _NoLimit(), "virtual": _NoLimit()}
         resolve_path("data").mkdir(parents=True, exist_ok=True)
-        self.limiters = {d: RateLimiter(r, path=str(resolve_path(f"data/kis_rate_{d}.json")))
+        self.limiters = {d: RateLimiter(r, path=shared_value(f"data/kis_rate_{d}.json", db_url))
                          for d, r in (rates or RATES).items()}
         self.adapters = {d: _Adapter(self.limiters[d], request_timeout_s, token_wait_s)
                          for d in ("real", "virtual")}
@@ -353,7 +349,8 @@ class KisBroker:
         "Market data and broker of `params.mode` (one connection for both)."
         conn = KisConnection(secrets or load_secrets(), params.mode,
                              request_timeout_s=params.request_timeout_s,
-                             rates={**RATES, "virtual": params.paper_requests_per_s})
+                             rates={**RATES, "virtual": params.paper_requests_per_s},
+                             db_url=db.url)
         market = KisMarketData(conn, db)
         return market, cls(conn, market, as_of)
 

@@ -15,10 +15,11 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 import stockstock
 from .config import TradingParams, as_papermill, resolve_path
+from .locks import LOCK_DB_URL, project_lock
 from .log import get_logger
 
 if TYPE_CHECKING:  # imported where used: the launcher starts the kernel before loading them
@@ -32,7 +33,7 @@ __all__ = ['log', 'TEMPLATE', 'RUN_LOCK', 'KERNEL_LOCK', 'ATOMIC', 'LAUNCHER_PID
            'write_text_atomic', 'write_notebook', 'AtomicLocalHandler', 'register_atomic_io', 'mark_stopped',
            'ensure_plotly_js', 'tag_notebook', 'file_sha256', 'seal', 'HtmlRenderer', 'render_html',
            'exit_with_launcher', 'kernel_startup', 'wait_for_kernels', 'RunKernel', 'RunOutcome', 'queue_failed_run',
-           'close_interrupted_runs', 'execute_run', 'to_session']
+           'close_interrupted_runs', 'finish_unsealed_notebooks', 'execute_run', 'to_session']
 
 # %% ../nbs/12_runs.ipynb #cdca220d
 TEMPLATE = "scheduled/hourly_trade.ipynb"
@@ -104,9 +105,9 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 def write_notebook(nb: Any, path: Path) -> None:
-    "Write notebook node `nb` to `path` atomically."
+    "Write notebook node `nb` to `path` atomically, byte for byte as Jupyter's save writes it."
     import nbformat
-    write_text_atomic(path, nbformat.writes(nb))
+    write_text_atomic(path, nbformat.writes(nb) + "\n")     # nbformat.write ends with a newline
 
 class AtomicLocalHandler:
     "papermill I/O for `atomic://` paths: local files, every write atomic."
@@ -180,6 +181,10 @@ def tag_notebook(notebook: Path, **meta: Any) -> None:
     import nbformat
     nb = nbformat.read(notebook, as_version=4)
     nb.metadata["stockstock"] = {**nb.metadata.get("stockstock", {}), **meta}
+    from jupyter_client.kernelspec import KernelSpecManager
+    spec = KernelSpecManager().get_kernel_spec("python3")   # what JupyterLab writes on opening
+    nb.metadata["kernelspec"] = dict(display_name=spec.display_name, language=spec.language,
+                                     name="python3")        # (so opening changes nothing)
     if "papermill" in nb.metadata:      # the path papermill wrote to, without the atomic:// scheme
         nb.metadata.papermill["output_path"] = home_relative(notebook)
     write_notebook(nb, notebook)
@@ -226,7 +231,7 @@ def render_html(notebook: Path) -> Path:
 
 # %% ../nbs/12_runs.ipynb #ad8e71ec
 LAUNCHER_PID = "STOCKSTOCK_LAUNCHER_PID"
-_kernel_lock: FileLock | None = None     # held by a run's kernel for its whole life
+_kernel_lock: Any = None     # held by a run's kernel for its whole life
 
 def exit_with_launcher(launcher: int, poll: float = 0.1) -> None:
     "Block until the process is orphaned (its parent `launcher` is gone), then exit at once."
@@ -237,18 +242,18 @@ def exit_with_launcher(launcher: int, poll: float = 0.1) -> None:
 def kernel_startup() -> None:
     "The run kernel's start-up code: hold the kernel lock, follow the launcher, preload."
     global _kernel_lock
-    _kernel_lock = FileLock(str(resolve_path(KERNEL_LOCK)))
+    if launcher := int(os.environ.get(LAUNCHER_PID) or 0):   # first: taking a database's
+        threading.Thread(target=exit_with_launcher, args=(launcher,), daemon=True).start()
+    _kernel_lock = project_lock(KERNEL_LOCK, os.environ.get(LOCK_DB_URL))   # lock takes a while
     try:
         _kernel_lock.acquire(timeout=10)
     except Timeout:
         os._exit(88)                     # another run's kernel is alive: never overlap it
-    if launcher := int(os.environ.get(LAUNCHER_PID) or 0):
-        threading.Thread(target=exit_with_launcher, args=(launcher,), daemon=True).start()
     preload()
 
-def wait_for_kernels(timeout: float = 30.0) -> bool:
+def wait_for_kernels(timeout: float = 30.0, db_url: str | None = None) -> bool:
     "Wait until no run kernel holds the kernel lock; False if one still does after `timeout`."
-    lock = FileLock(str(resolve_path(KERNEL_LOCK)))
+    lock = project_lock(KERNEL_LOCK, db_url)
     try:
         lock.acquire(timeout=timeout)
     except Timeout:
@@ -263,7 +268,7 @@ KERNEL_EXIT_S = 20.0   # jupyter_client's shutdown_wait_time: SIGTERM at half, S
 
 class RunKernel:
     "The run's Jupyter kernel: started early, loading the run's modules as it boots."
-    def __init__(self, cwd: Path, preload: bool = True) -> None:
+    def __init__(self, cwd: Path, preload: bool = True, db_url: str | None = None) -> None:
         from jupyter_client import AsyncKernelManager
         from jupyter_core.utils import run_sync
         self._sync, self.clients, self._stopping = run_sync, [], False
@@ -282,7 +287,7 @@ class RunKernel:
         # with it, ipykernel 7 sometimes ignores the shutdown request and must be terminated.)
         args = ["--IPKernelApp.log_level=ERROR"]
         if preload: args.append(f"--IPKernelApp.exec_lines={PRELOAD}")
-        env = {**os.environ, LAUNCHER_PID: str(os.getpid())}
+        env = {**os.environ, LAUNCHER_PID: str(os.getpid()), LOCK_DB_URL: db_url or ""}
         run_sync(self.km.start_kernel)(extra_arguments=args, cwd=str(cwd), env=env)
 
     @property
@@ -404,7 +409,27 @@ def close_interrupted_runs(db: Database) -> list[str]:
         db.finish_run(run.run_id, "failed", reason=reason, **files)
         log.warning("run_interrupted", run_id=run.run_id)
         queue_failed_run(db, run.run_id, run.mode, reason, files["notebook_path"])
+    finish_unsealed_notebooks(db)
     return [r.run_id for r in stale]
+
+def finish_unsealed_notebooks(db: Database, recent: int = 20) -> list[str]:
+    "Finalise the notebooks of recent ended runs whose launcher died before sealing them."
+    done = []
+    for run in db.list_runs(limit=recent):
+        if run.status in ("running", "skipped") or run.notebook_path is not None: continue
+        params = TradingParams(**{**run.params, "as_of": run.as_of})
+        out = output_path(params, run.as_of, run.run_id)
+        if not out.exists(): continue
+        stopped = (run.reason or "failed", "RunFailed") if run.status == "failed" else None
+        files = _finalise_notebook(out, run.run_id, run.status, run.mode, run.as_of,
+                                   run.replay_of, stopped)
+        db.update_run(run.run_id, **files)
+        log.warning("run_notebook_finalised_late", run_id=run.run_id, status=run.status)
+        if run.status == "failed":
+            queue_failed_run(db, run.run_id, run.mode, run.reason, files["notebook_path"])
+        done.append(run.run_id)
+    return done
+
 
 # %% ../nbs/12_runs.ipynb #c9bc25da
 def _prepare(db: Database, params: TradingParams, replay_of: str | None,
@@ -447,17 +472,17 @@ def _settle(db: Database, params: TradingParams, run_id: str, unpinned: bool,
 def execute_run(params: TradingParams, replay_of: str | None = None,
                 cell_timeout: int = 600) -> RunOutcome:
     "Run the scheduled notebook once (one run at a time); record and render the outcome."
-    lock = FileLock(str(resolve_path(RUN_LOCK)))
+    lock = project_lock(RUN_LOCK, params.db_url)
     try:
         lock.acquire(timeout=0)
     except Timeout:
         return _record_skip(params, replay_of, "another run is in progress")
     try:
-        if not wait_for_kernels():
+        if not wait_for_kernels(db_url=params.db_url):
             return _record_skip(params, replay_of, "a previous run's kernel is still running")
         started = time.monotonic()
         hide_unused_imports()                          # before anything imports nbformat
-        kernel = RunKernel(resolve_path("."))          # boots and imports on the other core
+        kernel = RunKernel(resolve_path("."), db_url=params.db_url)   # boots on the other core
         try:
             return _launch(params, replay_of, cell_timeout, kernel, started)
         finally:
