@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import BIN, REPO, home_processes, query, reap, stockstock
+from conftest import (BACKENDS, BIN, REPO, db_url, home_processes, query, reap, stockstock,
+                      use_postgres)
 
 SYMBOLS = ["AAPL", "MSFT", "GOOG", "IBM"]
 GRID = """\
@@ -34,10 +36,10 @@ pytestmark = pytest.mark.slow
 
 
 def seeded(home: Path, horizons: str = "5, 10") -> Path:
-    "Seed `home`'s database with the four stocks and write its `grid.yaml`."
+    "Seed `home`'s database (SQLite, or the PostgreSQL one of `use_postgres`) and its grid."
     from stockstock.data import seed
     from stockstock.db import init_db
-    db = init_db(f"sqlite:///{home}/data/stockstock.db")
+    db = init_db(db_url(home))
     seed(db, SYMBOLS, progress=False)
     db.close()
     (home / "grid.yaml").write_text(GRID.format(horizons=horizons))
@@ -45,16 +47,16 @@ def seeded(home: Path, horizons: str = "5, 10") -> Path:
 
 
 def n_stored(home: Path) -> int:
-    "Cells in the database (0 when the sweep never got as far as creating the table)."
-    tables = query(home, "SELECT name FROM sqlite_master WHERE name = 'sweep_cells'")
-    return query(home, "SELECT count(*) FROM sweep_cells")[0][0] if tables else 0
+    "Cells in the database (0 when there is no database yet)."
+    if db_url(home).startswith("sqlite") and not (home / "data/stockstock.db").exists(): return 0
+    return query(home, "SELECT count(*) FROM sweep_cells")[0][0]
 
 
 def stored(home: Path) -> dict[str, dict]:
     "The figures of every stored cell, by cell hash (the rows, not the report)."
     rows = query(home, "SELECT cell_hash, figures FROM sweep_cells")
     assert len(rows) == len({h for h, _ in rows}), "a cell stored twice"
-    return {h: json.loads(f) for h, f in rows}
+    return {h: json.loads(f) if isinstance(f, str) else f for h, f in rows}   # (psycopg: dict)
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +72,12 @@ def reference(tmp_path_factory) -> dict[str, dict]:
 
 def test_local_cluster_stores_what_a_serial_run_computes(home: Path, reference):
     seeded(home)
-    r = stockstock("sweep", "grid.yaml", "--workers", "2", "--quiet", home=home, timeout=600)
+    r = stockstock("sweep", "grid.yaml", "--workers", "2", home=home, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "4 cells, 0 stored already, 4 to compute" in r.stdout
     assert "dashboard http://127.0.0.1:" in r.stdout and "4 of 4 stored" in r.stdout
+    bar = r.stderr.replace("\r", "\n").splitlines()            # tqdm: cells done / total, ETA
+    assert any(re.match(r"cells:\s+\d+%.* [1-3]/4 \[\d\d:\d\d<\d\d:\d\d", x) for x in bar), r.stderr
     assert stored(home) == reference
     report = next((home / "outputs/sweeps").glob("small*/index.html"), None) or next(
         (home / "outputs/sweeps").glob("*/index.html"))
@@ -112,6 +116,28 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             child.kill()
         p.kill()
         p.wait(timeout=30)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_a_database_at_revision_0001_gains_the_table_and_stores_on_both_backends(
+        backend, home: Path, reference, request, monkeypatch):
+    "`stockstock db upgrade` adds `sweep_cells` (revision 0002); LocalCluster workers store there."
+    if backend == "postgresql": use_postgres(home, request.getfixturevalue("pg"), monkeypatch)
+    seeded(home, horizons="5")
+    query(home, "DROP TABLE sweep_cells")                 # as main left it: schema 0001
+    query(home, "UPDATE alembic_version SET version_num = '0001'")
+    r = stockstock("db", "upgrade", home=home, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().endswith("(applied 0002)"), r.stdout + r.stderr
+    assert n_stored(home) == 0
+    r = stockstock("sweep", "grid.yaml", "--workers", "2", "--quiet", home=home, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 cells, 0 stored already, 2 to compute" in r.stdout
+    got = stored(home)
+    assert len(got) == 2 and all(reference[h] == f for h, f in got.items())  # = SQLite, serial
+    again = stockstock("sweep", "grid.yaml", "--workers", "2", "--quiet", home=home, timeout=600)
+    assert "2 cells, 2 stored already, 0 to compute" in again.stdout, again.stdout + again.stderr
+    assert stored(home) == got
+    assert reap(home) == []
 
 
 def test_separate_scheduler_and_workers_store_the_same(home: Path, reference):
