@@ -428,7 +428,8 @@ def open_client(scheduler: str | None = None, workers: int | None = None,
 
     from stockstock.model import available_cores
     if scheduler:
-        try:
+        logging.getLogger("distributed.client").setLevel(logging.CRITICAL)  # a lost scheduler:
+        try:                                                 # run_sweep says so, in one line
             client = Client(scheduler, timeout=f"{timeout}s")
         except (OSError, TimeoutError, ValueError) as e:
             raise SweepError(f"cannot reach the Dask scheduler at {scheduler}: "

@@ -226,6 +226,33 @@ def test_an_interrupted_sweep_resumes_with_the_missing_cells(home: Path):
     assert len(stored(home)) == 6
 
 
+def test_a_lost_scheduler_is_one_line_and_the_rerun_computes_the_rest(home: Path):
+    seeded(home, horizons="5, 10, 15")                        # six cells
+    address, procs = _start_cluster(home, workers=1)
+    try:
+        sweep = subprocess.Popen([str(BIN / "stockstock"), "sweep", "grid.yaml", "--scheduler",
+                                  address, "--quiet"], cwd=home, text=True,
+                                 env={**os.environ, "STOCKSTOCK_HOME": str(home)},
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _wait_rows(home, 1, sweep)
+        procs[0].kill()                                       # the scheduler
+        t0 = time.monotonic()
+        out, err = sweep.communicate(timeout=120)
+        elapsed = time.monotonic() - t0
+    finally:
+        _stop([p for p in procs if p.poll() is None])
+    assert (sweep.returncode, err.count("\n")) == (2, 1), out + err
+    assert err.startswith("stockstock sweep: lost the Dask cluster"), err
+    assert err.rstrip().endswith("run the same sweep again to compute only the missing ones")
+    assert elapsed < 60, f"{elapsed:.0f} s to notice"
+    done = len(stored(home))
+    assert 0 < done < 6, done
+    again = stockstock("sweep", "grid.yaml", "--serial", "--quiet", home=home, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"6 cells, {done} stored already, {6 - done} to compute" in again.stdout
+    assert len(stored(home)) == 6
+
+
 @pytest.mark.parametrize("grid, says", [
     ("start: 2012-10-01\ngrid: {horizn: [5]}\n", "unknown grid axis 'horizn'"),
     ("start: 2012-10-01\ngrid: {horizon: []}\n", "the grid has no cells"),
