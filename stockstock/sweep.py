@@ -156,7 +156,8 @@ def load_grid(path: str | Path) -> Grid:
     return parse_grid(raw, name=path.stem)
 
 # %% ../nbs/10b_sweep.ipynb #069be8f4
-EVALUATION = 1      # bump when what `run_cell` computes changes: stored cells then no longer match
+EVALUATION = 2      # bump when what `run_cell` computes changes: stored cells then no longer match
+                    # (2: the reversal and momentum baselines' ICs added to the figures)
 
 def cell_hash(cell: dict[str, Any]) -> str:
     "SHA-256 of the cell's settings (canonical JSON) and the evaluation version."

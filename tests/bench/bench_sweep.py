@@ -9,10 +9,11 @@ scales (cells per minute per worker), to size a cluster.
 
 The universe is **synthetic** until the S&P 500 year (`stockstock seed --dataset sp500-2010`,
 branch `edge`) is on main: `--symbols` random walks of `--days` sessions (daily volatility
-1-3%, OHLC around the close, volumes), written once into a fresh SQLite database per run. The
-grid: horizon {5, 10} x threshold {0.45, recommended} x regularisation {defaults, lambda_l2 10}
-x universe {all, part:1/2, part:2/2} = 24 cells, each a purged walk-forward over the last
-`--oos` sessions, retrained every 63, 3 folds, at most 50 rounds, 100 placebo shuffles.
+1-3%, OHLC around the close, volumes), written once into a fresh SQLite file (copied for the
+other run). The grid: horizon {5, 10} x threshold {0.45, recommended} x regularisation
+{defaults, lambda_l2 10} x universe {all, part:1/2, part:2/2} = 24 cells, each a purged
+walk-forward over the last `--oos` sessions, retrained every 63, 3 folds, at most 50 rounds, 100
+placebo shuffles.
 
 Both runs compute the same 24 cells into their own database (nothing is read back), and their
 stored figures must be identical (exit status 1 otherwise). The parallel time includes starting
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -77,21 +79,32 @@ def fresh_db(folder: Path, name: str, bars: dict[str, pd.DataFrame]) -> str:
     return url
 
 
-def run(url: str, grid_path: Path, workers: int | None) -> tuple[float, float, list]:
-    "(seconds in all, seconds starting the cluster, stored figures in grid order)."
+def cpu_seconds(pids: list[int]) -> float:
+    "User + system CPU seconds the processes `pids` have used so far."
+    import psutil
+    return sum(sum(psutil.Process(p).cpu_times()[:2]) for p in pids)
+
+
+def run(url: str, grid_path: Path, workers: int | None) -> tuple[float, float, float, list]:
+    """(seconds in all, seconds starting the cluster, CPU seconds of every process involved,
+    stored figures in grid order)."""
     from stockstock.sweep import load_grid, open_client, plan_sweep, run_sweep
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds([os.getpid()])
     plan = plan_sweep(load_grid(grid_path), url)
     if workers is None:
-        outcome, start_s = run_sweep(plan, None, progress=True), 0.0
+        outcome, start_s, workers_cpu = run_sweep(plan, None, progress=True), 0.0, 0.0
     else:
         t1 = time.perf_counter()
         with open_client(workers=workers) as client:
             start_s = time.perf_counter() - t1
             print(f"  dashboard {client.dashboard_link}", flush=True)
+            pids = list(client.run(os.getpid).values())
+            w0 = cpu_seconds(pids)
             outcome = run_sweep(plan, client, progress=True)
+            workers_cpu = cpu_seconds(pids) - w0
     assert not outcome.failed, outcome.failed
-    return time.perf_counter() - t0, start_s, outcome.rows
+    cpu = cpu_seconds([os.getpid()]) - cpu0 + workers_cpu    # (the scheduler: in this process)
+    return time.perf_counter() - t0, start_s, cpu, outcome.rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         (folder / "grid.yaml").write_text(GRID.format(start=start))
         print(f"universe: {args.symbols} synthetic symbols x {args.days} sessions, out of sample "
               f"from {start} ({args.oos} sessions); 24 cells")
-        urls = {name: fresh_db(folder, name, bars) for name in ("parallel", "serial")}
+        t0 = time.perf_counter()
+        urls = {"parallel": fresh_db(folder, "parallel", bars)}
+        shutil.copy(folder / "parallel.db", folder / "serial.db")   # the same bars, its own file
+        urls["serial"] = f"sqlite:///{folder / 'serial.db'}"
+        print(f"  databases written in {time.perf_counter() - t0:.0f} s", flush=True)
         t0 = time.perf_counter()
         load_bars(urls["serial"], tuple(sorted(bars)), None)
         load_s = time.perf_counter() - t0
@@ -125,10 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{which}: " + (f"LocalCluster of {args.workers} workers" if which == "parallel"
                                   else "one cell after the other, in this process"), flush=True)
             if which == "parallel":
-                par_s, start_s, par_rows = run(urls["parallel"], folder / "grid.yaml",
-                                               args.workers)
+                par_s, start_s, par_cpu, par_rows = run(urls["parallel"], folder / "grid.yaml",
+                                                        args.workers)
             else:
-                ser_s, _, ser_rows = run(urls["serial"], folder / "grid.yaml", None)
+                ser_s, _, ser_cpu, ser_rows = run(urls["serial"], folder / "grid.yaml", None)
             loads[which] = os.getloadavg()[0]
     same = [r.figures for r in par_rows] == [r.figures for r in ser_rows] and len(par_rows) == 24
     cell_s = [r.seconds for r in ser_rows]
@@ -145,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"throughput: {per_worker:.2f} cells per minute per worker "
           f"({len(par_rows) / (par_s / 60):.2f} cells/min on {args.workers} workers; serial "
           f"{len(ser_rows) / (ser_s / 60):.2f} cells/min)")
+    print(f"CPU seconds used: serial {ser_cpu:.0f}, parallel {par_cpu:.0f} (workers, and this "
+          f"process with the scheduler); share of one core the serial run got "
+          f"{ser_cpu / ser_s:.2f}, of {args.workers} cores the parallel run got "
+          f"{par_cpu / par_s / args.workers:.2f} (1.00 each on an idle machine)")
+    print(f"  => on an idle machine (estimate, not measured: each run at its full share of the "
+          f"cores, the cluster start added) the ratio would be about "
+          f"{ser_cpu / (par_cpu / args.workers + start_s):.2f}x")
     print(f"1-minute load average at the end of each run: serial {loads['serial']:.2f}, "
           f"parallel {loads['parallel']:.2f} (the bench itself adds 1 or 2)")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
