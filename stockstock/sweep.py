@@ -188,6 +188,8 @@ def _database(db_url: str) -> Database:
     "This process's connection to `db_url` (one per process, reused by its tasks)."
     return init_db(db_url)
 
+
+# %% ../nbs/10b_sweep.ipynb #b4a5e0c1
 def _bar_rows(db: Database, symbols: tuple[str, ...], end: str | None) -> pd.DataFrame:
     "The `ohlcv` rows of `symbols` up to `end`, in one query per 500 symbols."
     from sqlalchemy import select
