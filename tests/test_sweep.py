@@ -27,7 +27,7 @@ symbols: [AAPL, MSFT, GOOG, IBM]
 retrain_every: 63
 folds: 3
 max_rounds: 20
-placebo: 20
+placebo: {placebo}
 grid:
   horizon: [{horizons}]
   threshold: [0.45, recommended]
@@ -35,14 +35,14 @@ grid:
 pytestmark = pytest.mark.slow
 
 
-def seeded(home: Path, horizons: str = "5, 10") -> Path:
+def seeded(home: Path, horizons: str = "5, 10", placebo: int = 20) -> Path:
     "Seed `home`'s database (SQLite, or the PostgreSQL one of `use_postgres`) and its grid."
     from stockstock.data import seed
     from stockstock.db import init_db
     db = init_db(db_url(home))
     seed(db, SYMBOLS, progress=False)
     db.close()
-    (home / "grid.yaml").write_text(GRID.format(horizons=horizons))
+    (home / "grid.yaml").write_text(GRID.format(horizons=horizons, placebo=placebo))
     return home
 
 
@@ -204,7 +204,7 @@ def test_a_worker_killed_mid_task_has_its_cell_rerun_and_stored_once(home: Path,
 
 
 def test_an_interrupted_sweep_resumes_with_the_missing_cells(home: Path):
-    seeded(home, horizons="5, 10, 15")                        # six cells
+    seeded(home, horizons="5, 10, 15", placebo=500)   # six cells of ~3 s: Ctrl-C comes mid-way
     env = {**os.environ, "STOCKSTOCK_HOME": str(home)}
     sweep = subprocess.Popen([str(BIN / "stockstock"), "sweep", "grid.yaml", "--workers", "2",
                               "--quiet"], cwd=home, env=env, text=True, start_new_session=True,
