@@ -5,122 +5,49 @@
 # %% ../nbs/10_backtest.ipynb #5686308f
 from __future__ import annotations
 
+import html as h
 import math
-from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from fastcore.basics import patch_to
 from tqdm import tqdm
 
-from .broker import apply_fill, fill_outcome, sim_fill_price
+from .book import Book, OrderResult, approve_day, execute
+from .broker import sim_fill_price
 from .data import data_hash
 from .features import build_feature_panel
 from .log import get_logger
 from .model import (CLASSES, DEFAULT_FEATURE_SET, DEFAULT_LABEL, DEFAULT_WEIGHTING,
-                              Dataset,
-                              TradingModel, build_dataset, model_feature_panel, retrain_schedule,
-                              train_model)
-from .risk import (DailyLossTracker, Portfolio, Position, RiskDecision, RiskLimits,
-                             evaluate)
-from .signals import decide
+                              Dataset, TradingModel, build_dataset, model_feature_panel,
+                              retrain_schedule, train_model)
+from .risk import DailyLossTracker, RiskLimits
+from .signals import to_actions
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'Fill', 'Book', 'execute', 'decide_day', 'Simulation', 'simulate', 'predict_actions', 'WalkForward',
-           'walk_forward', 'buy_and_hold', 'performance', 'format_metric', 'report_path']
-
-# %% ../nbs/10_backtest.ipynb #d2aedb71
-@dataclass
-class Fill:
-    "One order's outcome in the backtest (the row of the trade list)."
-    date: date
-    symbol: str
-    side: str
-    qty: int
-    limit_price: float
-    price: float | None     # fill price, None when not filled
-    commission: float
-    reason: str             # signal / stop_loss
-    status: str             # filled / expired / rejected
-    pnl: float | None = None  # realised on sells: (price - avg) * qty - commissions of both legs
-
-@dataclass
-class Book:
-    "Cash and positions of the backtest account."
-    cash: float
-    positions: dict[str, Position] = field(default_factory=dict)
-    entry_fees: dict[str, float] = field(default_factory=dict)  # commissions paid on open lots
-
-    def portfolio(self, prices: dict[str, float]) -> Portfolio:
-        "The risk manager's view at `prices` (held symbols without a price keep their average)."
-        px = {**{s: p.avg_price for s, p in self.positions.items()}, **prices}
-        return Portfolio(self.cash, dict(self.positions), px)
-
-    def equity(self, prices: dict[str, float]) -> float:
-        "Cash plus positions at `prices`."
-        return self.portfolio(prices).equity
-
-# %% ../nbs/10_backtest.ipynb #f255f0ed
-def execute(book: Book, orders: list, day: date, closes: dict[str, float], slippage_pct: float,
-            commission_rate: float) -> list[Fill]:
-    "Fill approved `orders` in order against `book` at `closes`, with SimBroker's rules."
-    fills = []
-    for o in orders:
-        close = closes.get(o.symbol)
-        if close is None:
-            fills.append(Fill(day, o.symbol, o.side, o.qty, o.limit_price, None, 0.0, o.reason,
-                              "rejected")); continue
-        price = sim_fill_price(close, o.side, slippage_pct)
-        pos = book.positions.get(o.symbol)
-        held, avg = (pos.qty, pos.avg_price) if pos else (0, 0.0)
-        status, _ = fill_outcome(o.side, o.qty, o.limit_price, price, book.cash, held,
-                                 commission_rate)
-        if status != "filled":
-            fills.append(Fill(day, o.symbol, o.side, o.qty, o.limit_price, None, 0.0, o.reason,
-                              status)); continue
-        cash, qty, new_avg, fee = apply_fill(book.cash, held, avg, o.side, o.qty, price,
-                                             commission_rate)
-        pnl = None
-        if o.side == "SELL":
-            entry_fee = book.entry_fees.get(o.symbol, 0.0) * o.qty / held
-            pnl = (price - avg) * o.qty - fee - entry_fee
-            book.entry_fees[o.symbol] = book.entry_fees.get(o.symbol, 0.0) - entry_fee
-        else:
-            book.entry_fees[o.symbol] = book.entry_fees.get(o.symbol, 0.0) + fee
-        book.cash = cash
-        if qty: book.positions[o.symbol] = Position(o.symbol, qty, new_avg)
-        else: book.positions.pop(o.symbol, None); book.entry_fees.pop(o.symbol, None)
-        fills.append(Fill(day, o.symbol, o.side, o.qty, o.limit_price, price, fee, o.reason,
-                          "filled", pnl))
-    return fills
+__all__ = ['log', 'Simulation', 'simulate', 'predict_actions', 'WalkForward', 'walk_forward', 'buy_and_hold', 'performance',
+           'format_metric', 'report_path']
 
 # %% ../nbs/10_backtest.ipynb #eb1b1309
-def decide_day(actions: dict[str, str], portfolio: Portfolio, limits: RiskLimits,
-               tracker: DailyLossTracker, halted: bool = False,
-               untradable: Collection[str] = ()) -> RiskDecision:
-    "Risk-approved orders for today's `actions`; `tracker` (session started) measures the loss."
-    tracker.update(portfolio.equity)
-    return evaluate(actions, portfolio, limits, halted=halted,
-                    daily_loss=tracker.snapshot().worst_loss, untradable=untradable)
-
 @dataclass
 class Simulation:
-    "Equity at each close, every order's outcome and every risk event."
+    "Equity at each close, every order's result and every risk event."
     equity: pd.Series
-    fills: list[Fill]
+    fills: list[OrderResult]         # every approved order's result, filled or not
     events: list[tuple[date, object]]
 
     def trades(self) -> pd.DataFrame:
         "The trade list (filled orders) as a table."
         rows = [vars(f) for f in self.fills if f.status == "filled"]
-        return pd.DataFrame(rows, columns=list(Fill.__dataclass_fields__))
+        return pd.DataFrame(rows, columns=list(OrderResult.__dataclass_fields__))
 
+# %% ../nbs/10_backtest.ipynb #1b2c3d4e
 def simulate(actions: pd.DataFrame, closes: pd.DataFrame, limits: RiskLimits,
              slippage_pct: float = 0.0005, initial_cash: float = 100_000.0) -> Simulation:
     "Trade `actions` (date × symbol: BUY/SELL/HOLD) at `closes` under `limits`, day by day."
@@ -133,11 +60,11 @@ def simulate(actions: pd.DataFrame, closes: pd.DataFrame, limits: RiskLimits,
     for i, ts in enumerate(closes.index):
         prices = {s: float(px[i, j]) for j, s in enumerate(symbols) if not math.isnan(px[i, j])}
         tracker.start_session(str(ts.date()), start_equity)
-        decision = decide_day(dict(zip(symbols, act[i], strict=True)), book.portfolio(prices),
-                              limits, tracker)
-        fills += execute(book, decision.orders, ts.date(), prices, slippage_pct,
+        approval = approve_day(dict(zip(symbols, act[i], strict=True)), book.portfolio(prices),
+                               limits, tracker)
+        fills += execute(book, approval.orders, ts.date(), prices, slippage_pct,
                          limits.commission_rate)
-        events += [(ts.date(), e) for e in decision.events]
+        events += [(ts.date(), e) for e in approval.events]
         equity[ts] = start_equity = book.equity(prices)
     return Simulation(pd.Series(equity, name="equity", dtype=float), fills, events)
 
@@ -151,7 +78,7 @@ def predict_actions(model: TradingModel, bars_by_symbol: dict[str, pd.DataFrame]
     panel = model_feature_panel(model, bars_by_symbol)
     d = panel.index.get_level_values("date")
     rows = panel[(d >= pd.Timestamp(start)) & (d <= pd.Timestamp(end or d.max()))]
-    actions, _ = decide(model.predict_proba(rows), threshold)
+    actions, _ = to_actions(model.predict_proba(rows), threshold)
     return pd.Series(actions, index=rows.index).unstack("symbol")
 
 # %% ../nbs/10_backtest.ipynb #f356da9a
@@ -166,6 +93,7 @@ class WalkForward:
     settings: dict = field(default_factory=dict)   # what it was run with (stated in the report)
     proba: pd.DataFrame | None = None   # the models' probabilities, (symbol, date) x CLASSES
 
+# %% ../nbs/10_backtest.ipynb #4e5f6071
 def _block_actions(model, rows: pd.DataFrame, threshold: float | str,
                    ) -> tuple[pd.Series, float, pd.DataFrame]:
     "Actions of one block's rows, the threshold used (`recommended`: the model's own), the P."
@@ -173,7 +101,7 @@ def _block_actions(model, rows: pd.DataFrame, threshold: float | str,
     if not len(rows):
         return pd.Series([], index=rows.index, dtype=object), t, pd.DataFrame(columns=CLASSES)
     proba = model.predict_proba(rows)
-    acts, _ = decide(proba, t)
+    acts, _ = to_actions(proba, t)
     return (pd.Series(acts, index=rows.index, dtype=object), t,
             pd.DataFrame(proba, index=rows.index, columns=CLASSES))
 
@@ -181,6 +109,15 @@ def _last_sessions(ds: Dataset, n: int) -> Dataset:
     "Only the rows of the last `n` dates of `ds` (rolling window)."
     first = np.unique(ds.dates.values)[-n:][0]
     return ds.take(np.flatnonzero(ds.dates >= first))
+
+# %% ../nbs/10_backtest.ipynb #718293a4
+def _retrain_row(block: pd.DatetimeIndex, eve: pd.Timestamp, train: Dataset, model: Any,
+                 used: float, proba: pd.DataFrame) -> dict[str, Any]:
+    "One row of the retraining log."
+    top = float(proba[["UP", "DOWN"]].to_numpy().max()) if len(proba) else float("nan")
+    return dict(block_start=block[0].date(), block_end=block[-1].date(), train_to=eve.date(),
+                train_rows=len(train.y), rounds=model.meta["num_boost_round"], threshold=used,
+                recommended_threshold=model.meta["recommended_threshold"], max_probability=top)
 
 # %% ../nbs/10_backtest.ipynb #941cf473
 def walk_forward(bars_by_symbol: dict[str, pd.DataFrame], start: date, end: date | None = None,
@@ -209,12 +146,7 @@ def walk_forward(bars_by_symbol: dict[str, pd.DataFrame], start: date, end: date
                                            threshold)
         parts.append(acts)
         probas.append(proba)
-        top = float(proba[["UP", "DOWN"]].to_numpy().max()) if len(proba) else float("nan")
-        log_rows.append(dict(block_start=block[0].date(), block_end=block[-1].date(),
-                             train_to=eve.date(), train_rows=len(train.y),
-                             rounds=model.meta["num_boost_round"], threshold=used,
-                             recommended_threshold=model.meta["recommended_threshold"],
-                             max_probability=top))
+        log_rows.append(_retrain_row(block, eve, train, model, used, proba))
     acts = pd.concat(parts)
     actions = acts.unstack("symbol") if len(acts) else pd.DataFrame(index=closes.index)
     sim = simulate(actions, closes, limits, slippage_pct, initial_cash)
@@ -243,7 +175,8 @@ def buy_and_hold(closes: pd.DataFrame, initial_cash: float, slippage_pct: float 
     held = closes[list(qty)].ffill().mul(pd.Series(qty)).sum(axis=1)
     return (cash + held).rename("buy_and_hold"), sum(1 for q in qty.values() if q), bought
 
-def performance(equity: pd.Series, initial_cash: float, fills: list[Fill] | None = None,
+# %% ../nbs/10_backtest.ipynb #b5c6d7e8
+def performance(equity: pd.Series, initial_cash: float, fills: list[OrderResult] | None = None,
                 n_trades: int | None = None, traded_value: float | None = None,
                 ) -> dict[str, float]:
     "Return, risk and activity measures of an equity curve."
@@ -261,6 +194,7 @@ def performance(equity: pd.Series, initial_cash: float, fills: list[Fill] | None
                 turnover=float(notional / equity.mean() / years),
                 trades=int(n_trades if n_trades is not None else len(filled)))
 
+# %% ../nbs/10_backtest.ipynb #d7e8f90a
 @patch_to(WalkForward)
 def metrics(self: WalkForward, commission_rate: float = 0.0025,
             slippage_pct: float = 0.0005) -> pd.DataFrame:
@@ -277,7 +211,7 @@ def metrics(self: WalkForward, commission_rate: float = 0.0025,
 def with_threshold(self: WalkForward, threshold: float, limits: RiskLimits | None = None,
                    slippage_pct: float = 0.0005) -> WalkForward:
     "The same models' probabilities traded at another confidence `threshold`."
-    acts, _ = decide(self.proba.to_numpy(), threshold)
+    acts, _ = to_actions(self.proba.to_numpy(), threshold)
     actions = pd.Series(acts, index=self.proba.index, dtype=object).unstack("symbol")
     sim = simulate(actions, self.closes, limits or RiskLimits(), slippage_pct, self.initial_cash)
     retrains = self.retrains.assign(threshold=threshold)
@@ -288,7 +222,7 @@ def with_threshold(self: WalkForward, threshold: float, limits: RiskLimits | Non
 @patch_to(WalkForward)
 def figure(self: WalkForward, commission_rate: float = 0.0025, slippage_pct: float = 0.0005):
     "Plotly figure: equity curves (strategy, buy-and-hold) and drawdowns."
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # plotly: charts only, not needed to trade
     from plotly.subplots import make_subplots
     eq = self.simulation.equity
     bh, _, _ = buy_and_hold(self.closes, self.initial_cash, slippage_pct, commission_rate)
@@ -303,6 +237,7 @@ def figure(self: WalkForward, commission_rate: float = 0.0025, slippage_pct: flo
     fig.update_layout(height=600, margin=dict(l=40, r=20, t=40, b=30), hovermode="x unified")
     return fig
 
+# %% ../nbs/10_backtest.ipynb #f90a1b2c
 @patch_to(WalkForward)
 def no_trade_reason(self: WalkForward) -> str | None:
     "Why the backtest made no trade (None when it traded)."
@@ -314,11 +249,7 @@ def no_trade_reason(self: WalkForward) -> str | None:
             f"{top:.2f}); `confidence_threshold: recommended` uses each model's own advice")
 
 # %% ../nbs/10_backtest.ipynb #93fd6255
-_CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
-        "collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}"
-        "td{text-align:right}th{background:#f1f3f4}")
 _PCT = {"total_return", "annual_return", "max_drawdown", "hit_rate", "turnover"}
-_MONEY = ("limit_price", "price", "commission", "pnl")
 
 def format_metric(name: str, v: float) -> str:
     "A metric for a person: trades as an integer, returns as percentages, ratios with 2 decimals."
@@ -326,16 +257,24 @@ def format_metric(name: str, v: float) -> str:
     if name == "trades": return f"{int(v)}"
     return f"{v:.1%}" if name in _PCT else f"{v:.2f}"
 
+# %% ../nbs/10_backtest.ipynb #2c3d4e60
+_CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
+        "collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}"
+        "td{text-align:right}th{background:#f1f3f4}")
+_MONEY = ("limit_price", "price", "commission", "pnl")
+
+def _cell(col: str, v: Any, money: tuple[str, ...] = ()) -> str:
+    "A table cell: money with cents, whole numbers as integers, blanks for missing."
+    if v is None or (isinstance(v, float) and v != v): return ""
+    if col in money: return f"{v:,.2f}"
+    if isinstance(v, float) and v.is_integer(): return f"{int(v)}"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
 def _table(frame: pd.DataFrame, money: tuple[str, ...] = ()) -> str:
-    "A plain HTML table: money with cents, whole numbers as integers, blanks for missing."
-    def cell(col: str, v: Any) -> str:
-        if v is None or (isinstance(v, float) and v != v): return ""
-        if col in money: return f"{v:,.2f}"
-        if isinstance(v, float) and v.is_integer() and col not in money: return f"{int(v)}"
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    "A plain HTML table of `frame` (see `_cell`)."
     head = "".join(f"<th>{c}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{cell(c, v)}</td>" for c, v in row.items()) + "</tr>"
-                   for _, row in frame.iterrows())
+    body = "".join("<tr>" + "".join(f"<td>{_cell(c, v, money)}</td>" for c, v in row.items())
+                   + "</tr>" for _, row in frame.iterrows())
     return f"<table><tr>{head}</tr>{body}</table>"
 
 # %% ../nbs/10_backtest.ipynb #27f7aada
@@ -344,7 +283,6 @@ def write_report(self: WalkForward, path: str | Path, title: str = "Walk-forward
                  commission_rate: float = 0.0025, slippage_pct: float = 0.0005,
                  plotly_js: str | None = None) -> Path:
     "HTML report: what it was run with, charts, metrics, models, trades (see above)."
-    import html as h
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = self.figure(commission_rate, slippage_pct).to_html(
@@ -365,9 +303,9 @@ def write_report(self: WalkForward, path: str | Path, title: str = "Walk-forward
     path.write_text(html, encoding="utf-8")
     return path
 
+# %% ../nbs/10_backtest.ipynb #4e5f6072
 def report_path(folder: Path, start: date, end: date) -> Path:
     "A new report file name in `folder` for the window [start, end] (never an existing one)."
-    from datetime import UTC, datetime
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path, n = folder / f"backtest_{start}_{end}_{stamp}.html", 1
     while path.exists():

@@ -18,7 +18,8 @@ from fastcore.basics import patch_to
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .calendar import NEW_YORK, as_utc, is_open, is_session, session_open_close, to_et
+from .calendar import (NEW_YORK, as_utc, is_open, is_session, session_of,
+                                 session_open_close)
 from .config import TradingParams
 from .db import (BAR_COLUMNS, FINAL_ORDER_STATES, Database, Ohlcv, SimAccount,
                            SimOrder, SimPosition)
@@ -27,7 +28,7 @@ from .log import get_logger
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'Side', 'OrderState', 'BrokerError', 'Quote', 'BrokerPosition', 'AmbiguousOrder', 'Balance', 'Fill',
+__all__ = ['log', 'Side', 'OrderState', 'BrokerError', 'AmbiguousOrder', 'Quote', 'BrokerPosition', 'Balance', 'Fill',
            'OrderStatus', 'OrderQuery', 'MarketData', 'Broker', 'SimBroker', 'fill_outcome', 'sim_fill_price',
            'apply_fill']
 
@@ -38,6 +39,10 @@ OrderState = Literal["submitted", "partially_filled", "filled", "cancelled", "re
 class BrokerError(Exception):
     "The broker could not be reached or did not answer properly; the order state is unknown."
 
+class AmbiguousOrder(Exception):
+    "Several broker orders match one intent: the caller must not guess which is its own."
+
+# %% ../nbs/05_broker.ipynb #1c2d3e4f
 @dataclass(frozen=True)
 class Quote:
     "The last price of `symbol` and the instant it refers to (with the day so far, if known)."
@@ -57,9 +62,6 @@ class BrokerPosition:
     avg_price: float  # average purchase price, commissions excluded
     price: float | None = None   # the broker's current price of the symbol, when it reports one
 
-class AmbiguousOrder(Exception):
-    "Several broker orders match one intent: the caller must not guess which is its own."
-
 # %% ../nbs/05_broker.ipynb #a59cec19
 @dataclass(frozen=True)
 class Balance:
@@ -75,6 +77,7 @@ class Fill:
     price: float                  # USD per share
     at: datetime | None = None    # when, if the broker says
 
+# %% ../nbs/05_broker.ipynb #4f506172
 @dataclass(frozen=True)
 class OrderStatus:
     "One order as the broker knows it."
@@ -93,16 +96,18 @@ class OrderStatus:
     last_fill_at: datetime | None = None   # when it last traded
     fills: tuple[Fill, ...] = ()           # the executions, oldest first, when known
 
-    @property
-    def is_final(self) -> bool:
-        "True when the broker will never change this order again."
-        return self.status in FINAL_ORDER_STATES
+# %% ../nbs/05_broker.ipynb #728394a5
+@patch_to(OrderStatus, as_prop=True)
+def is_final(self) -> bool:
+    "True when the broker will never change this order again."
+    return self.status in FINAL_ORDER_STATES
 
-    @property
-    def remaining_qty(self) -> int:
-        "Shares that may still trade (0 once final)."
-        return 0 if self.is_final else max(self.qty - self.filled_qty, 0)
+@patch_to(OrderStatus, as_prop=True)
+def remaining_qty(self) -> int:
+    "Shares that may still trade (0 once final)."
+    return 0 if self.is_final else max(self.qty - self.filled_qty, 0)
 
+# %% ../nbs/05_broker.ipynb #8394a5b6
 @dataclass(frozen=True)
 class OrderQuery:
     "What the caller recorded of an order (its intent), to look the order up at the broker."
@@ -127,6 +132,7 @@ class MarketData(Protocol):
         "Up to `count` completed daily bars of `symbol` ending on or before `end`, oldest first."
         ...
 
+# %% ../nbs/05_broker.ipynb #b6c7d8e9
 @runtime_checkable
 class Broker(Protocol):
     "The account and its orders (sim, KIS paper, KIS live)."
@@ -167,17 +173,19 @@ class SimBroker:
         self.db, self.as_of = db, as_utc(as_of).to_pydatetime()
         self.commission_rate, self.slippage_pct = commission_rate, slippage_pct
         self.initial_cash = initial_cash
-        self.replay_day: date = to_et(self.as_of).date()   # New York date of as_of
+        self.replay_day: date = session_of(self.as_of)     # New York date of as_of
         self.market_open: bool = is_open(self.as_of)       # inside the XNYS regular session
 
-    @classmethod
-    def from_params(cls, db: Database, as_of: datetime, params: TradingParams) -> SimBroker:
-        "A `SimBroker` with the commission, slippage and opening cash of `params`."
-        return cls(db, as_of, params.commission_rate, params.slippage_pct, params.initial_cash)
+# %% ../nbs/05_broker.ipynb #c7d8e9fa
+@patch_to(SimBroker, cls_method=True)
+def from_params(cls, db: Database, as_of: datetime, params: TradingParams) -> SimBroker:
+    "A `SimBroker` with the commission, slippage and opening cash of `params`."
+    return cls(db, as_of, params.commission_rate, params.slippage_pct, params.initial_cash)
 
-    def __repr__(self) -> str:
-        return (f"SimBroker(as_of={self.as_of.isoformat()}, replay_day={self.replay_day}, "
-                f"market_open={self.market_open})")
+@patch_to(SimBroker)
+def __repr__(self) -> str:
+    return (f"SimBroker(as_of={self.as_of.isoformat()}, replay_day={self.replay_day}, "
+            f"market_open={self.market_open})")
 
 # %% ../nbs/05_broker.ipynb #d934fa30
 @patch_to(SimBroker)
@@ -210,6 +218,7 @@ def _last_bar(self, symbol: str) -> tuple[date, float] | None:
         row = s.execute(q).first()
     return None if row is None else (row[0], float(row[1]))
 
+# %% ../nbs/05_broker.ipynb #fa0b1c2d
 @patch_to(SimBroker)
 def quote(self, symbol: str) -> Quote:
     "The replay day's close of `symbol` (or the last close before it); `LookupError` if none."
@@ -274,6 +283,7 @@ def _check_args(symbol: str, side: str, qty: int, limit_price: float, client_key
     if not (isinstance(symbol, str) and symbol and isinstance(client_key, str) and client_key):
         raise ValueError("symbol and client_key must be non-empty strings")
 
+# %% ../nbs/05_broker.ipynb #1c2d3e40
 @patch_to(SimBroker)
 def _precheck(self, s: Session, symbol: str, qty: int, limit_price: float) -> str | None:
     "Reason to reject before prices matter (quantity, price, market, symbol), else None."
@@ -293,20 +303,19 @@ def _to_status(row: SimOrder) -> OrderStatus:
                        row.commission, row.reject_reason, ordered_at=row.created_at,
                        last_fill_at=row.created_at if fills else None, fills=fills)
 
-def sim_fill_price(close: float, side: Side, slippage_pct: float) -> float:
-    "The close moved against the order by the slippage (shared with the backtest)."
-    return close * (1 + slippage_pct) if side == "BUY" else close * (1 - slippage_pct)
-
 @patch_to(SimBroker)
 def _next_order_id(self, s: Session) -> str:
     "`SIM` + the next 8-digit sequence number of this database (call inside `_locked`)."
     return f"SIM{(s.scalar(select(func.count()).select_from(SimOrder)) or 0) + 1:08d}"
 
 # %% ../nbs/05_broker.ipynb #f415c56e
+def sim_fill_price(close: float, side: Side, slippage_pct: float) -> float:
+    "The close moved against the order by the slippage (shared with the backtest)."
+    return close * (1 + slippage_pct) if side == "BUY" else close * (1 - slippage_pct)
+
 def apply_fill(cash: float, held: int, avg_price: float, side: Side, qty: int, price: float,
                commission_rate: float) -> tuple[float, int, float, float]:
     "`(cash, held, avg_price, commission)` after a fill: the accounting of sim and backtest."
-    # one function for SimBroker and the backtest, so both compute bit-identical numbers
     notional, fee = _cost(qty, price, commission_rate)
     if side == "BUY":
         avg = price if held == 0 else (held * avg_price + notional) / (held + qty)
@@ -328,7 +337,7 @@ def _apply_fill(self, s: Session, acct: SimAccount, order: SimOrder) -> None:
 
 # %% ../nbs/05_broker.ipynb #5bcb904b
 @patch_to(SimBroker)
-def _decide(self, s: Session, acct: SimAccount, order: SimOrder) -> None:
+def _execute(self, s: Session, acct: SimAccount, order: SimOrder) -> None:
     "Set the `order`'s status, reason and fill price, and apply a fill."
     order.reject_reason = self._precheck(s, order.symbol, order.qty, order.limit_price)
     if order.reject_reason is not None:
@@ -359,12 +368,13 @@ def submit_order(self, symbol: str, side: Side, qty: int, limit_price: float,
                          trade_date=self.replay_day, symbol=symbol, side=side, qty=int(qty),
                          limit_price=float(limit_price), status="submitted", filled_qty=0,
                          commission=0.0, created_at=self.as_of)
-        self._decide(s, acct, order)
+        self._execute(s, acct, order)
         s.add(order)
         status, cash = _to_status(order), acct.cash
     self._log_order(status, cash)
     return status
 
+# %% ../nbs/05_broker.ipynb #61728395
 @patch_to(SimBroker)
 def _log_order(self, st: OrderStatus, cash: float) -> None:
     "One structured event per new order: order_filled, order_expired or order_rejected."
@@ -386,6 +396,7 @@ def find_order(self, query: OrderQuery | str) -> OrderStatus | None:
         row = s.scalar(select(SimOrder).where(SimOrder.client_key == client_key))
         return None if row is None else _to_status(row)
 
+# %% ../nbs/05_broker.ipynb #83b4c5d6
 @patch_to(SimBroker)
 def todays_orders(self) -> list[OrderStatus]:
     "The orders of the replay day, in order-id order."

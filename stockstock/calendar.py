@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Literal, TypeAlias
 from zoneinfo import ZoneInfo
@@ -15,13 +15,14 @@ from zoneinfo import ZoneInfo
 import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch_to
 
 # %% auto #0
-__all__ = ['CALENDAR_NAME', 'CALENDAR_START', 'NEW_YORK', 'SEOUL', 'Instant', 'REGULAR_CLOSE', 'DateLike', 'ClosedReason',
-           'get_calendar', 'as_utc', 'to_et', 'to_kst', 'as_date', 'is_session', 'is_holiday', 'is_early_close',
-           'session_open_close', 'next_session', 'previous_session', 'sessions_between', 'is_open', 'next_open',
-           'next_close', 'last_completed_session', 'format_instant', 'describe_session', 'MarketStatus',
-           'market_status']
+__all__ = ['CALENDAR_NAME', 'CALENDAR_START', 'NEW_YORK', 'SEOUL', 'Instant', 'REGULAR_CLOSE', 'DateLike', 'DECISION_MARGIN',
+           'ClosedReason', 'get_calendar', 'as_utc', 'to_et', 'to_kst', 'session_of', 'as_date', 'is_session',
+           'is_holiday', 'is_early_close', 'session_open_close', 'next_session', 'previous_session', 'sessions_between',
+           'last_sessions', 'is_open', 'next_open', 'next_close', 'last_completed_session', 'decision_instant',
+           'format_instant', 'describe_session', 'MarketStatus', 'market_status']
 
 # %% ../nbs/02_calendar.ipynb #9dc8d0b2
 CALENDAR_NAME = "XNYS"
@@ -53,6 +54,7 @@ def as_utc(ts: Instant) -> pd.Timestamp:
                          "'2024-03-11T13:30Z' (helpers that want a calendar date take a date)")
     return t.tz_convert("UTC")
 
+# %% ../nbs/02_calendar.ipynb #7c8d9e0f
 def to_et(ts: Instant) -> pd.Timestamp:
     "`ts` in New York time (EST/EDT)."
     return as_utc(ts).tz_convert(NEW_YORK)
@@ -60,6 +62,11 @@ def to_et(ts: Instant) -> pd.Timestamp:
 def to_kst(ts: Instant) -> pd.Timestamp:
     "`ts` in Seoul time (KST, UTC+9, no DST)."
     return as_utc(ts).tz_convert(SEOUL)
+
+# %% ../nbs/02_calendar.ipynb #b2c3d4e5
+def session_of(ts: Instant) -> date:
+    "The New York date of instant `ts`: the trading day a run at `ts` belongs to."
+    return to_et(ts).date()
 
 # %% ../nbs/02_calendar.ipynb #8060962d
 @dataclass(frozen=True)
@@ -87,11 +94,12 @@ def as_date(d: DateLike) -> date:
     if isinstance(d, date) and not isinstance(d, datetime): return d
     t = pd.Timestamp(d)
     if t.tzinfo is not None:
-        raise ValueError(f"{d!r} is an instant, not a date; pass e.g. to_et(ts).date()")
+        raise ValueError(f"{d!r} is an instant, not a date; pass e.g. session_of(ts)")
     if t != t.normalize():
         raise ValueError(f"{d!r} has a time of day; pass a date such as '2024-07-04'")
     return t.date()
 
+# %% ../nbs/02_calendar.ipynb #6d7e8f90
 def _check_range(d: date) -> pd.Timestamp:
     "`d` as a naive midnight, or `ValueError` if outside the calendar."
     s, t = _schedule().sessions, pd.Timestamp(d)
@@ -144,11 +152,18 @@ def previous_session(d: DateLike) -> date:
     if i < 0: raise ValueError(f"no {CALENDAR_NAME} session before {t.date()} in the calendar")
     return s[i].date()
 
+# %% ../nbs/02_calendar.ipynb #2c3d4e5f
 def sessions_between(start: DateLike, end: DateLike) -> list[date]:
     "Sessions from `start` to `end`, both included (empty when `end` < `start`)."
     s = _schedule().sessions
     lo, hi = _check_range(as_date(start)), _check_range(as_date(end))
     return [t.date() for t in s[s.searchsorted(lo):s.searchsorted(hi, side="right")]]
+
+def last_sessions(end: DateLike, count: int) -> list[date]:
+    "The last `count` sessions on or before `end`, oldest first."
+    s = _schedule().sessions
+    stop = s.searchsorted(_check_range(as_date(end)), side="right")
+    return [t.date() for t in s[max(stop - max(count, 0), 0):stop]]
 
 # %% ../nbs/02_calendar.ipynb #57ba9cf6
 def _instant(ts: Instant) -> pd.Timestamp:
@@ -180,12 +195,25 @@ def next_close(ts: Instant) -> pd.Timestamp:
     "The first session close strictly after `ts` (UTC): today's if open now."
     return _first_after(_schedule().closes, _instant(ts), "close")
 
+# %% ../nbs/02_calendar.ipynb #4e5f6071
 def last_completed_session(ts: Instant) -> date:
     "The latest session whose close is at or before `ts`."
     t, s = _instant(ts), _schedule()
     i = int(s.closes.searchsorted(t, side="right")) - 1
     if i < 0: raise ValueError(f"no {CALENDAR_NAME} session completed by {t}")
     return s.sessions[i].date()
+
+# %% ../nbs/02_calendar.ipynb #60718293
+DECISION_MARGIN = timedelta(minutes=30)   # the latest decision is this long before the close
+
+def decision_instant(session: DateLike, decision_time: str | None = None) -> datetime:
+    "When `session`'s model decision is due: `decision_time` New York, by 30 min before close."
+    opened, closed = (x.to_pydatetime() for x in session_open_close(session))
+    latest = closed - DECISION_MARGIN
+    if decision_time is None: return latest
+    hh, mm = (int(x) for x in decision_time.split(":"))
+    at = datetime.combine(as_date(session), time(hh, mm), tzinfo=NEW_YORK).astimezone(UTC)
+    return max(opened, min(at, latest))
 
 # %% ../nbs/02_calendar.ipynb #edcfe101
 def format_instant(ts: Instant) -> str:
@@ -194,6 +222,7 @@ def format_instant(ts: Instant) -> str:
     seoul = kst.strftime("%H:%M %Z" if kst.date() == et.date() else "%Y-%m-%d %H:%M %Z")
     return f"{et.strftime('%Y-%m-%d %H:%M %Z')} / {seoul}"
 
+# %% ../nbs/02_calendar.ipynb #93a4b5c6
 def describe_session(d: DateLike) -> str:
     "One line for date `d`: its hours in both zones, or why the market is closed."
     d = as_date(d)
@@ -217,12 +246,14 @@ class MarketStatus:
     next_open: pd.Timestamp        # first open strictly after as_of (UTC)
     next_close: pd.Timestamp       # first close strictly after as_of (UTC)
 
-    def describe(self) -> str:
-        "One line for a person, in both zones."
-        if self.is_open:
-            early = " (early close)" if self.session and is_early_close(self.session) else ""
-            return f"open until {format_instant(self.next_close)}{early}"
-        return f"closed ({self.reason.replace('_', ' ')}); opens {format_instant(self.next_open)}"
+# %% ../nbs/02_calendar.ipynb #a4b5c6d7
+@patch_to(MarketStatus)
+def describe(self) -> str:
+    "One line for a person, in both zones."
+    if self.is_open:
+        early = " (early close)" if self.session and is_early_close(self.session) else ""
+        return f"open until {format_instant(self.next_close)}{early}"
+    return f"closed ({self.reason.replace('_', ' ')}); opens {format_instant(self.next_open)}"
 
 # %% ../nbs/02_calendar.ipynb #b4c70208
 def _closed_reason(t: pd.Timestamp, session: date | None) -> ClosedReason:

@@ -8,27 +8,34 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Callable, Sequence
-from datetime import date
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from .config import (ConfigError, TradingParams, load_params, load_secrets,
-                               parse_overrides, resolve_path)
-from .log import configure_logging, get_logger
+                               param_sources, parse_date, parse_instant, parse_overrides,
+                               resolve_path)
+from .log import configure_logging, get_logger, log_path
+from .runs import RunOutcome, execute_run, home_relative, skip_final_collection
 
-if TYPE_CHECKING:  # commands import their heavy modules when they run: `--help` stays fast
+if TYPE_CHECKING:  # for the annotations only: the commands import these when they run
     import pandas as pd
+
+    from stockstock.audit import ReplayReport
+    from stockstock.chain import ChainReport
+    from stockstock.db import Database, Trade
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'AddArguments', 'COMMANDS', 'EXAMPLES', 'SIM_PARAMS', 'command', 'positive_int', 'positive_seconds',
-           'build_parser', 'params_from', 'main', 'console', 'seed_command', 'config_command', 'market_command',
-           'train_command', 'backtest_command', 'trade_command', 'runs_command', 'run_command', 'notify_command',
-           'status_command', 'halt_command', 'resume_command', 'serve_command', 'bot_command', 'db_command',
-           'sweep_command']
+__all__ = ['log', 'AddArguments', 'COMMANDS', 'EXAMPLES', 'DATE_OPTIONS', 'command', 'positive_int', 'positive_seconds',
+           'build_parser', 'params_from', 'main', 'console', 'check_arguments', 'seed_command', 'config_command',
+           'market_command', 'train_command', 'backtest_command', 'trade_command', 'runs_command', 'run_command',
+           'notify_command', 'status_command', 'halt_command', 'resume_command', 'serve_command', 'bot_command',
+           'db_command', 'sweep_command']
 
 # %% ../nbs/15_cli.ipynb #8a2a0a6c
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -44,6 +51,7 @@ def command(name: str, help: str, arguments: AddArguments | None = None,
         return fn
     return register
 
+# %% ../nbs/15_cli.ipynb #parser_cls
 class _Parser(argparse.ArgumentParser):
     "argparse, with a usage mistake reported as one line (exit status 2), like a bad parameter."
     def error(self, message: str) -> NoReturn:
@@ -59,6 +67,7 @@ def positive_int(text: str) -> int:
     if value <= 0: raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return value
 
+# %% ../nbs/15_cli.ipynb #pos_seconds
 def positive_seconds(text: str) -> float:
     "An argparse type: a finite number of seconds > 0."
     try:
@@ -68,6 +77,16 @@ def positive_seconds(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
     return value
+
+# %% ../nbs/15_cli.ipynb #common_args
+def _common_args(p: argparse.ArgumentParser) -> None:
+    "The options of every command: the parameters and the log level."
+    p.add_argument("--params", metavar="FILE", help="YAML parameter file (scheduled/*.yaml)")
+    p.add_argument("-p", dest="overrides", action="append", metavar="KEY=VALUE",
+                   default=[], help="override one parameter (repeatable)")
+    p.add_argument("--log-level", default="INFO", type=str.upper,
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="log file level (default INFO)")
 
 # %% ../nbs/15_cli.ipynb #cd1cbf04
 def build_parser() -> argparse.ArgumentParser:
@@ -81,12 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text,
                            epilog=f"example:\n  {example}" if example else None,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--params", metavar="FILE", help="YAML parameter file (scheduled/*.yaml)")
-        p.add_argument("-p", dest="overrides", action="append", metavar="KEY=VALUE",
-                       default=[], help="override one parameter (repeatable)")
-        p.add_argument("--log-level", default="INFO", type=str.upper,
-                       choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                       help="log file level (default INFO)")
+        _common_args(p)
         if arguments: arguments(p)
     return parser
 
@@ -99,13 +113,12 @@ def params_from(args: argparse.Namespace, **extra: object) -> TradingParams:
 
 def _error_line(command: str, e: ConfigError) -> str:
     "The one line printed for a configuration mistake."
-    what = str(e) if str(e).startswith("invalid ") else f"invalid parameters: {e}"
+    what = str(e) if str(e).startswith(("invalid ", "--")) else f"invalid parameters: {e}"
     return f"stockstock {command}: {what}"
 
+# %% ../nbs/15_cli.ipynb #main
 def main(argv: Sequence[str] | None = None) -> int:
     "Entry point of the `stockstock` console script; returns the exit status."
-    from stockstock.broker import BrokerError
-    from stockstock.db import DatabaseBusy
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -114,12 +127,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
-    fn = COMMANDS[args.command][0]
+    return _run(args)
+
+def _run(args: argparse.Namespace) -> int:
+    "The command `args` chose, logged; a mistake is one line on stderr and an exit status."
+    from stockstock.broker import BrokerError  # pandas, SQLAlchemy: see "Imports" above
+    from stockstock.db import DatabaseBusy
     try:
+        check_arguments(args)
         secrets = load_secrets()
-        configure_logging(args.log_level, log_file=resolve_path("data/logs/stockstock.jsonl"),
+        configure_logging(args.log_level, log_file=log_path(),
                           secrets=secrets.secret_values(), stream_level="WARNING")
-        return fn(args)
+        return COMMANDS[args.command][0](args)
     except ConfigError as e:
         print(_error_line(args.command, e), file=sys.stderr)
         return 2
@@ -130,12 +149,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
 
+# %% ../nbs/15_cli.ipynb #console
 def console() -> None:
     "The `stockstock` console script: `main`, then exit with its status."
-    from stockstock.runs import skip_final_collection
     code = main()
     skip_final_collection()   # the process ends here (see runs: start-up tuning)
     sys.exit(code)
+
+# %% ../nbs/15_cli.ipynb #database
+@contextmanager
+def _database(params: TradingParams) -> Iterator[Database]:
+    "The parameters' database, closed after the block."
+    from stockstock.db import init_db  # SQLAlchemy, pandas: see "Imports" above
+    db = init_db(params.db_url)
+    try: yield db
+    finally: db.close()
 
 # %% ../nbs/15_cli.ipynb #da2f56f8
 def _print_table(rows: list[dict], file=None) -> None:
@@ -146,13 +174,24 @@ def _print_table(rows: list[dict], file=None) -> None:
     print("  ".join(str(c).ljust(width[c]) for c in cols), file=file)
     for r in rows: print("  ".join(str(r[c]).ljust(width[c]) for c in cols), file=file)
 
+# %% ../nbs/15_cli.ipynb #date_arg
 def _date_arg(text: str | None, name: str) -> date | None:
-    "An optional `YYYY-MM-DD` option as a date (`ConfigError` naming the option if it is not)."
-    if text is None: return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"{name}: {text!r} is not a date YYYY-MM-DD") from None
+    "An optional date option (`config.parse_date`: one form, one line naming the option)."
+    return None if text is None else parse_date(text, name)
+
+def _instant_arg(text: str | None, name: str) -> datetime:
+    "An optional instant option (`config.parse_instant`), else now."
+    return datetime.now(UTC) if text is None else parse_instant(text, name)
+
+# %% ../nbs/15_cli.ipynb #d4a0b1d2
+DATE_OPTIONS = {"since": _date_arg, "until": _date_arg, "cutoff": _date_arg, "start": _date_arg,
+                "end": _date_arg, "at": _instant_arg}
+
+def check_arguments(args: argparse.Namespace) -> TradingParams:
+    "The effective parameters, after every date option of `args` was read (`ConfigError`)."
+    for name, parse in DATE_OPTIONS.items():
+        if getattr(args, name, None) is not None: parse(getattr(args, name), f"--{name}")
+    return params_from(args)
 
 # %% ../nbs/15_cli.ipynb #f8f2f64a
 def _seed_args(p: argparse.ArgumentParser) -> None:
@@ -162,33 +201,12 @@ def _seed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until", help="paper/live: last date (default: the last completed session)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-@command("seed", "load daily bars into the database: embedded (sim) or from KIS (paper/live)",
-         _seed_args, example="stockstock seed --params scheduled/paper.yaml --since 2015-01-01")
-def seed_command(args: argparse.Namespace) -> int:
-    from stockstock.data import EMBEDDED_SYMBOLS, seed
-    from stockstock.db import init_db
-    params = params_from(args)
-    since, until = _date_arg(args.since, "--since"), _date_arg(args.until, "--until")
-    default = list(EMBEDDED_SYMBOLS) if params.mode == "sim" else params.symbols
-    symbols = args.symbols.split(",") if args.symbols else default
-    db = init_db(params.db_url)
-    try:
-        if params.mode == "sim": rows = [vars(r) for r in seed(db, symbols, not args.quiet)]
-        else: rows = _seed_from_kis(db, params, symbols, since, until, not args.quiet)
-        _print_table(rows)
-        total = db.ohlcv_summary()["rows"].sum()
-        print(f"database {db.url.removeprefix('sqlite:///')}: {total} bars")
-    finally:
-        db.close()
-    return 0
-
-def _seed_from_kis(db, params: TradingParams, symbols: list[str], since: date | None,
+# %% ../nbs/15_cli.ipynb #seed_kis
+def _seed_from_kis(db: Database, params: TradingParams, symbols: list[str], since: date | None,
                    until: date | None, progress: bool) -> list[dict]:
     "Backfill `symbols` from KIS (resumable, idempotent); one row per symbol."
-    from datetime import UTC, datetime, timedelta
-
-    from stockstock.calendar import last_completed_session
-    from stockstock.kis import KisBroker, seed_from_broker
+    from stockstock.calendar import last_completed_session  # exchange_calendars, pandas
+    from stockstock.kis import KisBroker, seed_from_broker  # python-kis
     until = until or last_completed_session(datetime.now(UTC))
     since = since or until - timedelta(days=3652)
     market, broker = KisBroker.from_params(db, datetime.now(UTC), params)
@@ -197,13 +215,33 @@ def _seed_from_kis(db, params: TradingParams, symbols: list[str], since: date | 
     finally:
         broker.conn.close()
 
+# %% ../nbs/15_cli.ipynb #seed_command
+@command("seed", "load daily bars into the database: embedded (sim) or from KIS (paper/live)",
+         _seed_args, example="stockstock seed --params scheduled/paper.yaml --since 2015-01-01")
+def seed_command(args: argparse.Namespace) -> int:
+    from stockstock.data import EMBEDDED_SYMBOLS, seed  # pandas: see "Imports" above
+    params = params_from(args)
+    since, until = _date_arg(args.since, "--since"), _date_arg(args.until, "--until")
+    default = list(EMBEDDED_SYMBOLS) if params.mode == "sim" else params.symbols
+    symbols = args.symbols.split(",") if args.symbols else default
+    with _database(params) as db:
+        if params.mode == "sim": rows = [vars(r) for r in seed(db, symbols, not args.quiet)]
+        else: rows = _seed_from_kis(db, params, symbols, since, until, not args.quiet)
+        _print_table(rows)
+        total = db.ohlcv_summary()["rows"].sum()
+        print(f"database {db.url.removeprefix('sqlite:///')}: {total} bars")
+    return 0
+
 # %% ../nbs/15_cli.ipynb #a90de943
-@command("config", "show the effective parameters and which credentials are set",
+@command("config", "show the effective parameters, where each comes from, and the credentials",
          example="stockstock config --params scheduled/paper.yaml")
 def config_command(args: argparse.Namespace) -> int:
-    import yaml
+    import yaml  # PyYAML: only this command prints YAML
     params = params_from(args)
-    print(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False).rstrip())
+    sources = param_sources(args.params, parse_overrides(args.overrides))
+    for key, value in params.model_dump(mode="json").items():
+        line = yaml.safe_dump({key: value}, default_flow_style=True, width=1000)[1:-2]
+        print(f"{line.ljust(40)}  # {sources[key]}")
     secrets = load_secrets()
     print("# credentials (values never shown)")
     for name, value in secrets:
@@ -218,37 +256,36 @@ def _market_args(p: argparse.ArgumentParser) -> None:
 @command("market", "NYSE status now (or --at), next open/close in ET and KST", _market_args,
          example="stockstock market --at 2024-11-29T12:00-05:00")
 def market_command(args: argparse.Namespace) -> int:
-    import pandas as pd
+    import pandas as pd  # see "Imports" above
 
-    from stockstock.calendar import describe_session, market_status, to_et
-    at = pd.Timestamp(args.at) if args.at else pd.Timestamp.now(tz="UTC")
-    if at.tzinfo is None: raise ConfigError("--at: give a time zone, e.g. 2024-11-29T12:00-05:00")
-    status = market_status(at)
-    print(status.describe())
+    from stockstock.calendar import describe_session, market_status, to_et  # exchange_calendars
+    at = pd.Timestamp(_instant_arg(args.at, "--at"))
+    print(market_status(at).describe())
     print("session:", describe_session(to_et(at).date()))
     return 0
+
+# %% ../nbs/15_cli.ipynb #seed_missing
+def _seed_missing(db: Database, symbols: list[str]) -> None:
+    "Seed the embedded bars of those `symbols` the database lacks (said on stderr)."
+    from stockstock.data import EMBEDDED_SYMBOLS, seed  # pandas: see "Imports" above
+    have = set(db.ohlcv_summary().index)
+    todo = [s for s in symbols if s not in have and s in EMBEDDED_SYMBOLS]
+    if todo:
+        print(f"seeding the embedded bars of {', '.join(todo)}", file=sys.stderr)
+        seed(db, todo, progress=sys.stderr.isatty())
 
 # %% ../nbs/15_cli.ipynb #2fb9be58
 def _load_bars(params: TradingParams) -> tuple[dict, pd.DatetimeIndex]:
     "Bars of `params.symbols` (embedded ones seeded first when missing) and all their dates."
-    import pandas as pd
-
-    from stockstock.data import EMBEDDED_SYMBOLS, seed
-    from stockstock.db import init_db
-    db = init_db(params.db_url)
-    try:
-        have = set(db.ohlcv_summary().index)
-        todo = [s for s in params.symbols if s not in have and s in EMBEDDED_SYMBOLS]
-        if todo:
-            print(f"seeding the embedded bars of {', '.join(todo)}", file=sys.stderr)
-            seed(db, todo, progress=sys.stderr.isatty())
+    import pandas as pd  # see "Imports" above
+    with _database(params) as db:
+        _seed_missing(db, params.symbols)
         bars = {s: db.load_ohlcv(s) for s in params.symbols}
-    finally:
-        db.close()
     empty = [s for s, b in bars.items() if b.empty]
     if empty: raise ConfigError(f"symbols: no bars in the database for {empty}")
     return bars, pd.DatetimeIndex(sorted(set().union(*[b.index for b in bars.values()])))
 
+# %% ../nbs/15_cli.ipynb #train_args
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cutoff", help="last date whose label may be used (default: ~2y before end)")
     p.add_argument("--folds", type=positive_int, default=5,
@@ -256,28 +293,34 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-rounds", type=positive_int, default=500, help="boosting rounds cap")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+# %% ../nbs/15_cli.ipynb #print_training
+def _print_training(model: object, path: Path, rows: int, cutoff: date) -> None:
+    "The lines that close `stockstock train`."
+    meta = model.meta
+    print(f"model {home_relative(path)} (sha256 {model.sha256[:16]}…)")
+    print(f"  trained on {rows} rows {meta['train_from']}..{meta['train_to']}, "
+          f"cut-off {cutoff}, {meta['num_boost_round']} rounds")
+    if (advised := meta.get("recommended_threshold")) is not None:
+        print(f"recommended confidence threshold {advised:.2f} (purged CV on the training window)")
+        print("  `confidence_threshold: recommended` uses it")
+
+# %% ../nbs/15_cli.ipynb #train_command
 @command("train", "train the LightGBM model up to a cut-off and print the CV table", _train_args,
          example="stockstock train --cutoff 2011-02-28")
 def train_command(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from stockstock.model import build_dataset, default_cutoff, save_model, train_model
+    from stockstock.model import build_dataset, default_cutoff, save_model, train_model  # LightGBM
     params = params_from(args)
     bars, days = _load_bars(params)
-    cutoff = pd.Timestamp(args.cutoff).date() if args.cutoff else default_cutoff(days)
+    cutoff = _date_arg(args.cutoff, "--cutoff") or default_cutoff(days)
     ds = build_dataset(bars, cutoff=cutoff)
     model, table = train_model(ds, n_splits=args.folds, max_rounds=args.max_rounds,
                                progress=not args.quiet)
     model.meta["cutoff"] = str(cutoff)
     path = save_model(model, resolve_path(params.model_path))
-    shown = table.astype(object).where(table.notna(), "")
+    shown = table.astype(object).where(table.notna(), "")   # within 100 columns:
+    shown = shown.rename(columns={"best_iteration": "rounds", "macro_f1": "f1"})
     print(shown.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-    print(f"model {path} (sha256 {model.sha256[:16]}…), trained on {len(ds.y)} rows "
-          f"{model.meta['train_from']}..{model.meta['train_to']}, cut-off {cutoff}, "
-          f"{model.meta['num_boost_round']} rounds")
-    if (advised := model.meta.get("recommended_threshold")) is not None:
-        print(f"recommended confidence threshold {advised:.2f} (purged CV on the training "
-              f"window; `confidence_threshold: recommended` uses it)")
+    _print_training(model, path, len(ds.y), cutoff)
     return 0
 
 # %% ../nbs/15_cli.ipynb #6f007e43
@@ -291,38 +334,23 @@ def _backtest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", help="HTML report path (default outputs/backtest/...)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-@command("backtest", "walk-forward backtest with retraining; prints metrics, writes HTML",
-         _backtest_args, example="stockstock backtest --params scheduled/sim.yaml")
-def backtest_command(args: argparse.Namespace) -> int:
-    import pandas as pd
+# %% ../nbs/15_cli.ipynb #window
+def _window(args: argparse.Namespace, days: pd.DatetimeIndex) -> tuple[date, date]:
+    "The traded days: `--start`/`--end`, else from the day after the default cut-off to the end."
+    import pandas as pd  # see "Imports" above
 
-    from stockstock.backtest import format_metric, walk_forward
-    from stockstock.model import default_cutoff
-    from stockstock.risk import RiskLimits
-    params = params_from(args)
-    bars, days = _load_bars(params)
-    start = pd.Timestamp(args.start) if args.start else days[days > pd.Timestamp(
-        default_cutoff(days))][0]
-    end = pd.Timestamp(args.end) if args.end else days[-1]
-    wf = walk_forward(bars, start.date(), end.date(), retrain_every=args.retrain_every,
-                      window_days=args.window_days, max_rounds=args.max_rounds,
-                      threshold=params.confidence_threshold,
-                      limits=RiskLimits.from_params(params), slippage_pct=params.slippage_pct,
-                      initial_cash=params.initial_cash, progress=not args.quiet)
-    metrics = wf.metrics(params.commission_rate, params.slippage_pct)
-    shown = metrics.apply(lambda col: [format_metric(i, v) for i, v in col.items()])
-    print(shown.to_string())
-    if (why := wf.no_trade_reason()): print(why)
-    report = _write_backtest_report(wf, params, args.report, start.date(), end.date())
-    print(f"report {report} ({len(wf.retrains)} retrains, {len(wf.simulation.trades())} trades)")
-    return 0
+    from stockstock.model import default_cutoff  # LightGBM: see "Imports" above
+    start, end = _date_arg(args.start, "--start"), _date_arg(args.end, "--end")
+    return start or days[days > pd.Timestamp(default_cutoff(days))][0].date(), \
+        end or days[-1].date()
 
-def _write_backtest_report(wf, params: TradingParams, where: str | None, start: date,
+# %% ../nbs/15_cli.ipynb #write_report
+def _write_backtest_report(wf: object, params: TradingParams, where: str | None, start: date,
                            end: date) -> Path:
     "Write the HTML report (a new file each time), loading the shared plotly.js."
     import os
 
-    from stockstock.backtest import report_path
+    from stockstock.backtest import report_path  # LightGBM, plotly: see "Imports" above
     from stockstock.runs import ensure_plotly_js
     outputs = resolve_path(params.outputs_dir)
     path = resolve_path(where) if where else report_path(outputs / "backtest", start, end)
@@ -331,6 +359,27 @@ def _write_backtest_report(wf, params: TradingParams, where: str | None, start: 
     return wf.write_report(path, commission_rate=params.commission_rate,
                            slippage_pct=params.slippage_pct, plotly_js=js)
 
+# %% ../nbs/15_cli.ipynb #backtest_command
+@command("backtest", "walk-forward backtest with retraining; prints metrics, writes HTML",
+         _backtest_args, example="stockstock backtest --params scheduled/sim.yaml")
+def backtest_command(args: argparse.Namespace) -> int:
+    from stockstock.backtest import format_metric, walk_forward  # LightGBM: see "Imports"
+    from stockstock.risk import RiskLimits
+    params = params_from(args)
+    bars, days = _load_bars(params)
+    start, end = _window(args, days)
+    wf = walk_forward(bars, start, end, retrain_every=args.retrain_every,
+                      window_days=args.window_days, max_rounds=args.max_rounds,
+                      threshold=params.confidence_threshold,
+                      limits=RiskLimits.from_params(params), slippage_pct=params.slippage_pct,
+                      initial_cash=params.initial_cash, progress=not args.quiet)
+    metrics = wf.metrics(params.commission_rate, params.slippage_pct)
+    print(metrics.apply(lambda col: [format_metric(i, v) for i, v in col.items()]).to_string())
+    if (why := wf.no_trade_reason()): print(why)
+    report = _write_backtest_report(wf, params, args.report, start, end)
+    print(f"report {report} ({len(wf.retrains)} retrains, {len(wf.simulation.trades())} trades)")
+    return 0
+
 # %% ../nbs/15_cli.ipynb #14071c46
 def _trade_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay", metavar="RUN_ID", help="re-execute a past sim run and compare")
@@ -338,7 +387,8 @@ def _trade_args(p: argparse.ArgumentParser) -> None:
                    help="seconds per notebook cell (default 600)")
     p.add_argument("--live", action="store_true", help="allow mode=live (sets confirm_live)")
 
-def _print_outcome(o) -> None:
+# %% ../nbs/15_cli.ipynb #print_outcome
+def _print_outcome(o: RunOutcome) -> None:
     "`run <id>: <status> in <s>`; why a run skipped or failed inline, an ok run's note below."
     inline = o.reason and o.status != "ok"
     print(f"run {o.run_id or '(not recorded)'}: {o.status}" +
@@ -347,28 +397,49 @@ def _print_outcome(o) -> None:
     if o.notebook: print(f"notebook {o.notebook}")
     if o.html: print(f"report   {o.html}")
 
+# %% ../nbs/15_cli.ipynb #print_run
+def _order_line(t: Trade) -> str:
+    "`BUY 480 MSFT limit 20.80 -> filled 480 at 20.70`: the limit and the fill, each named."
+    fill = f" {t.filled_qty} at {t.avg_fill_price:.2f}" if t.avg_fill_price else ""
+    return f"{t.side} {t.qty} {t.symbol} limit {t.limit_price:.2f} -> {t.status}{fill}"
+
 def _print_run(params: TradingParams, run_id: str | None) -> None:
     "What run `run_id` decided and did: signals with their outcome, orders, portfolio value."
-    from stockstock.db import PortfolioSnapshot, Signal, Trade, init_db
+    from stockstock.db import PortfolioSnapshot, SignalRow, Trade  # SQLAlchemy: see "Imports"
     if run_id is None: return
-    db = init_db(params.db_url)
-    try:
-        sigs = db.rows(Signal, run_id=run_id)
+    with _database(params) as db:
+        sigs = db.rows(SignalRow, run_id=run_id)
         trades = db.rows(Trade, run_id=run_id)
         snaps = db.rows(PortfolioSnapshot, run_id=run_id)
-    finally: db.close()
     if not sigs: return
     print("signals: " + ", ".join(f"{s.symbol} {s.action}" for s in sigs))
     for s in sigs: print(f"  {s.symbol:<5} {s.action:<4} {s.outcome or ''}")
-    print(f"orders:  {len(trades)}" + "".join(f"\n  {t.side} {t.qty} {t.symbol} @ "
-                                             f"{t.limit_price:.2f} -> {t.status}" for t in trades))
+    print(f"orders:  {len(trades)}" + "".join(f"\n  {_order_line(t)}" for t in trades))
     if snaps: print(f"portfolio value: {snaps[-1].equity:,.2f} USD (cash {snaps[-1].cash:,.2f})")
+
+# %% ../nbs/15_cli.ipynb #replay
+def _replay(params: TradingParams, args: argparse.Namespace) -> int:
+    from stockstock.audit import replay_run  # SQLAlchemy, pandas: see "Imports" above
+    with _database(params) as db:
+        try:
+            report = replay_run(db, args.replay, cell_timeout=args.cell_timeout)
+        except (KeyError, ValueError) as e:
+            print(f"stockstock trade --replay: {e.args[0]}", file=sys.stderr)
+            return 2
+    _print_replay(report)
+    return 0 if report.identical else 1
+
+def _print_replay(report: ReplayReport) -> None:
+    _print_outcome(report.replay)
+    print(f"replay of {report.original}: decisions "
+          f"{'IDENTICAL' if report.identical else 'DIFFERENT'}"
+          f" (data {'same' if report.data_hash_equal else 'changed'})")
+    for d in report.differences: print(f"  {d}")
 
 # %% ../nbs/15_cli.ipynb #2d7d94c4
 @command("trade", "execute the hourly trading notebook once (papermill)", _trade_args,
          example="stockstock trade --params scheduled/sim.yaml -p as_of=2011-03-16T19:30:00Z")
 def trade_command(args: argparse.Namespace) -> int:
-    from stockstock.runs import execute_run
     params = params_from(args, confirm_live=True if args.live else None)
     if args.replay: return _replay(params, args)
     outcome = execute_run(params, cell_timeout=args.cell_timeout)
@@ -377,31 +448,16 @@ def trade_command(args: argparse.Namespace) -> int:
     _send_notices(params)
     return outcome.exit_code
 
-def _replay(params: TradingParams, args: argparse.Namespace) -> int:
-    from stockstock.audit import replay_run
-    from stockstock.db import init_db
-    db = init_db(params.db_url)
-    try:
-        report = replay_run(db, args.replay, cell_timeout=args.cell_timeout)
-    except (KeyError, ValueError) as e:
-        print(f"stockstock trade --replay: {e.args[0]}", file=sys.stderr)
-        return 2
-    finally: db.close()
-    _print_outcome(report.replay)
-    print(f"replay of {report.original}: decisions "
-          f"{'IDENTICAL' if report.identical else 'DIFFERENT'}"
-          f" (data {'same' if report.data_hash_equal else 'changed'})")
-    for d in report.differences: print(f"  {d}")
-    return 0 if report.identical else 1
-
 # %% ../nbs/15_cli.ipynb #ea343b0c
 def _runs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--failed", action="store_true", help="only failed runs")
     p.add_argument("--limit", type=positive_int, default=30, help="how many (default 30)")
     p.add_argument("--wide", action="store_true", help="every column, however wide")
     p.add_argument("--verify", action="store_true",
-                   help="check every run's notebook and HTML against their recorded SHA-256")
+                   help="check every run's files against their SHA-256 and recompute the "
+                        "hash chain over the runs' records")
 
+# %% ../nbs/15_cli.ipynb #narrow
 def _narrow(rows: list[dict], width: int = 100) -> list[dict]:
     "Rows for a `width`-column terminal: ET time, id, status, counts, P&L, the reason cut."
     out = [{"decision (ET)": r["as_of"].split(" / ")[0].rsplit(" ", 1)[0], "run": r["run_id"],
@@ -415,42 +471,47 @@ def _narrow(rows: list[dict], width: int = 100) -> list[dict]:
         if len(x["reason"]) > room: x["reason"] = x["reason"][:room - 1] + "…"
     return out
 
-@command("runs", "list recent runs (status, orders, PnL, reason); --verify checks their files",
+# %% ../nbs/15_cli.ipynb #verify
+def _verify(problems: list, chain: ChainReport) -> int:
+    "Print each file problem and the chain's verdict; 1 when a file or a record changed."
+    for p in problems: print(f"{p.run_id}: {p}")
+    bad = sum(p.kind != "unsealed" for p in problems)
+    print(f"{bad} run file(s) missing or changed" if bad else "every sealed run file is intact")
+    print(chain)
+    return 1 if bad or chain.problem else 0
+
+# %% ../nbs/15_cli.ipynb #runs_command
+@command("runs", "list recent runs (status, orders, PnL, reason); --verify checks the record",
          _runs_args, example="stockstock runs --failed --limit 10")
 def runs_command(args: argparse.Namespace) -> int:
-    from stockstock.audit import runs_table, verify_runs, write_index
-    from stockstock.db import init_db
+    from stockstock.audit import verify_runs  # SQLAlchemy, pandas: see "Imports" above
+    from stockstock.chain import verify_chain
+    from stockstock.run_index import runs_table, write_index
     params = params_from(args)
-    db = init_db(params.db_url)
-    try:
-        if args.verify: return _verify(verify_runs(db))
+    with _database(params) as db:
+        if args.verify: return _verify(verify_runs(db), verify_chain(db))
         rows = runs_table(db, limit=args.limit, failed=args.failed)
         index = write_index(db, resolve_path(params.outputs_dir))
-    finally: db.close()
     shown = [{k: ("" if v is None else v) for k, v in r.items()} for r in rows] if args.wide \
         else _narrow(rows)
     _print_table(shown) if shown else print("no failed runs" if args.failed else "no runs yet")
     print(f"index {index}")
     return 0
 
-def _verify(problems: list[tuple[str, str]]) -> int:
-    for run_id, problem in problems: print(f"{run_id}: {problem}")
-    bad = sum(not p.startswith("unsealed") for _, p in problems)
-    print(f"{bad} run file(s) missing or changed" if bad else "every sealed run file is intact")
-    return 1 if bad else 0
-
 # %% ../nbs/15_cli.ipynb #88710163
-SIM_PARAMS = "scheduled/sim.yaml"   # the embedded default's parameters, when present
-
-@command("run", "the main job on the embedded default: seed, train if needed, one sim run",
-         example="stockstock run")
-def run_command(args: argparse.Namespace) -> int:
-    from stockstock.runs import execute_run
-    if args.params is None and resolve_path(SIM_PARAMS).exists(): args.params = SIM_PARAMS
+def _sim_params(args: argparse.Namespace) -> TradingParams:
+    "The effective parameters; only sim mode."
     params = params_from(args)
     if params.mode != "sim":
         raise ConfigError("mode: `stockstock run` is the sim demo; use `stockstock trade` "
                           "for paper or live")
+    return params
+
+# %% ../nbs/15_cli.ipynb #run_command
+@command("run", "the main job on the embedded default: seed, train if needed, one sim run",
+         example="stockstock run")
+def run_command(args: argparse.Namespace) -> int:
+    params = _sim_params(args)
     _load_bars(params)
     if not resolve_path(params.model_path).exists():
         print(f"no model at {params.model_path}: training one (stockstock train)")
@@ -471,14 +532,12 @@ def _report_line(report: object) -> str:
     if report.pending: parts.append(f"{report.pending} still pending")
     return f"notices: {', '.join(parts)}" if parts else ""
 
+# %% ../nbs/15_cli.ipynb #send_notices
 def _send_notices(params: TradingParams, budget_s: float = 4.0) -> int:
     "Send the pending notices within `budget_s` seconds; never raises (a run is never failed)."
-    from stockstock.db import init_db
-    from stockstock.notify import send_pending
+    from stockstock.notify import send_pending  # httpx, SQLAlchemy: see "Imports" above
     try:
-        db = init_db(params.db_url)
-        try: report = send_pending(db, load_secrets(), budget_s)
-        finally: db.close()
+        with _database(params) as db: report = send_pending(db, load_secrets(), budget_s)
     except Exception as e:  # Telegram, or the database: the run's outcome stands
         log.error("notices_not_sent", error_type=type(e).__name__, error=str(e))
         print(f"notices: not sent now ({type(e).__name__}); they are retried later")
@@ -486,6 +545,7 @@ def _send_notices(params: TradingParams, budget_s: float = 4.0) -> int:
     if line := _report_line(report): print(line)
     return 0
 
+# %% ../nbs/15_cli.ipynb #notify_command
 def _notify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary", action="store_true", help="queue today's daily summary first")
     p.add_argument("--budget", type=float, default=10.0, help="seconds to spend at most (10)")
@@ -493,31 +553,28 @@ def _notify_args(p: argparse.ArgumentParser) -> None:
 @command("notify", "send pending notices to Telegram now (--summary: the daily summary too)",
          _notify_args, example="stockstock notify --summary --params scheduled/paper.yaml")
 def notify_command(args: argparse.Namespace) -> int:
-    from stockstock.db import init_db
-    from stockstock.notify import queue_daily_summary
+    from stockstock.notify import queue_daily_summary  # httpx, SQLAlchemy: see "Imports"
     params = params_from(args)
     if args.summary:
-        db = init_db(params.db_url)
-        try: queue_daily_summary(db, params)
-        finally: db.close()
+        with _database(params) as db: queue_daily_summary(db, params)
     return _send_notices(params, args.budget)
 
 # %% ../nbs/15_cli.ipynb #8d7facec
 @command("status", "what the bot's /status, /portfolio and /pnl say, as plain text",
          example="stockstock status --params scheduled/paper.yaml")
 def status_command(args: argparse.Namespace) -> int:
-    from stockstock.db import init_db
-    from stockstock.queries import (format_pnl, format_portfolio, format_status, plain_text, pnl,
-                                    portfolio, status)
+    from stockstock.messages import plain_text  # pandas: see "Imports" above
+    from stockstock.queries import (format_pnl, format_portfolio, format_status, pnl, portfolio,
+                                    status)
     params = params_from(args)
-    db, tz = init_db(params.db_url), params.display_timezone
-    try:
+    tz = params.display_timezone
+    with _database(params) as db:
         for text in (format_status(status(db, params), tz), format_portfolio(portfolio(db), tz),
                      format_pnl(pnl(db), tz)):
             print(plain_text(text), end="\n\n")
-    finally: db.close()
     return 0
 
+# %% ../nbs/15_cli.ipynb #halt_command
 def _halt_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", default="halted from the command line", help="why (shown in "
                    "/status and in the runs' notes)")
@@ -525,23 +582,18 @@ def _halt_args(p: argparse.ArgumentParser) -> None:
 @command("halt", "halt new entries until `stockstock resume` or /start (exits go on)",
          _halt_args, example="stockstock halt --reason 'earnings week'")
 def halt_command(args: argparse.Namespace) -> int:
-    from stockstock.db import init_db
-    from stockstock.state import set_halt
-    db = init_db(params_from(args).db_url)
-    try: set_halt(db, args.reason, by="cli")
-    finally: db.close()
+    from stockstock.state import set_halt  # SQLAlchemy: see "Imports" above
+    with _database(params_from(args)) as db: set_halt(db, args.reason, by="cli")
     print(f"halted: {args.reason} (new entries blocked until `stockstock resume` or /start)")
     return 0
 
+# %% ../nbs/15_cli.ipynb #resume_command
 @command("resume", "resume trading after a halt (like the bot's /start)")
 def resume_command(args: argparse.Namespace) -> int:
-    from stockstock.db import init_db
-    from stockstock.state import clear_halt, halt_state
-    db = init_db(params_from(args).db_url)
-    try:
+    from stockstock.state import clear_halt, halt_state  # SQLAlchemy: see "Imports" above
+    with _database(params_from(args)) as db:
         was = halt_state(db)
         clear_halt(db, by="cli")
-    finally: db.close()
     print(f"resumed (was halted: {was['reason']})" if was else "trading was not halted")
     return 0
 
@@ -551,32 +603,34 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
                    help="run every S seconds instead of check_interval_minutes (demos, tests)")
     p.add_argument("--run-timeout", type=positive_seconds, default=900.0, metavar="S",
                    help="stop a scheduled run after S seconds (default 900)")
+    _bot_args(p)
+
+def _bot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resend-seconds", type=positive_seconds, default=60.0, metavar="S",
                    help="send pending notices every S seconds (default 60)")
 
+# %% ../nbs/15_cli.ipynb #trade_args_of
 def _trade_args_of(args: argparse.Namespace) -> list[str]:
     "The `--params` / `-p` options to hand to each scheduled `stockstock trade`."
     out = ["--params", args.params] if args.params else []
     for pair in args.overrides: out += ["-p", pair]
     return out
 
+# %% ../nbs/15_cli.ipynb #daemon
 def _daemon(args: argparse.Namespace, schedule: bool) -> int:
-    from stockstock.daemon import DaemonRunning, serve
-    from stockstock.db import init_db
-    if args.params is None and resolve_path(SIM_PARAMS).exists(): args.params = SIM_PARAMS
+    from stockstock.daemon import DaemonRunning, serve  # python-telegram-bot: see "Imports"
     params, secrets = params_from(args), load_secrets()
-    configure_logging(args.log_level, log_file=resolve_path("data/logs/stockstock.jsonl"),
+    configure_logging(args.log_level, log_file=log_path(),
                       secrets=secrets.secret_values(), stream_level="INFO")
-    db = init_db(params.db_url)
     try:
-        return serve(params, _trade_args_of(args), secrets, db, schedule=schedule,
-                     interval_s=getattr(args, "interval_seconds", None),
-                     run_timeout_s=getattr(args, "run_timeout", 900.0),
-                     resend_s=args.resend_seconds)
+        with _database(params) as db:
+            return serve(params, _trade_args_of(args), secrets, db, schedule=schedule,
+                         interval_s=getattr(args, "interval_seconds", None),
+                         run_timeout_s=getattr(args, "run_timeout", 900.0),
+                         resend_s=args.resend_seconds)
     except DaemonRunning as e:
         print(f"stockstock {args.command}: {e}", file=sys.stderr)
         return 1
-    finally: db.close()
 
 # %% ../nbs/15_cli.ipynb #39e2dbd1
 @command("serve", "the daemon: Telegram bot, scheduled runs, daily summary (python -m stockstock)",
@@ -584,20 +638,35 @@ def _daemon(args: argparse.Namespace, schedule: bool) -> int:
 def serve_command(args: argparse.Namespace) -> int:
     return _daemon(args, schedule=True)
 
-def _bot_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--resend-seconds", type=positive_seconds, default=60.0, metavar="S",
-                   help="send pending notices every S seconds (default 60)")
-
 @command("bot", "the Telegram bot alone (runs from cron): answers commands, resends notices",
          _bot_args, example="stockstock bot --params scheduled/paper.yaml")
 def bot_command(args: argparse.Namespace) -> int:
     secrets = load_secrets()
-    if not secrets.telegram_bot_token or not secrets.telegram_chat_ids:
+    if not secrets.telegram_configured:
         raise ConfigError("invalid environment: stockstock bot needs TELEGRAM_BOT_TOKEN and "
                           "TELEGRAM_CHAT_IDS (set them in .env, see .env.example)")
     return _daemon(args, schedule=False)
 
 # %% ../nbs/15_cli.ipynb #3e7a9c02
+def _copy_database(params: TradingParams, to: str | None) -> int:
+    "Copy the database into `to`; print the tables and the run-file check; the exit status."
+    from stockstock.audit import verify_runs  # SQLAlchemy, pandas: see "Imports" above
+    from stockstock.chain import verify_chain
+    from stockstock.dbcopy import CopyError, copy_database
+    if not to: raise ConfigError("db copy: --to URL is needed (the empty database to copy into)")
+    with _database(params) as source:
+        try: report = copy_database(source, to)
+        except CopyError as e:
+            print(f"stockstock db: {e}", file=sys.stderr)
+            return 1
+    _print_table([{"table": t, "rows": n, "sha256": d[:16]} for t, (n, d) in report.tables.items()])
+    print(f"copied {report.rows} rows from {report.source} to {report.target} in "
+          f"{report.seconds:.1f} s: every table's rows verified")
+    with _database(params.model_copy(update={"db_url": to})) as target:
+        return _verify(verify_runs(target), verify_chain(target))
+
+
+# %% ../nbs/15_cli.ipynb #db_command
 def _db_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["upgrade", "copy"],
                    help="upgrade: migrate to this release's schema; copy: into --to URL")
@@ -607,36 +676,16 @@ def _db_args(p: argparse.ArgumentParser) -> None:
 @command("db", "the database: `upgrade` its schema, or `copy --to URL` it into an empty one",
          _db_args, example="stockstock db copy --to postgresql+psycopg://stockstock@db/stockstock")
 def db_command(args: argparse.Namespace) -> int:
-    from stockstock.db import init_db, schema_revisions
+    from stockstock.db import schema_revisions  # SQLAlchemy: see "Imports" above
     params = params_from(args)
     if args.action == "copy": return _copy_database(params, args.to)
-    db = init_db(params.db_url)
-    db.close()
+    with _database(params) as db: url, migrated = db.url, db.migrated
     head = schema_revisions()[-1]
-    print(f"database {db.url}: " + (f"upgraded to schema revision {head} (applied "
-                                    f"{', '.join(db.migrated)})" if db.migrated else
-                                    f"schema revision {head}, the newest"))
+    print(f"database {url}: " + (f"upgraded to schema revision {head} (applied "
+                                 f"{', '.join(migrated)})" if migrated else
+                                 f"schema revision {head}, the newest"))
     return 0
 
-# %% ../nbs/15_cli.ipynb #3e7a9c03
-def _copy_database(params: TradingParams, to: str | None) -> int:
-    "Copy the database into `to`; print the tables and the run-file check; the exit status."
-    from stockstock.audit import verify_runs
-    from stockstock.db import init_db
-    from stockstock.dbcopy import CopyError, copy_database
-    if not to: raise ConfigError("db copy: --to URL is needed (the empty database to copy into)")
-    source = init_db(params.db_url)
-    try: report = copy_database(source, to)
-    except CopyError as e:
-        print(f"stockstock db: {e}", file=sys.stderr)
-        return 1
-    finally: source.close()
-    _print_table([{"table": t, "rows": n, "sha256": d[:16]} for t, (n, d) in report.tables.items()])
-    print(f"copied {report.rows} rows from {report.source} to {report.target} in "
-          f"{report.seconds:.1f} s: every table's rows verified")
-    target = init_db(to)
-    try: return _verify(verify_runs(target))
-    finally: target.close()
 
 # %% ../nbs/15_cli.ipynb #b49e037f
 def _sweep_args(p: argparse.ArgumentParser) -> None:
@@ -684,7 +733,7 @@ def _report_sweep(outcome, params: TradingParams) -> int:
     "Write the sweep's report and the index; print where, and any failed cell."
     import os
 
-    from stockstock.audit import write_index
+    from stockstock.run_index import write_index
     from stockstock.db import init_db
     from stockstock.runs import ensure_plotly_js
     from stockstock.sweep import sweep_folder, write_report

@@ -7,21 +7,23 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import unquote, urlsplit, urlunsplit
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from fastcore.basics import patch_to
 from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator,
                       model_validator)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # %% auto #0
-__all__ = ['PROJECT_MARKER', 'DEFAULT_DB_URL', 'SYMBOL_PATTERN', 'Fraction', 'Rate', 'ConfigError', 'project_home',
-           'resolve_path', 'url_password', 'hide_password', 'Secrets', 'load_secrets', 'default_db_url',
-           'TradingParams', 'describe_errors', 'parse_overrides', 'load_params', 'as_papermill']
+__all__ = ['PROJECT_MARKER', 'DEFAULT_DB_URL', 'REQUIRED', 'SYMBOL_PATTERN', 'Fraction', 'Rate', 'DATE_FORM', 'INSTANT_FORM',
+           'MODES', 'ConfigError', 'project_home', 'resolve_path', 'url_password', 'hide_password', 'Secrets',
+           'load_secrets', 'default_db_url', 'check_credentials', 'parse_date', 'parse_instant', 'TradingParams',
+           'describe_errors', 'parse_overrides', 'default_params_file', 'load_params', 'param_sources', 'as_papermill']
 
 # %% ../nbs/00_config.ipynb #4a02cfe3
 class ConfigError(ValueError):
@@ -38,6 +40,7 @@ def _is_project_root(folder: Path) -> bool:
     except OSError:
         return False
 
+# %% ../nbs/00_config.ipynb #5d2e71aa
 def project_home() -> Path:
     "`$STOCKSTOCK_HOME`, else the nearest enclosing StockStock checkout, else the cwd."
     if os.environ.get("STOCKSTOCK_HOME"): return Path(os.environ["STOCKSTOCK_HOME"]).resolve()
@@ -49,7 +52,7 @@ def resolve_path(path: str | Path) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else project_home() / p
 
-# %% ../nbs/00_config.ipynb #0a1b2c40
+# %% ../nbs/00_config.ipynb #fc4842ef
 def _split_ids(value: Any) -> Any:
     "`'123, -456'` -> `[123, -456]`; anything that is not a whole number is refused by name."
     if isinstance(value, int): return [value]
@@ -73,6 +76,8 @@ def url_password(url: str | None) -> str | None:
         return None
     return unquote(password) if password else None
 
+
+# %% ../nbs/00_config.ipynb #no_password
 def _no_password(url: str) -> str:
     "`url`, unless it holds a password (parameters are recorded with every run: `ValueError`)."
     if url_password(url) is not None:
@@ -80,6 +85,8 @@ def _no_password(url: str) -> str:
                          ".env as STOCKSTOCK_DB_PASSWORD and leave it out of the URL")
     return url
 
+
+# %% ../nbs/00_config.ipynb #hide_password
 def hide_password(url: str, mask: str = "") -> str:
     "`url` with its password removed (or replaced by `mask`): safe to print and to record."
     if not isinstance(url, str) or url_password(url) is None: return url
@@ -89,7 +96,7 @@ def hide_password(url: str, mask: str = "") -> str:
     return urlunsplit(parts._replace(netloc=f"{user}{':' + mask if mask else ''}@{host}"))
 
 
-# %% ../nbs/00_config.ipynb #fc4842ef
+# %% ../nbs/00_config.ipynb #2aa4d6f0
 class Secrets(BaseSettings):
     "Credentials and endpoints, from the environment or `.env` only."
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
@@ -113,19 +120,34 @@ class Secrets(BaseSettings):
 
     _ids = field_validator("telegram_chat_ids", mode="before")(_split_ids)
 
-    def database_password(self) -> str | None:
-        "`STOCKSTOCK_DB_PASSWORD`, else the password inside `STOCKSTOCK_DB_URL`, else None."
-        if self.db_password is not None and self.db_password.get_secret_value():
-            return self.db_password.get_secret_value()
-        url = self.database_url
-        return url_password(url.get_secret_value()) if url is not None else None
+# %% ../nbs/00_config.ipynb #0c6d3b85
+@patch_to(Secrets)
+def database_password(self) -> str | None:
+    "`STOCKSTOCK_DB_PASSWORD`, else the password inside `STOCKSTOCK_DB_URL`, else None."
+    if self.db_password is not None and self.db_password.get_secret_value():
+        return self.db_password.get_secret_value()
+    url = self.database_url
+    return url_password(url.get_secret_value()) if url is not None else None
 
-    def secret_values(self) -> list[str]:
-        "Every non-empty secret value, for the log masker (of the database URL: its password)."
-        vals = [v.get_secret_value() for k, v in self.__dict__.items()
-                if isinstance(v, SecretStr) and k != "database_url"]
-        return [v for v in [*vals, self.database_password()] if v]
 
+# %% ../nbs/00_config.ipynb #secret_values
+@patch_to(Secrets)
+def secret_values(self) -> list[str]:
+    "Every non-empty secret value, for the log masker (of the database URL: its password)."
+    vals = [v.get_secret_value() for k, v in self.__dict__.items()
+            if isinstance(v, SecretStr) and k != "database_url"]
+    return [v for v in [*vals, self.database_password()] if v]
+
+
+# %% ../nbs/00_config.ipynb #telegram_configured
+@patch_to(Secrets, as_prop=True)
+def telegram_configured(self) -> bool:
+    "Is there a bot token and at least one whitelisted chat?"
+    token = self.telegram_bot_token.get_secret_value() if self.telegram_bot_token else ""
+    return bool(token and self.telegram_chat_ids)
+
+
+# %% ../nbs/00_config.ipynb #b3d8e1f4
 def load_secrets(env_file: str | Path | None = None) -> Secrets:
     "Secrets from the environment plus `env_file` (default: `.env` in the project home)."
     try:
@@ -143,6 +165,38 @@ def default_db_url() -> str:
     url = load_secrets().database_url
     return hide_password(url.get_secret_value()) if url and url.get_secret_value() \
         else DEFAULT_DB_URL
+
+# %% ../nbs/00_config.ipynb #6f93473f
+_FORMATS = {"app_key": (r".{36}", "36 characters"), "app_secret": (r".{180}", "180 characters"),
+            "account": (r"\d{8}-\d{2}", "8 digits, a dash and 2 digits (12345678-01)"),
+            "hts_id": (r"\S+", "your HTS login id")}
+REQUIRED = {"paper": ("kis_app_key", "kis_app_secret", "kis_hts_id", "kis_virtual_app_key",
+                      "kis_virtual_app_secret", "kis_virtual_account"),
+            "live": ("kis_app_key", "kis_app_secret", "kis_hts_id", "kis_account")}
+
+def _credential_problem(secrets: Secrets, name: str) -> tuple[str, str | None]:
+    "`(value, problem)` of credential `name`: problem `missing`, `malformed (...)` or None."
+    secret = getattr(secrets, name)
+    value = secret.get_secret_value().strip() if secret is not None else ""
+    pattern, what = _FORMATS[name.removeprefix("kis_").removeprefix("virtual_")]
+    if not value: return value, "missing"
+    return value, None if re.fullmatch(pattern, value) else f"malformed (expected {what})"
+
+# %% ../nbs/00_config.ipynb #a7d3e2b6
+def check_credentials(secrets: Secrets, mode: str) -> dict[str, str]:
+    "The credentials `mode` needs, by field; `ConfigError` naming every missing or bad one."
+    missing, bad, out = [], [], {}
+    for name in REQUIRED[mode]:
+        value, problem = _credential_problem(secrets, name)
+        if problem == "missing": missing.append(name.upper())
+        elif problem: bad.append(f"{name.upper()} ({problem.removeprefix('malformed (')}")
+        else: out[name] = value
+    if missing or bad:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + \
+                ([f"malformed {', '.join(bad)}"] if bad else [])
+        raise ConfigError(f"invalid environment: mode {mode!r} needs KIS credentials: "
+                          f"{'; '.join(parts)} (set them in .env, see .env.example)")
+    return out
 
 # %% ../nbs/00_config.ipynb #27bc6624
 SYMBOL_PATTERN = r"^[A-Z]{1,5}$"
@@ -181,57 +235,90 @@ class _ParamFields(BaseModel):
     display_timezone: str = "Asia/Seoul"
 
 # %% ../nbs/00_config.ipynb #02bfd114
+def _check_symbols(value: Any) -> Any:
+    "A list of distinct US tickers (a comma-separated string is split first)."
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if value is None or value == []:
+        raise ValueError("no symbols given: list at least one ticker, e.g. [AAPL, MSFT]")
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{value!r} is not a list of tickers: write e.g. [AAPL, MSFT]")
+    for v in value:
+        if not isinstance(v, str) or not re.fullmatch(SYMBOL_PATTERN, v):
+            hint = f" (did you mean {v.upper()!r}?)" if isinstance(v, str) and \
+                re.fullmatch(SYMBOL_PATTERN, v.upper()) else ""
+            raise ValueError(f"{v!r} is not a US ticker: expected 1-5 capital letters "
+                             f"{SYMBOL_PATTERN}{hint}")
+    if len(set(value)) != len(value): raise ValueError("symbols must not repeat")
+    return value
+
+
+# %% ../nbs/00_config.ipynb #7f3a9c58
+def _check_tz(value: str) -> str:
+    "An IANA time zone name."
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA time zone such as 'Asia/Seoul'") from None
+    return value
+
+def _check_decision_time(value: str) -> str:
+    "A time of day `HH:MM` (New York)."
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", str(value)):
+        raise ValueError(f"{value!r} is not a time of day HH:MM (New York), e.g. '15:30'")
+    return value
+
+# %% ../nbs/00_config.ipynb #d4a0b1c2
+DATE_FORM = "a date YYYY-MM-DD"
+INSTANT_FORM = "an instant with a zone, e.g. 2011-03-22T19:30Z or 2024-11-29T12:00-05:00, or now"
+
+def _named(name: str | None, text: Any, form: str, why: str) -> ConfigError:
+    "The one-line error for a bad date or instant."
+    return ConfigError(f"{name + ': ' if name else ''}{str(text)!r} is not {form} ({why})")
+
+def parse_date(text: Any, name: str | None = None) -> date:
+    "`text` (`YYYY-MM-DD`) as a date; `ConfigError` naming `name`, the form and the problem."
+    if isinstance(text, date) and not isinstance(text, datetime): return text
+    if not isinstance(text, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+        raise _named(name, text, DATE_FORM, "not of that form")
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError as e:
+        raise _named(name, text, DATE_FORM, str(e)) from None
+
+# %% ../nbs/00_config.ipynb #d4a0b1c3
+def parse_instant(text: Any, name: str | None = None) -> datetime:
+    "`text` (ISO 8601 with a zone, or `now`) as an instant in UTC; `ConfigError` if it is not."
+    if isinstance(text, datetime): at = text
+    elif isinstance(text, str) and text.strip().lower() == "now": return datetime.now(UTC)
+    else:
+        try:
+            at = datetime.fromisoformat(str(text).strip())
+        except ValueError as e:
+            raise _named(name, text, INSTANT_FORM, str(e).removesuffix(f": {text!r}")) from None
+    if at.tzinfo is None: raise _named(name, text, INSTANT_FORM, "it has no time zone")
+    return at.astimezone(UTC)
+
+# %% ../nbs/00_config.ipynb #9d2c4b63
+def _check_as_of(value: Any) -> datetime | None:
+    "An aware instant, in UTC, read by `parse_instant` (None: now, or the sim's next session)."
+    return None if value is None else parse_instant(value)
+
+def _check_live(params: Any) -> Any:
+    "Live mode trades real money: only with `confirm_live`."
+    if params.mode == "live" and not params.confirm_live:
+        raise ValueError("mode: 'live' trades real money; set confirm_live: true to allow it")
+    return params
+
+# %% ../nbs/00_config.ipynb #c6e2f1a8
 class TradingParams(_ParamFields):
     "Everything one trading run needs that is not a secret (validated)."
     _db_url = field_validator("db_url")(_no_password)
-
-    @field_validator("symbols", mode="before")
-    @classmethod
-    def _check_symbols(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if value is None or value == []:
-            raise ValueError("no symbols given: list at least one ticker, e.g. [AAPL, MSFT]")
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{value!r} is not a list of tickers: write e.g. [AAPL, MSFT]")
-        for v in value:
-            if not isinstance(v, str) or not re.fullmatch(SYMBOL_PATTERN, v):
-                hint = f" (did you mean {v.upper()!r}?)" if isinstance(v, str) and \
-                    re.fullmatch(SYMBOL_PATTERN, v.upper()) else ""
-                raise ValueError(f"{v!r} is not a US ticker: expected 1-5 capital letters "
-                                 f"{SYMBOL_PATTERN}{hint}")
-        if len(set(value)) != len(value):
-            raise ValueError("symbols must not repeat")
-        return value
-
-    @field_validator("display_timezone")
-    @classmethod
-    def _check_tz(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA time zone such as 'Asia/Seoul'") from None
-        return value
-
-    @field_validator("decision_time")
-    @classmethod
-    def _check_decision_time(cls, value: str) -> str:
-        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", str(value)):
-            raise ValueError(f"{value!r} is not a time of day HH:MM (New York), e.g. '15:30'")
-        return value
-
-    @field_validator("as_of")
-    @classmethod
-    def _check_as_of(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("as_of needs a time zone, e.g. 2013-01-02T20:00:00Z")
-        return value.astimezone(UTC) if value is not None else None
-
-    @model_validator(mode="after")
-    def _check_live(self) -> TradingParams:
-        if self.mode == "live" and not self.confirm_live:
-            raise ValueError("mode: 'live' trades real money; set confirm_live: true to allow it")
-        return self
+    _symbols = field_validator("symbols", mode="before")(_check_symbols)
+    _tz = field_validator("display_timezone")(_check_tz)
+    _decision_time = field_validator("decision_time")(_check_decision_time)
+    _as_of = field_validator("as_of", mode="before")(_check_as_of)
+    _live = model_validator(mode="after")(_check_live)
 
 # %% ../nbs/00_config.ipynb #f5fe335f
 def describe_errors(err: ValidationError) -> str:
@@ -245,6 +332,7 @@ def describe_errors(err: ValidationError) -> str:
             continue
         given = e.get("input")
         shown = not isinstance(given, (dict, list)) and e["type"] != "missing"
+        shown = shown and repr(given) not in msg        # the message quotes it already
         got = f" (got {hide_password(given, '***')!r})" if shown else ""
         parts.append(f"{field}: {msg}{got}")
     return "; ".join(parts)
@@ -269,6 +357,8 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
             raise ConfigError(f"{key}: {raw!r} is not a valid value ({_yaml_problem(e)})") from None
+        except ValueError:          # a date YAML cannot build (2011-02-30): the field says why
+            value = raw
         out[key] = raw if isinstance(value, (datetime, date)) else value
     return out
 
@@ -287,23 +377,49 @@ def _read_params_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{where} cannot be read ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{where} is not valid YAML: {_yaml_problem(e)}") from None
+    except ValueError as e:         # a date YAML cannot build, e.g. `as_of: 2011-02-30`
+        raise ConfigError(f"{where} holds a date that does not exist ({e})") from None
     if loaded is None: return {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{where} must be a mapping of key: value, not a "
                           f"{type(loaded).__name__}")
     return loaded
 
+# %% ../nbs/00_config.ipynb #5c8a2d17
+MODES = ("sim", "paper", "live")
+
+def default_params_file(mode: Any) -> Path | None:
+    "The mode's default parameters, `scheduled/<mode>.yaml`, when the project has that file."
+    path = resolve_path(f"scheduled/{mode}.yaml") if mode in MODES else None
+    return path if path is not None and path.is_file() else None
+
+def _layers(path: str | Path | None, overrides: dict[str, Any] | None,
+            ) -> tuple[Path | str | None, dict[str, Any], dict[str, Any]]:
+    "`(file, its values, overrides)`: no `path` means the mode's default file."
+    overrides = dict(overrides or {})
+    if path is None: path = default_params_file(overrides.get("mode", "sim"))
+    return path, _read_params_file(path) if path is not None else {}, overrides
+
+# %% ../nbs/00_config.ipynb #b1a6c0d3
 def load_params(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
                 ) -> TradingParams:
-    "Validated parameters from defaults <- YAML file <- overrides; `ConfigError` when invalid."
-    data = _read_params_file(path) if path is not None else {}
-    data.update(overrides or {})
+    "Validated parameters: defaults <- the YAML file (default: the mode's) <- overrides."
+    _, data, over = _layers(path, overrides)
     try:
-        return TradingParams(**data)
+        return TradingParams(**{**data, **over})
     except ValidationError as e:
         raise ConfigError(describe_errors(e)) from None
     except TypeError as e:          # keys that are not strings, e.g. `1: x` in the file
         raise ConfigError(f"parameters must be named: {e}") from None
+
+# %% ../nbs/00_config.ipynb #b1a6c0d5
+def param_sources(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                  ) -> dict[str, str]:
+    "Each parameter's source: `override`, the parameters file (home-relative), or `default`."
+    file, data, over = _layers(path, overrides)
+    shown = str(file) if file is None else os.path.relpath(resolve_path(file), project_home())
+    return {k: "override" if k in over else shown if k in data else "default"
+            for k in TradingParams.model_fields}
 
 # %% ../nbs/00_config.ipynb #40cd16dc
 def as_papermill(params: TradingParams) -> dict[str, Any]:

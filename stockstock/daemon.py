@@ -23,14 +23,14 @@ from filelock import Timeout
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application, ContextTypes
 
-from .calendar import as_utc, is_session, next_session, session_open_close, to_et
+from .calendar import (as_utc, decision_instant, is_session, next_session,
+                                 session_of, session_open_close)
 from .config import Secrets, TradingParams, resolve_path
 from .db import Database
 from .locks import project_lock
 from .log import get_logger
 from .notify import queue_daily_summary, send_pending
 from .telegram import build_application, register_commands
-from .trade import decision_instant
 
 log = get_logger(__name__)
 
@@ -39,10 +39,10 @@ __all__ = ['log', 'DAEMON_LOCK', 'next_slot', 'RunResult', 'trade_command', 'run
            'single_instance', 'serve']
 
 # %% ../nbs/14c_daemon.ipynb #53e08fad
-def next_slot(now: datetime, interval: timedelta, decision_time: str = "15:30") -> datetime:
+def next_slot(now: datetime, interval: timedelta, decision_time: str) -> datetime:
     "The first run instant at or after `now`: an open + k × `interval`, or a decision instant."
     t = as_utc(now).to_pydatetime()
-    day = to_et(t).date()
+    day = session_of(t)
     if not is_session(day): day = next_session(day)
     while True:
         opened, closed = (x.to_pydatetime() for x in session_open_close(day))
@@ -69,6 +69,20 @@ def _summary_line(output: str) -> str:
     lines = [x for x in output.strip().splitlines() if x.strip()]
     return next((x for x in lines if x.startswith("run ")), lines[-1] if lines else "")[:300]
 
+# %% ../nbs/14c_daemon.ipynb #stop_group
+async def _stop_group(proc: asyncio.subprocess.Process, grace_s: float = 5.0) -> None:
+    "SIGTERM the process group of `proc`, SIGKILL it if still alive after `grace_s`."
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            await asyncio.wait_for(proc.wait(), grace_s)
+            break
+        except TimeoutError:
+            continue
+
 # %% ../nbs/14c_daemon.ipynb #72cb63bc
 async def run_trade(command: list[str], timeout_s: float, cwd: str | None = None) -> RunResult:
     "Run `command` in its own session, stopped after `timeout_s` seconds."
@@ -84,24 +98,12 @@ async def run_trade(command: list[str], timeout_s: float, cwd: str | None = None
         await _stop_group(proc)
         return RunResult(None, f"stopped after {timeout_s:g} s", time.monotonic() - started)
 
-async def _stop_group(proc: asyncio.subprocess.Process, grace_s: float = 5.0) -> None:
-    "SIGTERM the process group of `proc`, SIGKILL it if still alive after `grace_s`."
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            await asyncio.wait_for(proc.wait(), grace_s)
-            break
-        except TimeoutError:
-            continue
-
 # %% ../nbs/14c_daemon.ipynb #c90cb19e
 def _offline_application() -> Application:
     "An application that is never connected: only its job queue runs (no Telegram configured)."
     return Application.builder().token("0:offline").updater(None).build()
 
+# %% ../nbs/14c_daemon.ipynb #daemon_cls
 class Daemon:
     "The bot, the trading schedule, the daily summary and the notice resends in one process."
     def __init__(self, params: TradingParams, trade_args: list[str], secrets: Secrets,
@@ -112,22 +114,11 @@ class Daemon:
         self.interval = timedelta(seconds=interval_s) if interval_s else \
             timedelta(minutes=params.check_interval_minutes)
         self.run_timeout_s, self.resend_s = run_timeout_s, resend_s
-        self.online = bool(secrets.telegram_bot_token and secrets.telegram_chat_ids)
+        self.online = secrets.telegram_configured
         self.app = build_application(secrets, db, params) if self.online else \
             _offline_application()
         self.stop_requested = asyncio.Event()
         self.stopping, self.current, self.results = False, None, []
-
-# %% ../nbs/14c_daemon.ipynb #b96edc4b
-@patch_to(Daemon)
-def schedule_next(self, now: datetime) -> datetime:
-    "Schedule the next run (sim: one interval from `now`; else the exchange's next slot)."
-    if self.params.mode == "sim": when = now + self.interval
-    else: when = next_slot(now, self.interval, self.params.decision_time)
-    self.app.job_queue.run_once(self._tick, when=when, name="trade",
-                                job_kwargs={"misfire_grace_time": None})
-    log.info("run_scheduled", at=when.isoformat(), mode=self.params.mode)
-    return when
 
 # %% ../nbs/14c_daemon.ipynb #131f1b19
 @patch_to(Daemon)
@@ -151,6 +142,17 @@ async def _run(self) -> RunResult:
              seconds=round(result.seconds, 1))
     if self.params.mode == "sim" and not self.stopping: self.schedule_next(datetime.now(UTC))
     return result
+
+# %% ../nbs/14c_daemon.ipynb #b96edc4b
+@patch_to(Daemon)
+def schedule_next(self, now: datetime) -> datetime:
+    "Schedule the next run (sim: one interval from `now`; else the exchange's next slot)."
+    if self.params.mode == "sim": when = now + self.interval
+    else: when = next_slot(now, self.interval, self.params.decision_time)
+    self.app.job_queue.run_once(self._tick, when=when, name="trade",
+                                job_kwargs={"misfire_grace_time": None})
+    log.info("run_scheduled", at=when.isoformat(), mode=self.params.mode)
+    return when
 
 # %% ../nbs/14c_daemon.ipynb #01a3ee2f
 @patch_to(Daemon)
@@ -230,6 +232,20 @@ def single_instance(path: str = DAEMON_LOCK, db_url: str | None = None) -> Itera
     finally:
         lock.release()
 
+# %% ../nbs/14c_daemon.ipynb #go_down
+@patch_to(Daemon)
+async def _go_down(self, bot: asyncio.Task | None) -> None:
+    "Stop in order: no new run, the run in progress awaited, the last notices, the bot."
+    self.stopping = True
+    log.info("daemon_stopping", run_in_progress=bool(self.current and not self.current.done()))
+    for job in self.app.job_queue.jobs(): job.schedule_removal()
+    if self.current is not None: await self.current
+    if bot is not None and not bot.done():          # still waiting for Telegram: give up
+        bot.cancel()
+        with contextlib.suppress(asyncio.CancelledError): await bot
+    await self._send(budget_s=3.0)
+    await self._stop_bot()
+
 # %% ../nbs/14c_daemon.ipynb #702d00c4
 @patch_to(Daemon)
 async def main(self) -> int:
@@ -243,19 +259,12 @@ async def main(self) -> int:
     log.info("daemon_started", mode=self.params.mode, schedule=self.schedule,
              interval_s=self.interval.total_seconds(), telegram=self.online, pid=os.getpid())
     await self.stop_requested.wait()
-    self.stopping = True
-    log.info("daemon_stopping", run_in_progress=bool(self.current and not self.current.done()))
-    for job in self.app.job_queue.jobs(): job.schedule_removal()
-    if self.current is not None: await self.current
-    if bot is not None and not bot.done():          # still waiting for Telegram: give up
-        bot.cancel()
-        with contextlib.suppress(asyncio.CancelledError): await bot
-    await self._send(budget_s=3.0)
-    await self._stop_bot()
+    await self._go_down(bot)
     for sig in (signal.SIGTERM, signal.SIGINT): loop.remove_signal_handler(sig)
     log.info("daemon_stopped", runs=len(self.results))
     return 0
 
+# %% ../nbs/14c_daemon.ipynb #serve
 def serve(params: TradingParams, trade_args: list[str], secrets: Secrets, db: Database,
           **options: float | bool | None) -> int:
     "Run the daemon in this process until SIGTERM/SIGINT; its exit status (`DaemonRunning`)."

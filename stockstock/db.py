@@ -9,13 +9,13 @@ import json
 import math
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from fastcore.basics import patch_to
@@ -32,13 +32,15 @@ from sqlalchemy.sql.dml import Insert
 
 from .config import ConfigError, load_secrets, resolve_path
 
+
 # %% auto #0
-__all__ = ['ORDER_STATES', 'FINAL_ORDER_STATES', 'TRADE_STATES', 'NOTICE_STATES', 'BUSY_TIMEOUT_S', 'CONNECT_TIMEOUT_S',
-           'MIGRATIONS', 'BAR_COLUMNS', 'RUN_STATES', 'UTCDateTime', 'utcnow', 'Base', 'Ohlcv', 'Listing', 'Run',
-           'Signal', 'Trade', 'Notice', 'PortfolioSnapshot', 'RiskEvent', 'SystemState', 'SimAccount', 'SimPosition',
-           'SimOrder', 'SweepCell', 'DatabaseBusy', 'DatabaseUnavailable', 'busy_timeout_s', 'connect_timeout_s',
-           'database_url', 'pg_connect_args', 'make_engine', 'advisory_key', 'schema_revisions', 'schema_revision',
-           'upgrade_schema', 'Database', 'init_db', 'schema_differences', 'new_migration']
+__all__ = ['RUN_STATES', 'RUN_ORIGINS', 'ORDER_STATES', 'TRADE_STATES', 'FINAL_ORDER_STATES', 'UNSETTLED_STATES',
+           'WORKING_STATES', 'MAY_FILL_STATES', 'NOTICE_STATES', 'BUSY_TIMEOUT_S', 'CONNECT_TIMEOUT_S', 'MIGRATIONS',
+           'BAR_COLUMNS', 'RunOrder', 'UTCDateTime', 'utcnow', 'Base', 'Ohlcv', 'Listing', 'Run', 'SignalRow', 'Trade',
+           'Notice', 'PortfolioSnapshot', 'RiskEventRow', 'SystemState', 'SimAccount', 'SimPosition', 'SweepCell',
+           'SimOrder', 'DatabaseBusy', 'DatabaseUnavailable', 'busy_timeout_s', 'connect_timeout_s', 'database_url',
+           'pg_connect_args', 'make_engine', 'advisory_key', 'schema_revisions', 'schema_revision', 'upgrade_schema',
+           'Database', 'init_db', 'schema_differences', 'new_migration']
 
 # %% ../nbs/03_db.ipynb #598357f9
 class UTCDateTime(TypeDecorator):
@@ -74,6 +76,7 @@ class Ohlcv(Base):
     volume: Mapped[float] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(32), default="embedded")
 
+# %% ../nbs/03_db.ipynb #2c3d4e5f
 class Listing(Base):
     "Where a symbol trades, as the broker resolved it once (then cached: one lookup per symbol)."
     __tablename__ = "listings"
@@ -89,7 +92,7 @@ class Run(Base):
     run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     as_of: Mapped[datetime] = mapped_column(UTCDateTime)
     mode: Mapped[str] = mapped_column(String(8))
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running/ok/failed/skipped
+    status: Mapped[str] = mapped_column(String(16), default="running")  # see RUN_STATES
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)     # why skipped / failed
     params: Mapped[dict] = mapped_column(JSON, default=dict)
     git_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -99,6 +102,8 @@ class Run(Base):
     notebook_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     html_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     replay_of: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    origin: Mapped[str | None] = mapped_column(String(32), nullable=True,  # see RUN_ORIGINS
+                                               default="scheduled")
     n_signals: Mapped[int] = mapped_column(Integer, default=0)
     n_orders: Mapped[int] = mapped_column(Integer, default=0)
     equity: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -106,9 +111,22 @@ class Run(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # the hash chain over finished runs (see `chain`): position, the hashes it seals, the links
+    chain_seq: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True,
+                                                  index=True)
+    seal: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    record_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    chain_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
-class Signal(Base):
-    "What the model said about one symbol in one run, with its inputs."
+RUN_STATES = ("running", "ok", "failed", "skipped")
+# who started a run: the launcher (`stockstock trade`, the daemon, cron), a person running the
+# template by hand (`manual:jupyterlab`, `manual:nbconvert`, `manual:kernel`), or `run_steps`
+RUN_ORIGINS = ("scheduled", "manual:jupyterlab", "manual:nbconvert", "manual:kernel",
+               "in-process")
+
+# %% ../nbs/03_db.ipynb #60718293
+class SignalRow(Base):
+    "The record of what the model said about one symbol in one run, with its inputs."
     __tablename__ = "signals"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -126,25 +144,20 @@ class Signal(Base):
     contributions: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # feature -> push
 
 # %% ../nbs/03_db.ipynb #306f7e85
-ORDER_STATES: tuple[str, ...] = ("submitted", "partially_filled", "filled", "cancelled",
-                                 "rejected", "expired")
-FINAL_ORDER_STATES = frozenset({"filled", "cancelled", "rejected", "expired"})
-TRADE_STATES: tuple[str, ...] = ("intent", "unknown", *ORDER_STATES)
-
 class Trade(Base):
     "An order intent and its life at the broker (unique client key, broker order id, fills)."
     __tablename__ = "trades"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     client_key: Mapped[str] = mapped_column(String(96), unique=True)
     run_id: Mapped[str] = mapped_column(String(64), index=True)
-    slot: Mapped[datetime] = mapped_column(UTCDateTime)                # decision hour
+    slot: Mapped[datetime] = mapped_column(UTCDateTime)                # the run's hour
     symbol: Mapped[str] = mapped_column(String(8))
     side: Mapped[str] = mapped_column(String(4))                       # BUY / SELL
     qty: Mapped[int] = mapped_column(Integer)
     limit_price: Mapped[float] = mapped_column(Float)
     order_type: Mapped[str] = mapped_column(String(8), default="MARKET")
     reason: Mapped[str] = mapped_column(String(32), default="signal")  # signal / stop_loss
-    status: Mapped[str] = mapped_column(String(16), default="intent")
+    status: Mapped[str] = mapped_column(String(16), default="intent")  # see TRADE_STATES
     broker_order_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     filled_qty: Mapped[int] = mapped_column(Integer, default=0)
     avg_fill_price: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -157,6 +170,15 @@ class Trade(Base):
     replaces: Mapped[str | None] = mapped_column(String(96), nullable=True)  # a cancelled key
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+# %% ../nbs/03_db.ipynb #a4b5c6d7
+ORDER_STATES: tuple[str, ...] = ("submitted", "partially_filled", "filled", "cancelled",
+                                 "rejected", "expired")
+TRADE_STATES: tuple[str, ...] = ("intent", "unknown", *ORDER_STATES)
+FINAL_ORDER_STATES = frozenset({"filled", "cancelled", "rejected", "expired"})
+UNSETTLED_STATES = frozenset(TRADE_STATES) - FINAL_ORDER_STATES
+WORKING_STATES = frozenset({"submitted", "partially_filled"})
+MAY_FILL_STATES = WORKING_STATES | {"unknown"}
 
 # %% ../nbs/03_db.ipynb #a023e194
 class Notice(Base):
@@ -188,8 +210,9 @@ class PortfolioSnapshot(Base):
     positions: Mapped[dict] = mapped_column(JSON, default=dict)  # symbol -> {qty, avg_price, price}
     daily_pnl: Mapped[float | None] = mapped_column(Float, nullable=True)
 
-class RiskEvent(Base):
-    "A decision of the risk manager worth an auditor's attention."
+# %% ../nbs/03_db.ipynb #c6d7e8f9
+class RiskEventRow(Base):
+    "The record of a risk rule acting (a `risk.RiskEvent`), or of a run's own finding."
     __tablename__ = "risk_events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -220,6 +243,21 @@ class SimPosition(Base):
     qty: Mapped[int] = mapped_column(Integer)
     avg_price: Mapped[float] = mapped_column(Float)
 
+# %% ../nbs/03_db.ipynb #5e11c0a2
+class SweepCell(Base):
+    "One finished cell of a research sweep, keyed by its settings' and its data's hashes."
+    __tablename__ = "sweep_cells"
+    cell_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    settings: Mapped[dict] = mapped_column(JSON)     # the grid cell: every setting it ran with
+    figures: Mapped[dict] = mapped_column(JSON)      # daily IC and its interval, placebo, returns
+    series: Mapped[dict] = mapped_column(JSON)       # per day: IC, equity (for the report)
+    seconds: Mapped[float] = mapped_column(Float)    # compute time of the cell
+    worker: Mapped[str] = mapped_column(String(128)) # host:pid that computed it
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# %% ../nbs/03_db.ipynb #f9a0b1c2
 class SimOrder(Base):
     "An order as the simulated broker recorded it."
     __tablename__ = "sim_orders"
@@ -236,20 +274,6 @@ class SimOrder(Base):
     commission: Mapped[float] = mapped_column(Float, default=0.0)
     reject_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-# %% ../nbs/03_db.ipynb #5e11c0a2
-class SweepCell(Base):
-    "One finished cell of a research sweep, keyed by its settings' and its data's hashes."
-    __tablename__ = "sweep_cells"
-    cell_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    data_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    settings: Mapped[dict] = mapped_column(JSON)     # the grid cell: every setting it ran with
-    figures: Mapped[dict] = mapped_column(JSON)      # daily IC and its interval, placebo, returns
-    series: Mapped[dict] = mapped_column(JSON)       # per day: IC, equity (for the report)
-    seconds: Mapped[float] = mapped_column(Float)    # compute time of the cell
-    worker: Mapped[str] = mapped_column(String(128)) # host:pid that computed it
-    finished_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
 
 # %% ../nbs/03_db.ipynb #eaf45984
 BUSY_TIMEOUT_S = 30.0
@@ -287,6 +311,8 @@ def _sqlite_url(parsed: URL) -> str:
                           f"({e.strerror})") from None
     return parsed.set(database=str(path)).render_as_string(hide_password=False)
 
+
+# %% ../nbs/03_db.ipynb #database_url
 def _postgres_url(parsed: URL) -> tuple[str, URL]:
     "The URL without its password (to show) and with it (to connect): URL's own, else .env's."
     if parsed.drivername not in ("postgresql", "postgresql+psycopg"):
@@ -321,6 +347,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur.execute(f"PRAGMA {pragma}")
     cur.close()
 
+
+# %% ../nbs/03_db.ipynb #pg_connect_args
 def pg_connect_args(application_name: str = "stockstock") -> dict[str, Any]:
     "psycopg connection settings: bounded connect, lock timeout, keepalives, a name."
     return {"connect_timeout": max(2, math.ceil(connect_timeout_s())),
@@ -329,6 +357,8 @@ def pg_connect_args(application_name: str = "stockstock") -> dict[str, Any]:
             "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
             "keepalives_count": 3}
 
+
+# %% ../nbs/03_db.ipynb #make_engine
 def make_engine(url: URL, application_name: str = "stockstock", **kw: Any) -> Engine:
     "An engine for a URL from `database_url`, set up for its kind of database."
     if url.get_backend_name() == "postgresql":
@@ -338,6 +368,8 @@ def make_engine(url: URL, application_name: str = "stockstock", **kw: Any) -> En
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
+
+# %% ../nbs/03_db.ipynb #advisory_key
 def advisory_key(name: str) -> tuple[int, int]:
     "The two signed 32-bit keys of PostgreSQL advisory lock `name` (namespace, name)."
     a, b = (zlib.crc32(x) for x in (b"stockstock", name.encode()))
@@ -404,7 +436,7 @@ def upgrade_schema(engine: Engine, url: str) -> list[str]:
         command.upgrade(config, "head")
     return list(known[known.index(now) + 1:] if now else known)
 
-# %% ../nbs/03_db.ipynb #7d12de71
+# %% ../nbs/03_db.ipynb #5f607183
 def _open_error(url: str, e: Exception) -> Exception:
     "The `ConfigError` (or `DatabaseBusy`) for an engine that could not open `url`."
     msg = str(getattr(e, "orig", None) or e).splitlines()[0]
@@ -414,6 +446,7 @@ def _open_error(url: str, e: Exception) -> Exception:
         return ConfigError(f"db_url: the driver of {url!r} is not installed ({msg})")
     return ConfigError(f"db_url: cannot open the database {url!r} ({msg})")
 
+# %% ../nbs/03_db.ipynb #7d12de71
 class Database:
     "An open database: engine, session factory and the repository methods below."
     def __init__(self, url: str):
@@ -426,18 +459,6 @@ class Database:
             raise _open_error(self.url, e) from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    def count(self, model: type[Base]) -> int:
-        "Number of rows in `model`'s table."
-        with self.session() as s:
-            return s.scalar(select(func.count()).select_from(model)) or 0
-
-    def close(self) -> None:
-        "Release every pooled connection."
-        self.engine.dispose()
-
-def init_db(url: str = "sqlite:///data/stockstock.db") -> Database:
-    "Open (creating or upgrading in place) the database at `url`."
-    return Database(url)
 
 # %% ../nbs/03_db.ipynb #c7d8e9f0
 def _sqlstate(e: DBAPIError) -> str:
@@ -459,6 +480,22 @@ def session(self) -> Iterator[Session]:
             raise DatabaseUnavailable(f"database unavailable ({self.url}): "
                                       f"{str(e.orig).splitlines()[0]}") from None
         raise
+
+# %% ../nbs/03_db.ipynb #93a4b5c7
+@patch_to(Database)
+def count(self, model: type[Base]) -> int:
+    "Number of rows in `model`'s table."
+    with self.session() as s:
+        return s.scalar(select(func.count()).select_from(model)) or 0
+
+@patch_to(Database)
+def close(self) -> None:
+    "Release every pooled connection."
+    self.engine.dispose()
+
+def init_db(url: str = "sqlite:///data/stockstock.db") -> Database:
+    "Open (creating or upgrading in place) the database at `url`."
+    return Database(url)
 
 # %% ../nbs/03_db.ipynb #f3a4b5c6
 @patch_to(Database)
@@ -501,13 +538,15 @@ def new_migration(message: str, folder: Path = MIGRATIONS) -> Path:
     schema_revisions.cache_clear()
     return Path(script.path)
 
-# %% ../nbs/03_db.ipynb #8da7e4a1
-BAR_COLUMNS = ["open", "high", "low", "close", "volume"]
-
+# %% ../nbs/03_db.ipynb #db_insert
 @patch_to(Database)
 def insert(self, model: type[Base]) -> Insert:
     "An `INSERT` of this database's dialect (it has `on_conflict_do_update/nothing`)."
     return (postgresql_insert if self.backend == "postgresql" else sqlite_insert)(model)
+
+
+# %% ../nbs/03_db.ipynb #8da7e4a1
+BAR_COLUMNS = ["open", "high", "low", "close", "volume"]
 
 @patch_to(Database)
 def upsert_ohlcv(self, symbol: str, bars: pd.DataFrame, source: str = "embedded",
@@ -523,6 +562,7 @@ def upsert_ohlcv(self, symbol: str, bars: pd.DataFrame, source: str = "embedded"
             s.execute(stmt.on_conflict_do_update(index_elements=["symbol", "date"], set_=update))
     return len(rows)
 
+# %% ../nbs/03_db.ipynb #c6d7e8f0
 @patch_to(Database)
 def load_ohlcv(self, symbol: str, start: date | None = None, end: date | None = None,
                ) -> pd.DataFrame:
@@ -536,6 +576,7 @@ def load_ohlcv(self, symbol: str, start: date | None = None, end: date | None = 
     df.index = pd.DatetimeIndex(pd.to_datetime(df.pop("date")), name="date")
     return df.astype(float)
 
+# %% ../nbs/03_db.ipynb #d7e8f901
 @patch_to(Database)
 def ohlcv_summary(self) -> pd.DataFrame:
     "Rows, first and last date per symbol."
@@ -566,8 +607,6 @@ def load_ohlcv_many(self, symbols: list[str], end: date | None = None,
     return out
 
 # %% ../nbs/03_db.ipynb #dddd7b93
-RUN_STATES = ("running", "ok", "failed", "skipped")
-
 @patch_to(Database)
 def start_run(self, run_id: str, as_of: datetime, mode: str, params: dict | None = None,
               **fields: Any) -> Run:
@@ -578,6 +617,13 @@ def start_run(self, run_id: str, as_of: datetime, mode: str, params: dict | None
         s.add(run)
     return run
 
+@patch_to(Database)
+def get_run(self, run_id: str) -> Run | None:
+    "The run row, or None."
+    with self.session() as s:
+        return s.get(Run, run_id)
+
+# %% ../nbs/03_db.ipynb #0a1b2c34
 @patch_to(Database)
 def finish_run(self, run_id: str, status: str, **fields: Any) -> Run:
     "Record how run `run_id` ended (ok / failed / skipped) with its counts and timings."
@@ -590,6 +636,7 @@ def finish_run(self, run_id: str, status: str, **fields: Any) -> Run:
         for k, v in fields.items(): setattr(run, k, v)
     return run
 
+# %% ../nbs/03_db.ipynb #2c3d4e56
 @patch_to(Database)
 def update_run(self, run_id: str, **fields: Any) -> Run:
     "Set fields of run `run_id` without changing its status (notebook path, hashes, ...)."
@@ -599,16 +646,16 @@ def update_run(self, run_id: str, **fields: Any) -> Run:
         for k, v in fields.items(): setattr(run, k, v)
     return run
 
-@patch_to(Database)
-def get_run(self, run_id: str) -> Run | None:
-    "The run row, or None."
-    with self.session() as s:
-        return s.get(Run, run_id)
+# %% ../nbs/03_db.ipynb #5f607189
+RunOrder = Literal["decision", "started"]
 
 @patch_to(Database)
-def list_runs(self, limit: int = 50, status: str | None = None) -> list[Run]:
-    "Most recent runs first, optionally only those with `status`."
-    q = select(Run).order_by(Run.started_at.desc(), Run.run_id.desc()).limit(limit)
+def list_runs(self, limit: int = 50, status: str | None = None,
+              latest: RunOrder = "decision") -> list[Run]:
+    "Runs, the `latest` first (by decision time, or by start), optionally only `status` ones."
+    order = [Run.as_of.desc(), Run.started_at.desc()] if latest == "decision" else \
+        [Run.started_at.desc(), Run.run_id.desc()]
+    q = select(Run).order_by(*order).limit(limit)
     if status is not None: q = q.where(Run.status == status)
     with self.session() as s:
         return list(s.scalars(q))
@@ -628,6 +675,7 @@ def add_all(self, rows: list[Base]) -> list[Base]:
         s.add_all(rows)
     return rows
 
+# %% ../nbs/03_db.ipynb #718293ab
 @patch_to(Database)
 def rows(self, model: type[Base], **where: Any) -> list[Any]:
     "All rows of `model` matching the equality filters in `where`, in insertion order."
@@ -636,6 +684,7 @@ def rows(self, model: type[Base], **where: Any) -> list[Any]:
     with self.session() as s:
         return list(s.scalars(q.order_by(pk)))
 
+# %% ../nbs/03_db.ipynb #93a4b5cd
 @patch_to(Database)
 def last_snapshot(self, before: datetime) -> PortfolioSnapshot | None:
     "The most recent portfolio snapshot taken before the instant `before`, or None."
@@ -655,6 +704,7 @@ def add_trade_intent(self, client_key: str, **fields: Any) -> tuple[Trade, bool]
         s.add(row)
     return row, True
 
+# %% ../nbs/03_db.ipynb #b5c6d7ef
 @patch_to(Database)
 def update_trade(self, client_key: str, **fields: Any) -> Trade:
     "Set fields of the trade with `client_key` (status, broker_order_id, fills, error)."
@@ -664,12 +714,18 @@ def update_trade(self, client_key: str, **fields: Any) -> Trade:
         for k, v in fields.items(): setattr(row, k, v)
     return row
 
+# %% ../nbs/03_db.ipynb #e8f90a13
 @patch_to(Database)
-def open_trades(self) -> list[Trade]:
-    "Trades whose broker outcome is not final yet (intent / submitted / partial / unknown)."
+def trades_in(self, states: Collection[str]) -> list[Trade]:
+    "Our trades whose status is in `states`, oldest first."
     with self.session() as s:
-        q = select(Trade).where(Trade.status.not_in(FINAL_ORDER_STATES)).order_by(Trade.id)
+        q = select(Trade).where(Trade.status.in_(list(states))).order_by(Trade.id)
         return list(s.scalars(q))
+
+@patch_to(Database)
+def unsettled_trades(self) -> list[Trade]:
+    "Trades whose broker outcome is not final yet (intent / submitted / partial / unknown)."
+    return self.trades_in(UNSETTLED_STATES)
 
 # %% ../nbs/03_db.ipynb #ec78b7a3
 @patch_to(Database)
@@ -690,6 +746,7 @@ def pending_notices(self, limit: int = 100) -> list[Notice]:
     with self.session() as s:
         return list(s.scalars(q))
 
+# %% ../nbs/03_db.ipynb #f90a1b24
 @patch_to(Database)
 def mark_notice(self, notice_id: int, status: str, error: str | None = None) -> Notice:
     "Record a send attempt's outcome (`status` one of `NOTICE_STATES`)."

@@ -75,6 +75,8 @@ def _copy_table(read: Connection, write: Connection, table: Table, chunk: int) -
     for rows in result.partitions():
         write.execute(insert(table), [row._asdict() for row in rows])
 
+
+# %% ../nbs/03c_dbcopy.ipynb #reset_sequences
 def _reset_sequences(write: Connection) -> None:
     "PostgreSQL: move each integer id sequence past the largest copied id."
     if write.dialect.name != "postgresql": return
@@ -84,6 +86,7 @@ def _reset_sequences(write: Connection) -> None:
                 write.execute(text(f"SELECT setval(pg_get_serial_sequence('{table.name}', "
                                    f"'{col.name}'), (SELECT coalesce(max({col.name}), 0) + 1 "
                                    f"FROM {table.name}), false)"))
+
 
 # %% ../nbs/03c_dbcopy.ipynb #2c0a000c
 def copy_database(source: Database, to: str, chunk: int = 5000) -> CopyReport:

@@ -15,7 +15,7 @@ import pandas as pd
 from fastcore.basics import patch_to
 from numba import njit
 
-from .backtest import Fill
+from .book import OrderResult
 from .broker import sim_fill_price
 from .risk import RiskEvent, RiskLimits, buy_cost, daily_loss_reached
 
@@ -281,7 +281,7 @@ def _execute(day: int, closes: np.ndarray, orders: np.ndarray, limits: np.ndarra
              avg_price: np.ndarray, entry_fees: np.ndarray, opened: np.ndarray,
              n_open: np.ndarray, bounds: np.ndarray, log_int: np.ndarray, log_float: np.ndarray,
              n_log: int) -> int:
-    "`backtest.execute`: fill the day's `n` orders in order and log each; the log length."
+    "`book.execute`: fill the day's `n` orders in order and log each; the log length."
     for k in range(n):
         c, side, qty, a = orders[k, 0], orders[k, 1], orders[k, 2], account[orders[k, 0]]
         status, price = _REJECTED, np.nan
@@ -387,7 +387,7 @@ class EngineSimulation:
     def trades(self) -> pd.DataFrame:
         "The trade list (filled orders) as a table, as `backtest.Simulation.trades`."
         done = self.fill_int[:, 5] == _FILLED
-        if not done.any(): return pd.DataFrame([], columns=list(Fill.__dataclass_fields__))
+        if not done.any(): return pd.DataFrame([], columns=list(OrderResult.__dataclass_fields__))
         i, f = self.fill_int[done], self.fill_float[done]
         pnl = f[:, 3] if (~np.isnan(f[:, 3])).any() else np.full(len(f), None, object)
         return pd.DataFrame({
@@ -402,9 +402,9 @@ def _number(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 @patch_to(EngineSimulation, as_prop=True)
-def fills(self: EngineSimulation) -> list[Fill]:
-    "Every order's outcome, as `backtest.Fill`s."
-    return [Fill(self.dates[d], self.symbols[c], ACTIONS[side], int(q), float(f[0]),
+def fills(self: EngineSimulation) -> list[OrderResult]:
+    "Every order's outcome, as `book.OrderResult`s."
+    return [OrderResult(self.dates[d], self.symbols[c], ACTIONS[side], int(q), float(f[0]),
                  _number(f[1]), float(f[2]), REASONS[r], STATUSES[s], _number(f[3]))
             for (d, c, side, q, r, s), f in zip(self.fill_int.tolist(),
                                                  self.fill_float.tolist(), strict=True)]

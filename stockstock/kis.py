@@ -6,67 +6,43 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
-import re
 import threading
 import time
 from collections import Counter
-from contextlib import contextmanager
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
-from zoneinfo import ZoneInfo
 
 import pandas as pd
 import requests
 from fastcore.basics import patch_to
 from requests.adapters import HTTPAdapter
+from tqdm import tqdm
 
 from .broker import (AmbiguousOrder, Balance, BrokerError, BrokerPosition, Fill,
                                OrderQuery, OrderStatus, Quote, Side)
-from .calendar import NEW_YORK, to_et
-from .config import ConfigError, Secrets, TradingParams, load_secrets, resolve_path
+from .cache import cached_ranges, fetch_bars, missing_ranges
+from .calendar import NEW_YORK, SEOUL, last_sessions, session_of
+from .config import Secrets, TradingParams, check_credentials, load_secrets, resolve_path
 from .db import BAR_COLUMNS, Database
 from .locks import holding, shared_value
 from .log import get_logger
 
 log = get_logger(__name__)
 T = TypeVar("T")
-SEOUL = ZoneInfo("Asia/Seoul")
 
 # %% auto #0
-__all__ = ['log', 'T', 'SEOUL', 'REQUIRED', 'RATES', 'EXCHANGES', 'MATCH_SKEW', 'check_credentials', 'RateLimiter',
-           'KisConnection', 'KisMarketData', 'KisBroker', 'missing_ranges', 'BrokerSeedResult', 'seed_from_broker']
-
-# %% ../nbs/13_kis.ipynb #6f93473f
-_FORMATS = {"app_key": (r".{36}", "36 characters"), "app_secret": (r".{180}", "180 characters"),
-            "account": (r"\d{8}-\d{2}", "8 digits, a dash and 2 digits (12345678-01)"),
-            "hts_id": (r"\S+", "your HTS login id")}
-REQUIRED = {"paper": ("kis_app_key", "kis_app_secret", "kis_hts_id", "kis_virtual_app_key",
-                      "kis_virtual_app_secret", "kis_virtual_account"),
-            "live": ("kis_app_key", "kis_app_secret", "kis_hts_id", "kis_account")}
-
-def check_credentials(secrets: Secrets, mode: str) -> dict[str, str]:
-    "The credentials `mode` needs, by field; `ConfigError` naming every missing or bad one."
-    missing, bad, out = [], [], {}
-    for name in REQUIRED[mode]:
-        secret = getattr(secrets, name)
-        value = secret.get_secret_value().strip() if secret is not None else ""
-        pattern, what = _FORMATS[name.removeprefix("kis_").removeprefix("virtual_")]
-        if not value: missing.append(name.upper())
-        elif not re.fullmatch(pattern, value): bad.append(f"{name.upper()} (expected {what})")
-        else: out[name] = value
-    if missing or bad:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + \
-                ([f"malformed {', '.join(bad)}"] if bad else [])
-        raise ConfigError(f"invalid environment: mode {mode!r} needs KIS credentials: "
-                          f"{'; '.join(parts)} (set them in .env, see .env.example)")
-    return out
+__all__ = ['log', 'T', 'RATES', 'EXCHANGES', 'MATCH_SKEW', 'RateLimiter', 'KisConnection', 'KisMarketData', 'KisBroker',
+           'BrokerSeedResult', 'seed_from_broker']
 
 # %% ../nbs/13_kis.ipynb #6460b167
-RATES = {"real": 20, "virtual": 2}   # requests per second, per KIS domain
+RATES = {"real": 20,   # requests per second, per KIS domain
+         "virtual": TradingParams.model_fields["paper_requests_per_s"].default}
 
 class RateLimiter:
     "At most `rate` requests in any `window` seconds, across threads (and processes, with `path`)."
@@ -79,36 +55,44 @@ class RateLimiter:
         self._lock, self._ids = threading.Lock(), itertools.count()
         self.waited = 0.0
 
-    @contextmanager
-    def _shared(self):
-        "The slot list, under the thread lock and (with `path`) the project's one; saved after."
-        with self._lock, holding(self.path, self._slots) as slots:
-            yield slots
+# %% ../nbs/13_kis.ipynb #rl_shared
+@patch_to(RateLimiter)
+@contextmanager
+def _shared(self):
+    "The slot list, under the thread lock and (with `path`) the project's one; saved after."
+    with self._lock, holding(self.path, self._slots) as slots:
+        yield slots
 
-    def _at(self, slot: list, now: float) -> float:
-        "When a slot's request reached the server at the latest: its answer, or now if in flight."
-        return slot[1] if slot[1] is not None else min(now, slot[0] + self.flight)
 
-    def acquire(self, deadline: float | None = None) -> str:
-        "Wait for a slot; its id, for `done`. `BrokerError` if the wait would pass `deadline`."
-        while True:
-            with self._shared() as slots:
-                now = time.time()
-                slots[:] = [x for x in slots if now - self._at(x, now) < self.span]
-                if len(slots) < self.rate:
-                    slots.append([now, None, sid := f"{os.getpid()}-{next(self._ids)}"])
-                    return sid
-                wait = min(self._at(x, now) for x in slots) + self.span - now
-            if deadline is not None and time.monotonic() + wait > deadline:
-                raise BrokerError("KIS rate limit: no request slot before the deadline")
-            time.sleep(step := min(wait, 0.05))      # in-flight slots may free up sooner
-            self.waited += step
+# %% ../nbs/13_kis.ipynb #rl_acquire
+@patch_to(RateLimiter)
+def _at(self, slot: list, now: float) -> float:
+    "When a slot's request reached the server at the latest: its answer, or now if in flight."
+    return slot[1] if slot[1] is not None else min(now, slot[0] + self.flight)
 
-    def done(self, sid: str) -> None:
-        "The request of slot `sid` has its answer (or failed): its window runs from now."
+@patch_to(RateLimiter)
+def acquire(self, deadline: float | None = None) -> str:
+    "Wait for a slot; its id, for `done`. `BrokerError` if the wait would pass `deadline`."
+    while True:
         with self._shared() as slots:
-            for x in slots:
-                if x[2] == sid: x[1] = time.time()
+            now = time.time()
+            slots[:] = [x for x in slots if now - self._at(x, now) < self.span]
+            if len(slots) < self.rate:
+                slots.append([now, None, sid := f"{os.getpid()}-{next(self._ids)}"])
+                return sid
+            wait = min(self._at(x, now) for x in slots) + self.span - now
+        if deadline is not None and time.monotonic() + wait > deadline:
+            raise BrokerError("KIS rate limit: no request slot before the deadline")
+        time.sleep(step := min(wait, 0.05))      # in-flight slots may free up sooner
+        self.waited += step
+
+# %% ../nbs/13_kis.ipynb #rl_done
+@patch_to(RateLimiter)
+def done(self, sid: str) -> None:
+    "The request of slot `sid` has its answer (or failed): its window runs from now."
+    with self._shared() as slots:
+        for x in slots:
+            if x[2] == sid: x[1] = time.time()
 
 # %% ../nbs/13_kis.ipynb #8defd30f
 _local = threading.local()           # the current call's deadline (monotonic), per thread
@@ -121,6 +105,7 @@ def _msg_cd(response: requests.Response) -> str | None:
         return None
     return body.get("msg_cd") or body.get("error_code") if isinstance(body, dict) else None
 
+# %% ../nbs/13_kis.ipynb #adapter
 class _Adapter(HTTPAdapter):
     "Timeouts, a per-call deadline, the domain's rate limit, back-off and counting for pykis."
     def __init__(self, limiter: RateLimiter, timeout: float, token_wait: float) -> None:
@@ -141,22 +126,38 @@ class _Adapter(HTTPAdapter):
         finally:
             self.limiter.done(slot)
 
-    def send(self, request: Any, **kw: Any) -> requests.Response:
+# %% ../nbs/13_kis.ipynb #adapter_send
+@patch_to(_Adapter)
+def send(self, request: Any, **kw: Any) -> requests.Response:
+    "One request; on KIS's rate limit back off (python-kis retries), on the token limit wait once."
+    response = self._send_once(request, **kw)
+    code = None if response.ok else _msg_cd(response)
+    if code == "EGW00201":                     # rate limited: back off, pykis retries
+        _local.backoff = min(2 * getattr(_local, "backoff", 0.05), 1.0)
+        time.sleep(_local.backoff)
+    elif code == "EGW00133" and self.token_wait:   # one token per minute: wait once
+        log.warning("kis_token_limit_wait", seconds=self.token_wait)
+        time.sleep(self.token_wait)
         response = self._send_once(request, **kw)
-        code = None if response.ok else _msg_cd(response)
-        if code == "EGW00201":                     # rate limited: back off, pykis retries
-            _local.backoff = min(2 * getattr(_local, "backoff", 0.05), 1.0)
-            time.sleep(_local.backoff)
-        elif code == "EGW00133" and self.token_wait:   # one token per minute: wait once
-            log.warning("kis_token_limit_wait", seconds=self.token_wait)
-            time.sleep(self.token_wait)
-            response = self._send_once(request, **kw)
-        return response
+    return response
+
+# %% ../nbs/13_kis.ipynb #pykis_kw
+def _pykis_kwargs(secrets: Secrets, mode: Literal["paper", "live"]) -> dict[str, Any]:
+    "`PyKis(**kw)` for `mode`: the real keys always, the virtual keys and account for paper."
+    creds = check_credentials(secrets, mode)
+    kw: dict[str, Any] = dict(id=creds["kis_hts_id"], appkey=creds["kis_app_key"],
+                              secretkey=creds["kis_app_secret"], use_websocket=False,
+                              keep_token=resolve_path("data/kis_tokens"))
+    if mode == "paper":
+        kw.update(virtual_id=creds["kis_hts_id"], virtual_appkey=creds["kis_virtual_app_key"],
+                  virtual_secretkey=creds["kis_virtual_app_secret"],
+                  account=creds["kis_virtual_account"])
+    else: kw["account"] = creds["kis_account"]
+    return kw
 
 # %% ../nbs/13_kis.ipynb #dcff622d
 def _route_pykis_logs() -> None:
     "python-kis prints to stdout with colours; send its records through our (masking) logging."
-    import logging
     pk = logging.getLogger("pykis")
     pk.handlers.clear()
     pk.propagate = True
@@ -165,56 +166,57 @@ class _NoLimit:
     "Stands in for python-kis's own rate limiter (ours is in the adapters)."
     def acquire(self, *args: Any, **kwargs: Any) -> None: return None
 
+# %% ../nbs/13_kis.ipynb #kis_connection
 class KisConnection:
     "A bounded, rate-limited python-kis client for one run (`paper` or `live`)."
     def __init__(self, secrets: Secrets, mode: Literal["paper", "live"],
                  request_timeout_s: float = 10.0, attempts: int = 3,
                  rates: dict[str, int] | None = None, token_wait_s: float = 61.0,
                  db_url: str | None = None) -> None:    # PostgreSQL: the budget in the database
-        import pykis.kis
+        import pykis.kis        # python-kis is heavy (~0.5 s): imported when KIS is talked to
         from pykis import PyKis
-        creds = check_credentials(secrets, mode)
+        kw = _pykis_kwargs(secrets, mode)
         _route_pykis_logs()
         pykis.kis.REAL_DOMAIN, pykis.kis.VIRTUAL_DOMAIN = secrets.kis_real_url, \
             secrets.kis_virtual_url
-        kw: dict[str, Any] = dict(id=creds["kis_hts_id"], appkey=creds["kis_app_key"],
-                                  secretkey=creds["kis_app_secret"], use_websocket=False,
-                                  keep_token=resolve_path("data/kis_tokens"))
-        if mode == "paper":
-            kw.update(virtual_id=creds["kis_hts_id"], virtual_appkey=creds["kis_virtual_app_key"],
-                      virtual_secretkey=creds["kis_virtual_app_secret"],
-                      account=creds["kis_virtual_account"])
-        else: kw["account"] = creds["kis_account"]
         self.mode, self.attempts, self.timeout = mode, attempts, request_timeout_s
         self.kis = PyKis(**kw)
         self.kis._rate_limiters = {"real": _NoLimit(), "virtual": _NoLimit()}
-        resolve_path("data").mkdir(parents=True, exist_ok=True)
-        self.limiters = {d: RateLimiter(r, path=shared_value(f"data/kis_rate_{d}.json", db_url))
-                         for d, r in (rates or RATES).items()}
-        self.adapters = {d: _Adapter(self.limiters[d], request_timeout_s, token_wait_s)
-                         for d in ("real", "virtual")}
-        for domain, session in self.kis._sessions.items():
-            for scheme in ("http://", "https://"): session.mount(scheme, self.adapters[domain])
+        self._mount(rates or RATES, request_timeout_s, token_wait_s, db_url)
 
     @property
     def account(self) -> Any: return self.kis.primary
 
-    def requests_made(self) -> Counter[str]:
-        "Requests sent so far, by path (both domains)."
-        return sum((a.counts for a in self.adapters.values()), Counter())
-
     def close(self) -> None: self.kis.close()
+
+# %% ../nbs/13_kis.ipynb #conn_mount
+@patch_to(KisConnection)
+def _mount(self, rates: dict[str, int], timeout: float, token_wait: float,
+           db_url: str | None = None) -> None:
+    "A limiter per domain (shared by every process: `data/`, or the database) and our adapters."
+    resolve_path("data").mkdir(parents=True, exist_ok=True)
+    self.limiters = {d: RateLimiter(r, path=shared_value(f"data/kis_rate_{d}.json", db_url))
+                     for d, r in rates.items()}
+    self.adapters = {d: _Adapter(self.limiters[d], timeout, token_wait)
+                     for d in ("real", "virtual")}
+    for domain, session in self.kis._sessions.items():
+        for scheme in ("http://", "https://"): session.mount(scheme, self.adapters[domain])
+
+@patch_to(KisConnection)
+def requests_made(self) -> Counter[str]:
+    "Requests sent so far, by path (both domains)."
+    return sum((a.counts for a in self.adapters.values()), Counter())
 
 # %% ../nbs/13_kis.ipynb #5eaf5a5e
 def _transient(e: BaseException) -> bool:
     "A fault worth retrying for a read: no answer, a server error, an unreadable body."
-    from pykis.client.exceptions import KisHTTPError
+    from pykis.client.exceptions import KisHTTPError  # python-kis: see KisConnection
     if isinstance(e, requests.RequestException): return True    # timeouts, drops, bad JSON
     return isinstance(e, KisHTTPError) and e.status_code >= 500
 
 def _describe(e: BaseException) -> str:
     "A one-line description that quotes no request data (pykis messages can)."
-    from pykis.client.exceptions import KisAPIError, KisHTTPError
+    from pykis.client.exceptions import KisAPIError, KisHTTPError  # python-kis: see above
     if isinstance(e, KisHTTPError):
         return f"HTTP {e.status_code} {_msg_cd(e.response) or ''}".strip()
     if isinstance(e, KisAPIError): return f"{e.msg_cd} {e.msg1}".strip()
@@ -223,11 +225,12 @@ def _describe(e: BaseException) -> str:
     if isinstance(e, requests.ConnectionError): return "connection lost"
     return type(e).__name__
 
+# %% ../nbs/13_kis.ipynb #call
 @patch_to(KisConnection)
 def call(self, fn: Callable[..., T], *args: Any, write: bool = False, what: str = "",
          **kwargs: Any) -> T:
     "Run `fn(self.kis, *args, **kwargs)` bounded (see the table above)."
-    from pykis.client.exceptions import KisAPIError, KisHTTPError
+    from pykis.client.exceptions import KisAPIError, KisHTTPError  # python-kis: see above
     from pykis.responses.exceptions import KisNotFoundError
     name, tries = what or fn.__name__, 1 if write else self.attempts
     for attempt in range(1, tries + 1):
@@ -256,50 +259,39 @@ class KisMarketData:
     def __init__(self, conn: KisConnection, db: Database) -> None:
         self.conn, self.db = conn, db
 
-    def exchange(self, symbol: str) -> str:
-        "The KIS exchange code of `symbol` (cached); `LookupError` when no US exchange lists it."
-        listing = self.db.get_listing(symbol)
-        if listing is not None: return listing.exchange
-        for code in EXCHANGES:
-            r = self.conn.call(lambda kis, c=code: kis.fetch(
-                "/uapi/overseas-price/v1/quotations/price", api="HHDFS00000300",
-                params={"AUTH": "", "EXCD": c, "SYMB": symbol}, domain="real"),
-                what=f"price {symbol}")
-            if getattr(r, "rt_cd", None) == "0" and str(r.output.last or "").strip():
-                self.db.set_listing(symbol, code)
-                log.info("symbol_listed", symbol=symbol, exchange=code)
-                return code
-        raise LookupError(f"{symbol} is not listed on NASDAQ, NYSE or AMEX (KIS)")
-
     def market(self, symbol: str) -> str:
         "python-kis's name of `symbol`'s exchange."
         return EXCHANGES[self.exchange(symbol)]
+
+# %% ../nbs/13_kis.ipynb #exchange
+@patch_to(KisMarketData)
+def exchange(self, symbol: str) -> str:
+    "The KIS exchange code of `symbol` (cached); `LookupError` when no US exchange lists it."
+    listing = self.db.get_listing(symbol)
+    if listing is not None: return listing.exchange
+    for code in EXCHANGES:
+        r = self.conn.call(lambda kis, c=code: kis.fetch(
+            "/uapi/overseas-price/v1/quotations/price", api="HHDFS00000300",
+            params={"AUTH": "", "EXCD": c, "SYMB": symbol}, domain="real"),
+            what=f"price {symbol}")
+        if getattr(r, "rt_cd", None) == "0" and str(r.output.last or "").strip():
+            self.db.set_listing(symbol, code)
+            log.info("symbol_listed", symbol=symbol, exchange=code)
+            return code
+    raise LookupError(f"{symbol} is not listed on NASDAQ, NYSE or AMEX (KIS)")
 
 # %% ../nbs/13_kis.ipynb #9e44078e
 @patch_to(KisMarketData)
 def quote(self, symbol: str) -> Quote:
     "The last price of `symbol` (KIS `price-detail`)."
-    from pykis.api.stock.quote import foreign_quote
+    from pykis.api.stock.quote import foreign_quote  # python-kis: see KisConnection
     q = self.conn.call(foreign_quote, symbol, self.market(symbol), what=f"quote {symbol}")
     price = float(q.price)
     if not price > 0: raise LookupError(f"KIS has no price for {symbol}")
     day = [float(x) if x is not None else None for x in (q.open, q.high, q.low, q.volume)]
     return Quote(symbol, price, datetime.now(UTC), *day)
 
-@patch_to(KisMarketData)
-def daily_bars(self, symbol: str, end: date, count: int) -> pd.DataFrame:
-    "Up to `count` adjusted daily bars of `symbol` ending on or before `end`, oldest first."
-    from pykis.api.stock.daily_chart import daily_chart
-
-    from stockstock.calendar import sessions_between
-    # 252 sessions a year: 1.5 calendar days per session (plus holidays' slack) is always enough
-    wanted = sessions_between(end - timedelta(days=int(count * 1.5) + 20), end)[-count:] \
-        if count > 0 else []
-    if not wanted: return _bars_frame([], end, end)
-    chart = self.conn.call(daily_chart, symbol, self.market(symbol), start=wanted[0], end=end,
-                           adjust=True, what=f"daily bars {symbol}")
-    return _bars_frame(chart.bars, wanted[0], end).iloc[-count:]
-
+# %% ../nbs/13_kis.ipynb #bars_frame
 def _bars_frame(bars: list, start: date, end: date) -> pd.DataFrame:
     "python-kis bars as our frame: the session date (not KST midnight), floats, in [start, end]."
     rows = [(b.time.date(), float(b.open), float(b.high), float(b.low), float(b.close),
@@ -307,6 +299,17 @@ def _bars_frame(bars: list, start: date, end: date) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["date", *BAR_COLUMNS]).drop_duplicates("date", keep="last")
     df.index = pd.DatetimeIndex(pd.to_datetime(df.pop("date")), name="date")
     return df.sort_index().astype(float)
+
+# %% ../nbs/13_kis.ipynb #daily_bars
+@patch_to(KisMarketData)
+def daily_bars(self, symbol: str, end: date, count: int) -> pd.DataFrame:
+    "Up to `count` adjusted daily bars of `symbol` ending on or before `end`, oldest first."
+    from pykis.api.stock.daily_chart import daily_chart  # python-kis: see KisConnection
+    wanted = last_sessions(end, count)
+    if not wanted: return _bars_frame([], end, end)
+    chart = self.conn.call(daily_chart, symbol, self.market(symbol), start=wanted[0], end=end,
+                           adjust=True, what=f"daily bars {symbol}")
+    return _bars_frame(chart.bars, wanted[0], end).iloc[-count:]
 
 # %% ../nbs/13_kis.ipynb #94f37e99
 def _order_time(row: Any) -> datetime | None:
@@ -318,6 +321,7 @@ def _order_time(row: Any) -> datetime | None:
                 .astimezone(UTC)
     return None
 
+# %% ../nbs/13_kis.ipynb #row_status
 def _num(x: Any) -> float:
     try:
         return float(str(x).replace(",", "")) if str(x).strip() else 0.0
@@ -340,7 +344,7 @@ class KisBroker:
     "A KIS account (virtual in paper mode, real in live mode) as a `Broker`."
     def __init__(self, conn: KisConnection, market: KisMarketData, as_of: datetime) -> None:
         self.conn, self.market, self.as_of = conn, market, as_of
-        self.session = to_et(as_of).date()
+        self.session = session_of(as_of)
         self._orders: dict[date, list[OrderStatus]] = {}
 
     @classmethod
@@ -361,7 +365,7 @@ class KisBroker:
 @patch_to(KisBroker)
 def balance(self) -> Balance:
     "USD cash, holdings (qty, average price, KIS's price) and equity."
-    from pykis.api.account.balance import balance as kis_balance
+    from pykis.api.account.balance import balance as kis_balance  # python-kis: see KisConnection
     b = self.conn.call(kis_balance, self.conn.account, country="US", what="balance")
     usd = b.deposits.get("USD")
     cash = float(usd.amount) if usd is not None else 0.0
@@ -378,7 +382,7 @@ _CLOSED = {"APBK1664", "40570000"}   # market closed (the virtual server has use
 def submit_order(self, symbol: str, side: Side, qty: int, limit_price: float,
                  client_key: str) -> OrderStatus:
     "Place one day limit order; a rejection is a final status, a lost answer `BrokerError`."
-    from pykis.api.account.order import foreign_order
+    from pykis.api.account.order import foreign_order  # python-kis: see KisConnection
     from pykis.client.exceptions import KisAPIError
     price = Decimal(str(limit_price)).quantize(Decimal("0.01") if limit_price >= 1
                                                else Decimal("0.0001"))
@@ -402,7 +406,7 @@ _CCNL = "/uapi/overseas-stock/v1/trading/inquire-ccnl"
 
 def _ccnl_pages(kis: Any, day: date) -> list[Any]:
     "Every `inquire-ccnl` row of New York date `day`, across pages."
-    from pykis.client.page import KisPage
+    from pykis.client.page import KisPage  # python-kis: see KisConnection
     params = {"PDNO": "" if kis.virtual else "%", "ORD_STRT_DT": f"{day:%Y%m%d}",
               "ORD_END_DT": f"{day:%Y%m%d}", "SLL_BUY_DVSN": "00", "CCLD_NCCS_DVSN": "00",
               "OVRS_EXCG_CD": "NASD", "SORT_SQN": "AS", "ORD_DT": "", "ORD_GNO_BRNO": "",
@@ -418,26 +422,28 @@ def _ccnl_pages(kis: Any, day: date) -> list[Any]:
         page, first = KisPage(200, r.ctx_area_fk200, r.ctx_area_nk200), False
     return rows
 
+# %% ../nbs/13_kis.ipynb #orders_on
+def _order_status(r: Any, cancels: set[str], day_over: bool) -> OrderStatus:
+    "One `inquire-ccnl` order row as an `OrderStatus` with its fill."
+    status, reason = _row_status(r, cancels, day_over)
+    done, price = int(_num(r.ft_ccld_qty)), _num(r.ft_ccld_unpr3) or None
+    fills = (Fill(done, price, None),) if done and price else ()
+    return OrderStatus(str(r.odno), None, str(r.pdno),
+                       "SELL" if str(r.sll_buy_dvsn_cd) == "01" else "BUY",
+                       int(_num(r.ft_ord_qty)), _num(r.ft_ord_unpr3), status, done,
+                       price if done else None, 0.0, reason, ordered_at=_order_time(r),
+                       fills=fills)
+
+# %% ../nbs/13_kis.ipynb #7382b995
 @patch_to(KisBroker)
 def orders_on(self, day: date) -> list[OrderStatus]:
     "Every order of New York date `day` with its fills (cached until this broker sends one)."
     if day in self._orders: return self._orders[day]
     rows = self.conn.call(_ccnl_pages, day, what=f"orders of {day}")
     cancels = {str(r.orgn_odno) for r in rows if str(getattr(r, "rvse_cncl_dvsn", "")) == "02"}
-    day_over = day < self.session
-    out = []
-    for r in rows:
-        if str(getattr(r, "rvse_cncl_dvsn", "00")) not in ("00", ""): continue   # cancel rows
-        status, reason = _row_status(r, cancels, day_over)
-        done, at = int(_num(r.ft_ccld_qty)), _order_time(r)
-        price = _num(r.ft_ccld_unpr3) or None
-        fills = (Fill(done, price, None),) if done and price else ()
-        out.append(OrderStatus(str(r.odno), None, str(r.pdno),
-                               "SELL" if str(r.sll_buy_dvsn_cd) == "01" else "BUY",
-                               int(_num(r.ft_ord_qty)), _num(r.ft_ord_unpr3), status, done,
-                               price if done else None, 0.0, reason, ordered_at=at, fills=fills))
-    self._orders[day] = out
-    return out
+    self._orders[day] = [_order_status(r, cancels, day < self.session) for r in rows
+                         if str(getattr(r, "rvse_cncl_dvsn", "00")) in ("00", "")]
+    return self._orders[day]
 
 @patch_to(KisBroker)
 def todays_orders(self) -> list[OrderStatus]:
@@ -450,8 +456,7 @@ MATCH_SKEW = timedelta(minutes=10)   # clock difference tolerated between us and
 @patch_to(KisBroker)
 def find_order(self, query: OrderQuery, exclude: Iterable[str] = ()) -> OrderStatus | None:
     "The order of a recorded intent (see above); `AmbiguousOrder` when it cannot be told apart."
-    from dataclasses import replace
-    orders = self.orders_on(to_et(query.placed_after).date())
+    orders = self.orders_on(session_of(query.placed_after))
     if query.broker_order_id:
         found = [o for o in orders if o.order_id == query.broker_order_id]
     else:
@@ -465,10 +470,11 @@ def find_order(self, query: OrderQuery, exclude: Iterable[str] = ()) -> OrderSta
                              f"{', '.join(o.order_id for o in found)}")
     return replace(found[0], client_key=query.client_key) if found else None
 
+# %% ../nbs/13_kis.ipynb #cancel
 @patch_to(KisBroker)
 def cancel(self, order_id: str) -> OrderStatus:
     "Cancel what is open of `order_id` (an order of the run's session); its status after."
-    from pykis.api.account.order import KisOrder
+    from pykis.api.account.order import KisOrder  # python-kis: see KisConnection
     from pykis.api.account.order_modify import foreign_cancel_order
     order = next((o for o in self.todays_orders() if o.order_id == order_id), None)
     if order is None: raise LookupError(f"no KIS order {order_id} on {self.session}")
@@ -482,15 +488,6 @@ def cancel(self, order_id: str) -> OrderStatus:
     return next(o for o in self.todays_orders() if o.order_id == order_id)
 
 # %% ../nbs/13_kis.ipynb #eab014ac
-def missing_ranges(first: date | None, last: date | None, since: date, until: date,
-                   ) -> list[tuple[date, date]]:
-    "The date ranges of [since, until] that a cache holding [first, last] lacks."
-    if first is None: return [(since, until)] if since <= until else []
-    out = []
-    if since < first: out.append((since, first - timedelta(days=1)))
-    if last < until: out.append((last + timedelta(days=1), until))
-    return out
-
 def _years(start: date, end: date) -> list[tuple[date, date]]:
     "[start, end] cut into calendar-year pieces, oldest first."
     out, a = [], start
@@ -513,26 +510,14 @@ class BrokerSeedResult:
 def seed_from_broker(db: Database, market: KisMarketData, symbols: Iterable[str], since: date,
                      until: date, progress: bool = True) -> list[BrokerSeedResult]:
     "Backfill `symbols`' adjusted daily bars from KIS for [since, until] (resumable)."
-    from tqdm import tqdm
-
-    from stockstock.calendar import sessions_between
-    from stockstock.data import validate_bars
     out = []
-    summary = db.ohlcv_summary()
-    for sym in symbols:
-        have = summary.loc[sym] if sym in summary.index else None
-        first, last = (have["first"], have["last"]) if have is not None else (None, None)
+    for sym, (first, last) in cached_ranges(db, symbols).items():
         pieces = [y for a, b in missing_ranges(first, last, since, until) for y in _years(a, b)]
         fetched = dropped = 0
         for a, b in tqdm(pieces, desc=f"seeding {sym}", unit="year", disable=not progress):
-            n = len(sessions_between(a, b))
-            if n == 0: continue
-            clean, rejected = validate_bars(market.daily_bars(sym, b, n + 5).loc[str(a):str(b)])
-            db.upsert_ohlcv(sym, clean, source="kis")
-            fetched, dropped = fetched + len(clean), dropped + len(rejected)
-        s = db.ohlcv_summary()
-        row = s.loc[sym] if sym in s.index else None
-        out.append(BrokerSeedResult(sym, fetched, dropped, str(row["first"]) if row is not None
-                                    else "", str(row["last"]) if row is not None else ""))
+            stored, rejected = fetch_bars(db, market, sym, a, b, source="kis", slack=5)
+            fetched, dropped = fetched + stored, dropped + len(rejected)
+        first, last = cached_ranges(db, [sym])[sym]
+        out.append(BrokerSeedResult(sym, fetched, dropped, str(first or ""), str(last or "")))
         log.info("symbol_seeded", symbol=sym, rows=fetched, dropped=dropped, source="kis")
     return out

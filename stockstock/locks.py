@@ -72,7 +72,7 @@ def _application_name(name: str) -> str:
 class DatabaseLock:
     "A PostgreSQL session advisory lock, held on a connection of its own (closing it frees it)."
     def __init__(self, name: str, db_url: str) -> None:
-        from stockstock.db import advisory_key, database_url
+        from stockstock.db import advisory_key, database_url  # SQLAlchemy: with PostgreSQL only
         self.name, self.key = name, advisory_key(name)
         self.url, self._connect_url = database_url(db_url)
         self._engine: Engine | None = None
@@ -82,7 +82,7 @@ class DatabaseLock:
         from sqlalchemy.exc import OperationalError, ProgrammingError
         from sqlalchemy.pool import NullPool
 
-        from stockstock.db import _open_error, make_engine
+        from stockstock.db import _open_error, make_engine  # SQLAlchemy: with PostgreSQL only
         engine = make_engine(self._connect_url, _application_name(self.name), poolclass=NullPool)
         try:
             return engine, engine.connect().execution_options(isolation_level="AUTOCOMMIT")
@@ -168,13 +168,13 @@ class FileValue:
 class DatabaseValue:
     "A JSON value in a `system_state` row, locked and rewritten in one transaction."
     def __init__(self, key: str, db_url: str) -> None:
-        from stockstock.db import init_db
+        from stockstock.db import init_db  # SQLAlchemy: with PostgreSQL only
         self.key, self.db = key, init_db(db_url)
 
     def _select(self, conn: Connection) -> Any:
         from sqlalchemy import select
 
-        from stockstock.db import SystemState
+        from stockstock.db import SystemState  # SQLAlchemy: with PostgreSQL only
         table = SystemState.__table__
         q = select(table.c.value).where(table.c.key == self.key).with_for_update()
         return conn.execute(q).first()
@@ -184,7 +184,7 @@ class DatabaseValue:
         "The stored value (else `default`), written back when the block ends."
         from sqlalchemy import update
 
-        from stockstock.db import SystemState, utcnow
+        from stockstock.db import SystemState, utcnow  # SQLAlchemy: with PostgreSQL only
         table = SystemState.__table__
         with self.db.engine.begin() as conn:
             if (row := self._select(conn)) is None:

@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
+from fastcore.basics import patch_to
 from pydantic import SecretStr
 
+from .config import resolve_path
+
 # %% auto #0
-__all__ = ['MASK', 'SECRET_FIELDS', 'EVENT_NAME', 'SecretMasker', 'configure_logging', 'get_logger', 'check_event_name']
+__all__ = ['MASK', 'SECRET_FIELDS', 'LOG_FILE', 'QUIET_LOGGERS', 'EVENT_NAME', 'SecretMasker', 'log_path', 'configure_logging',
+           'get_logger', 'quiet_libraries', 'check_event_name']
 
 # %% ../nbs/01_log.ipynb #fc5d4f29
 MASK = "**********"
@@ -32,6 +36,7 @@ SECRET_FIELDS = frozenset({
     "authorization", "proxy-authorization", "cookie", "set-cookie", "password", "secret",
     "token", "bot_token", "api_key", "app_key", "app_secret", "account", "account_number"})
 
+# %% ../nbs/01_log.ipynb #0c1a2b3d
 class SecretMasker:
     "structlog processor that masks secret fields and registered secret values."
     def __init__(self, secrets: Iterable[str] = ()):
@@ -42,27 +47,35 @@ class SecretMasker:
         "Add secret values (strings shorter than 4 chars are ignored: too likely to collide)."
         self.secrets |= {s for s in secrets if isinstance(s, str) and len(s) >= 4}
 
-    def mask(self, value: Any, key: str | None = None) -> Any:
-        "A copy of `value` with secrets masked."
-        if key is not None and key.lower() in SECRET_FIELDS and value not in (None, ""):
-            return MASK
-        if isinstance(value, dict): return {k: self.mask(v, str(k)) for k, v in value.items()}
-        if isinstance(value, (list, tuple)): return type(value)(self.mask(v) for v in value)
-        if isinstance(value, SecretStr): return MASK
-        if isinstance(value, str):
-            for s in sorted(self.secrets, key=len, reverse=True):
-                value = value.replace(s, MASK)
-        return value
-
     def __call__(self, logger: Any, method: str, event_dict: dict) -> dict:
         return {k: (v if k == "event" else self.mask(v, k)) for k, v in event_dict.items()}
+
+# %% ../nbs/01_log.ipynb #7a8b9c0d
+@patch_to(SecretMasker)
+def mask(self, value: Any, key: str | None = None) -> Any:
+    "A copy of `value` with secrets masked."
+    if key is not None and key.lower() in SECRET_FIELDS and value not in (None, ""):
+        return MASK
+    if isinstance(value, dict): return {k: self.mask(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)): return type(value)(self.mask(v) for v in value)
+    if isinstance(value, SecretStr): return MASK
+    if isinstance(value, str):
+        for s in sorted(self.secrets, key=len, reverse=True):
+            value = value.replace(s, MASK)
+    return value
+
+# %% ../nbs/01_log.ipynb #3b2c1d0e
+LOG_FILE = "data/logs/stockstock.jsonl"   # the project's log, relative to its home
+
+def log_path() -> Path:
+    "The project's JSON-lines log file."
+    return resolve_path(LOG_FILE)
 
 # %% ../nbs/01_log.ipynb #852a1b36
 _masker = SecretMasker()
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "exception": 40,
            "critical": 50, "fatal": 50, "msg": 20, "log": 20}
-_FILES: dict[Path, TextIO] = {}      # log files opened by this process, by path
 
 def _text_line(d: dict) -> str:
     "`LEVEL event: key=value ...` for a person (timestamp and module left to the JSON file)."
@@ -75,6 +88,7 @@ def _render(logger: Any, method: str, d: dict) -> dict[str, str]:
     "The last processor: both renderings, handed to `_TeeLogger` as keyword arguments."
     return {"json_line": json.dumps(d, default=str), "text_line": _text_line(d)}
 
+# %% ../nbs/01_log.ipynb #6e5f4a3b
 class _TeeLogger:
     "Writes each event to every stream whose minimum level it reaches, in that stream's format."
     def __init__(self, streams: list[tuple[TextIO, int, str]]): self.streams = streams
@@ -86,6 +100,9 @@ class _TeeLogger:
         if name not in _LEVELS: raise AttributeError(name)
         return lambda **rendered: self._write(_LEVELS[name], **rendered)
 
+# %% ../nbs/01_log.ipynb #8a9b0c1d
+_FILES: dict[Path, TextIO] = {}      # log files opened by this process, by path
+
 def _log_file(path: str | Path) -> TextIO:
     "The process's one append handle on `path`."
     path = Path(path).resolve()
@@ -94,6 +111,21 @@ def _log_file(path: str | Path) -> TextIO:
         _FILES[path] = open(path, "a", encoding="utf-8")   # open for the process lifetime
     return _FILES[path]
 
+# %% ../nbs/01_log.ipynb #e5d24545
+class _StructlogHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try: message = record.getMessage()
+        except Exception: message = str(record.msg)
+        structlog.get_logger().log(record.levelno, "library_log", library=record.name,
+                                   message=message)
+
+def _route_stdlib(level: str) -> None:
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not isinstance(h, _StructlogHandler)]
+    root.addHandler(_StructlogHandler())
+    root.setLevel(max(logging.getLevelName(level.upper()), logging.INFO))
+
+# %% ../nbs/01_log.ipynb #0f1e2d3c
 def configure_logging(level: str = "INFO", stream: TextIO | None = None,
                       log_file: str | Path | None = None, secrets: Iterable[str] = (),
                       stream_level: str | None = None, stream_format: str = "text") -> None:
@@ -117,19 +149,12 @@ def get_logger(name: str | None = None, **bound: Any) -> Any:
     # `log = get_logger(__name__)` follows a later `configure_logging` (file, masking, level)
     return structlog.get_logger(**({"module": name} if name else {}), **bound)
 
-# %% ../nbs/01_log.ipynb #e5d24545
-class _StructlogHandler(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        try: message = record.getMessage()
-        except Exception: message = str(record.msg)
-        structlog.get_logger().log(record.levelno, "library_log", library=record.name,
-                                   message=message)
+# %% ../nbs/01_log.ipynb #d5e6f7a8
+QUIET_LOGGERS = ("httpx", "httpcore", "telegram", "apscheduler")
 
-def _route_stdlib(level: str) -> None:
-    root = logging.getLogger()
-    root.handlers = [h for h in root.handlers if not isinstance(h, _StructlogHandler)]
-    root.addHandler(_StructlogHandler())
-    root.setLevel(max(logging.getLevelName(level.upper()), logging.INFO))
+def quiet_libraries(names: Iterable[str] = QUIET_LOGGERS) -> None:
+    "Keep the chatter of `names` (their request URLs carry the bot token) out of the log."
+    for name in names: logging.getLogger(name).setLevel(logging.WARNING)
 
 # %% ../nbs/01_log.ipynb #5293b34e
 EVENT_NAME = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)+$")

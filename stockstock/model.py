@@ -5,7 +5,6 @@
 # %% ../nbs/07_model.ipynb #5c73d348
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .features import FEATURE_SETS, build_feature_panel, daily_volatility
+from .files import file_sha256, model_meta_path, read_model_meta
 from .log import get_logger
 
 log = get_logger(__name__)
@@ -38,9 +38,9 @@ __all__ = ['log', 'CLASSES', 'HORIZON', 'VOLATILITY_LABEL_WIDTH', 'LABELS', 'DEF
            'fit_calibrator', 'reliability_table', 'calibration_error', 'reliability_figure', 'buy_calls',
            'threshold_table', 'recommend_threshold', 'drift_reference', 'population_stability', 'drift_status',
            'drift_table', 'drifted_too_far', 'drift_figure', 'TradingModel', 'ModelError', 'LGBMTradingModel',
-           'model_feature_panel', 'train_model', 'file_sha256', 'save_model', 'load_model', 'default_cutoff',
-           'retrain_schedule', 'walk_forward_predictions', 'bootstrap_mean_ci', 'baseline_scores', 'block_table',
-           'summarise_blocks', 'matched_calls']
+           'model_feature_panel', 'train_model', 'save_model', 'load_model', 'default_cutoff', 'retrain_schedule',
+           'walk_forward_predictions', 'bootstrap_mean_ci', 'baseline_scores', 'block_table', 'summarise_blocks',
+           'matched_calls']
 
 # %% ../nbs/07_model.ipynb #518c1472
 CLASSES = ("DOWN", "HOLD", "UP")   # class index 0, 1, 2 — the order of predicted probabilities
@@ -433,6 +433,8 @@ class TradingModel(Protocol):
 class ModelError(Exception):
     "A model file that must not be used (missing, tampered, wrong features, pickled)."
 
+
+# %% ../nbs/07_model.ipynb #lgbm_model
 @dataclass
 class LGBMTradingModel:
     "A LightGBM booster with its metadata and calibrator; satisfies `TradingModel`."
@@ -462,6 +464,7 @@ class LGBMTradingModel:
         "Class probabilities in `CLASSES` order, calibrated when the model has a calibrator."
         raw = self.raw_proba(X)
         return raw if self.calibrator is None else self.calibrator.apply(raw)
+
 
 # %% ../nbs/07_model.ipynb #b4b9aa37
 BIAS = "_bias"    # the key of the bias (expected raw score) next to the feature contributions
@@ -549,11 +552,6 @@ def train_model(ds: Dataset, params: dict | None = None, n_splits: int = 5,
                             feature_set=meta["feature_set"]), cv.table
 
 # %% ../nbs/07_model.ipynb #b0f40ebd
-def file_sha256(path: str | Path) -> str:
-    "SHA-256 hex digest of a file."
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-def _meta_path(path: Path) -> Path: return path.with_suffix(".meta.json")
 def _calibration_path(path: Path) -> Path: return path.with_suffix(".calibration.json")
 
 def save_model(model: LGBMTradingModel, path: str | Path) -> Path:
@@ -571,7 +569,7 @@ def save_model(model: LGBMTradingModel, path: str | Path) -> Path:
     if model.calibrator is not None:
         calibration.write_text(json.dumps(model.calibrator.to_dict(), indent=2))
         meta["calibration"] = dict(file=calibration.name, sha256=file_sha256(calibration))
-    _meta_path(path).write_text(json.dumps(meta, indent=2, default=str))
+    model_meta_path(path).write_text(json.dumps(meta, indent=2, default=str))
     model.meta = meta
     return path
 
@@ -587,15 +585,17 @@ def _load_calibrator(path: Path, meta: dict) -> Calibrator | None:
                          "modified; retrain")
     return Calibrator.from_dict(json.loads(file.read_text()))
 
+
+# %% ../nbs/07_model.ipynb #load_model
 def load_model(path: str | Path) -> LGBMTradingModel:
     "Load a saved model after checking its format, hashes and feature list (`ModelError` if not)."
     path = Path(path)
     if path.suffix in (".pkl", ".pickle", ".joblib"):
         raise ModelError(f"{path.name}: pickled models are refused (arbitrary code on load)")
     if not path.exists(): raise ModelError(f"no model at {path}: run `stockstock train`")
-    if not _meta_path(path).exists():
-        raise ModelError(f"{path.name} has no {_meta_path(path).name} next to it")
-    meta = json.loads(_meta_path(path).read_text())
+    if not model_meta_path(path).exists():
+        raise ModelError(f"{path.name} has no {model_meta_path(path).name} next to it")
+    meta = read_model_meta(path)
     digest = file_sha256(path)
     if digest != meta.get("sha256"):
         raise ModelError(f"{path.name} does not match its metadata (sha256 {digest[:12]}… vs "
@@ -609,6 +609,7 @@ def load_model(path: str | Path) -> LGBMTradingModel:
         raise ModelError(f"{path.name}: booster has {booster.num_feature()} features")
     return LGBMTradingModel(booster, meta, sha256=digest, calibrator=_load_calibrator(path, meta),
                             feature_set=feature_set)
+
 
 # %% ../nbs/07_model.ipynb #e0bef243
 def default_cutoff(trading_days: list[pd.Timestamp] | pd.DatetimeIndex, sessions: int = 504,

@@ -5,7 +5,6 @@
 # %% ../nbs/14a_notify.ipynb #2fb698ad
 from __future__ import annotations
 
-import logging
 import re
 import time
 from dataclasses import dataclass
@@ -14,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
+from .chain import CHAIN_HEAD
 from .config import Secrets, TradingParams
 from .db import Database, Notice, Run, Trade
-from .log import get_logger
-from .queries import (esc, fit, local, plain_text, pnl, portfolio, status, tz_label,
-                                usd)
+from .log import get_logger, quiet_libraries
+from .messages import esc, fit, local, plain_text, tz_label, usd
+from .queries import pnl, portfolio, status
 
 if TYPE_CHECKING:   # httpx is imported when there is something to send (a run pays nothing)
     import httpx
@@ -36,6 +36,7 @@ class Answer:
     detail: str | None = None         # Telegram's description, or what went wrong
     retry_after: float | None = None  # seconds to wait before retrying (429: Telegram's)
 
+# %% ../nbs/14a_notify.ipynb #answer_fn
 def _answer(status_code: int, body: dict[str, Any]) -> Answer:
     "Classify Telegram's HTTP answer."
     if status_code == 200 and body.get("ok"): return Answer("sent")
@@ -76,6 +77,7 @@ def _claim(db: Database, notice_id: int) -> bool:
                          .values(status="unconfirmed", error="being sent"))
         return done.rowcount == 1
 
+# %% ../nbs/14a_notify.ipynb #chats_left
 _DONE = re.compile(r"^done with chats ([-\d,]+); ")
 
 def _chats_left(notice: Notice, chats: list[int]) -> list[int]:
@@ -143,6 +145,7 @@ class SendReport:
     def add(self, status: str) -> None:
         setattr(self, status, getattr(self, status) + 1)
 
+# %% ../nbs/14a_notify.ipynb #log_only
 def _log_only(db: Database, notices: list[Notice], report: SendReport) -> None:
     "No Telegram configured: each notice goes to the log."
     for n in notices:
@@ -152,28 +155,34 @@ def _log_only(db: Database, notices: list[Notice], report: SendReport) -> None:
         report.add("logged")
 
 # %% ../nbs/14a_notify.ipynb #24dba3f2
+def _send_all(db: Database, secrets: Secrets, notices: list[Notice], report: SendReport,
+              deadline: float, request_timeout_s: float, client: httpx.Client | None) -> None:
+    "Send `notices` to the whitelisted chats until done, stopped, or out of time."
+    import httpx  # httpx: only when there is something to send (a run pays nothing)
+    quiet_libraries()                          # httpx logs request URLs, which carry the token
+    token = secrets.telegram_bot_token.get_secret_value()
+    with client or httpx.Client() as http:
+        sender = _Sender(http, secrets.telegram_api_url, token, secrets.telegram_chat_ids,
+                         deadline, request_timeout_s)
+        for n in notices:
+            if sender.left() < 0.3 or not _claim(db, n.id): continue
+            state, error, stop = _deliver(sender, n)
+            db.mark_notice(n.id, state, error and error.replace(token, "<token>"))
+            report.add(state)
+            log.info("notice_sent" if state == "sent" else "notice_not_sent", key=n.key,
+                     status=state, error=error)
+            if stop: break
+
+# %% ../nbs/14a_notify.ipynb #24dba3f3
 def send_pending(db: Database, secrets: Secrets, budget_s: float = 4.0,
                  request_timeout_s: float = 2.5, limit: int = 50,
                  client: httpx.Client | None = None) -> SendReport:
     "Send the pending notices within `budget_s` seconds (log them without Telegram); counts."
     started, report = time.monotonic(), SendReport()
     notices = db.pending_notices(limit)
-    token = secrets.telegram_bot_token.get_secret_value() if secrets.telegram_bot_token else ""
-    if notices and (not token or not secrets.telegram_chat_ids): _log_only(db, notices, report)
-    elif notices:
-        import httpx
-        logging.getLogger("httpx").setLevel(logging.WARNING)     # it logs URLs (with the token)
-        with client or httpx.Client() as http:
-            sender = _Sender(http, secrets.telegram_api_url, token, secrets.telegram_chat_ids,
-                             started + budget_s, request_timeout_s)
-            for n in notices:
-                if sender.left() < 0.3 or not _claim(db, n.id): continue
-                state, error, stop = _deliver(sender, n)
-                db.mark_notice(n.id, state, error and error.replace(token, "<token>"))
-                report.add(state)
-                log.info("notice_sent" if state == "sent" else "notice_not_sent", key=n.key,
-                         status=state, error=error)
-                if stop: break
+    if notices and not secrets.telegram_configured: _log_only(db, notices, report)
+    elif notices: _send_all(db, secrets, notices, report, started + budget_s,
+                            request_timeout_s, client)
     report.pending, report.seconds = len(db.pending_notices(limit)), time.monotonic() - started
     if notices:
         log.info("notices_processed", sent=report.sent, logged=report.logged,
@@ -183,31 +192,42 @@ def send_pending(db: Database, secrets: Secrets, budget_s: float = 4.0,
 
 # %% ../nbs/14a_notify.ipynb #5b1d6b11
 def _last_day(db: Database, model: type[Run] | type[Trade], since: datetime) -> list[Any]:
+    "The runs started (or the orders made) since `since`, oldest first."
     column = model.started_at if model is Run else model.created_at
     with db.session() as s:
         return list(s.scalars(select(model).where(column >= since).order_by(column)))
 
+# %% ../nbs/14a_notify.ipynb #book_lines
+def _book_lines(pv: Any, view: Any) -> list[str]:
+    "The portfolio value and P&L lines of the summary (`queries.portfolio`, `queries.pnl`)."
+    lines = []
+    if pv is not None:
+        lines.append(f"Value <b>{usd(pv.equity)} USD</b> (cash {usd(pv.cash)}, "
+                     f"{len(pv.holdings)} positions, unrealised {usd(pv.unrealised, True)})")
+    if view is not None:
+        lines.append("P&amp;L: " + " · ".join(f"{x.period} {usd(x.total, True)}"
+                                             for x in view.lines))
+    return lines
+
+# %% ../nbs/14a_notify.ipynb #daily_summary
 def daily_summary(db: Database, params: TradingParams, now: datetime | None = None) -> str:
     "The daily summary (Telegram HTML)."
     now, tz = now or datetime.now(UTC), params.display_timezone
-    st, view, pv = status(db, params, now), pnl(db), portfolio(db)
+    st = status(db, params, now)
     runs, trades = (_last_day(db, m, now - timedelta(days=1)) for m in (Run, Trade))
     counts = {s: sum(r.status == s for r in runs) for s in ("ok", "failed", "skipped")}
     head = [f"<b>📊 Daily summary</b> [{esc(params.mode)}] {local(now, tz, '%Y-%m-%d')}",
             "Trading: <b>HALTED</b> — " + esc(st.halt["reason"]) if st.halt else "Trading: on",
-            f"NYSE: {esc(st.market.describe())}"]
-    if pv is not None:
-        head.append(f"Value <b>{usd(pv.equity)} USD</b> (cash {usd(pv.cash)}, "
-                    f"{len(pv.holdings)} positions, unrealised {usd(pv.unrealised, True)})")
-    if view is not None:
-        head.append("P&amp;L: " + " · ".join(f"{x.period} {usd(x.total, True)}"
-                                            for x in view.lines))
+            f"NYSE: {esc(st.market.describe())}", *_book_lines(portfolio(db), pnl(db))]
     head.append(f"Runs (24 h): {counts['ok']} ok, {counts['failed']} failed, "
                 f"{counts['skipped']} skipped · orders: {len(trades)} · still open: "
                 f"{st.open_orders}")
+    if anchor := db.get_state(CHAIN_HEAD):    # a copy of the chain's head, off this machine
+        head.append(f"Audit chain: #{anchor['seq']} <code>{anchor['sha256'][:16]}</code>")
     failed = [f"❌ {local(r.started_at, tz)} {r.run_id}" for r in runs if r.status == "failed"]
     return fit("\n".join(head), failed, f"(times {tz_label(tz)})" if failed else "", empty="")
 
+# %% ../nbs/14a_notify.ipynb #queue_summary
 def queue_daily_summary(db: Database, params: TradingParams,
                         now: datetime | None = None) -> bool:
     "Queue today's summary (display time zone) unless it already was; True if queued now."

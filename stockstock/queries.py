@@ -5,27 +5,24 @@
 # %% ../nbs/14_queries.ipynb #3d054baa
 from __future__ import annotations
 
-import html
-import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
-from .calendar import NEW_YORK, MarketStatus, format_instant, market_status, next_session
+from .calendar import NEW_YORK, MarketStatus, format_instant, market_status, session_of
 from .config import TradingParams, resolve_path
-from .db import Database, Notice, PortfolioSnapshot, Run, Signal, SimAccount, Trade
-from .state import HALT, sim_clock
+from .db import (MAY_FILL_STATES, Database, Notice, PortfolioSnapshot, Run, SignalRow,
+                           SimAccount, Trade)
+from .files import model_cutoff, read_model_meta
+from .messages import MAX_MESSAGE, esc, fit, local, tz_label, usd
+from .state import halt_in_force, next_sim_session, sim_clock
 
 # %% auto #0
-__all__ = ['MAX_MESSAGE', 'Status', 'model_meta', 'active_halt', 'current_session', 'open_orders', 'status', 'Holding',
-           'PortfolioView', 'portfolio', 'realised_events', 'PnlLine', 'PnlView', 'pnl', 'recent_trades',
-           'latest_signals', 'recent_runs', 'esc', 'message_length', 'plain_text', 'fit', 'local', 'usd', 'tz_label',
-           'format_status', 'format_portfolio', 'format_pnl', 'format_trades', 'format_open_orders', 'format_signals',
-           'format_runs']
+__all__ = ['Status', 'current_session', 'open_orders', 'status', 'Holding', 'PortfolioView', 'portfolio', 'realised_events',
+           'PnlLine', 'PnlView', 'pnl', 'recent_trades', 'latest_signals', 'recent_runs', 'format_status',
+           'format_portfolio', 'format_pnl', 'format_trades', 'format_open_orders', 'format_signals', 'format_runs']
 
 # %% ../nbs/14_queries.ipynb #3f6dfb6b
 @dataclass
@@ -44,47 +41,34 @@ class Status:
     pending_notices: int
 
 # %% ../nbs/14_queries.ipynb #c891cd7e
-def model_meta(params: TradingParams) -> dict[str, Any]:
-    "The model's `.meta.json` (empty when there is no model): read without loading LightGBM."
-    meta = resolve_path(params.model_path).with_suffix(".meta.json")
-    try:
-        return json.loads(meta.read_text())
-    except (OSError, ValueError):
-        return {}
-
-def active_halt(db: Database, session: date | None) -> dict[str, Any] | None:
-    "The halt record in force for `session` (a daily halt of another session has expired)."
-    halt = db.get_state(HALT)
-    if not halt: return None
-    if halt.get("session") and halt["session"] != str(session): return None
-    return halt
-
-def current_session(db: Database, params: TradingParams, now: datetime) -> date | None:
+def current_session(db: Database, params: TradingParams, now: datetime,
+                    cutoff: date | None = None) -> date | None:
     "The session the next run trades: today (New York) in paper/live, the replay's next in sim."
-    if params.mode != "sim": return now.astimezone(NEW_YORK).date()
-    clock = sim_clock(db)
-    return next_session(clock) if clock else None
+    if params.mode != "sim": return session_of(now)
+    return next_sim_session(db, cutoff)
 
 # %% ../nbs/14_queries.ipynb #1233b937
 def open_orders(db: Database) -> list[Trade]:
     "Our orders the broker may still fill, as the last run recorded them."
-    q = select(Trade).where(Trade.status.in_(("submitted", "partially_filled", "unknown")))
-    with db.session() as s:
-        return list(s.scalars(q.order_by(Trade.id)))
+    return db.trades_in(MAY_FILL_STATES)
 
+def _pending_notices(db: Database) -> int:
+    "How many notices are still to send."
+    with db.session() as s:
+        return s.scalar(select(func.count()).where(Notice.status == "pending")) or 0
+
+# %% ../nbs/14_queries.ipynb #2c3d4e5f
 def status(db: Database, params: TradingParams, now: datetime | None = None) -> Status:
     "Mode, halt, market hours, last run, model age, open orders and unsent notices."
     now = now or datetime.now(UTC)
-    session, meta, clock = current_session(db, params, now), model_meta(params), sim_clock(db)
-    cutoff = date.fromisoformat(meta["cutoff"]) if meta.get("cutoff") else None
-    today = clock if params.mode == "sim" and clock else now.astimezone(NEW_YORK).date()
-    runs = db.list_runs(limit=1)
-    with db.session() as s:
-        pending = s.scalar(select(func.count()).where(Notice.status == "pending")) or 0
-    return Status(params.mode, now, active_halt(db, session), market_status(now),
-                  runs[0] if runs else None, cutoff,
+    meta, clock = read_model_meta(resolve_path(params.model_path)), sim_clock(db)
+    cutoff = model_cutoff(meta)
+    today = clock if params.mode == "sim" and clock else session_of(now)
+    halt = halt_in_force(db, current_session(db, params, now, cutoff))
+    runs = db.list_runs(limit=1, latest="started")
+    return Status(params.mode, now, halt, market_status(now), runs[0] if runs else None, cutoff,
                   (today - cutoff).days if cutoff else None, meta.get("sha256"), clock,
-                  len(open_orders(db)), pending)
+                  len(open_orders(db)), _pending_notices(db))
 
 # %% ../nbs/14_queries.ipynb #6026eba7
 @dataclass
@@ -165,6 +149,7 @@ class PnlView:
     lines: list[PnlLine]
     unrealised_now: float
 
+# %% ../nbs/14_queries.ipynb #5f607182
 def _opening_equity(db: Database) -> float:
     "The sim account's opening cash, else the first snapshot's value."
     with db.session() as s:
@@ -180,7 +165,7 @@ def pnl(db: Database) -> PnlView | None:
     latest = db.last_snapshot(before=_END_OF_TIME)
     if latest is None: return None
     now, opening = latest.as_of, _opening_equity(db)
-    today = datetime.combine(now.astimezone(NEW_YORK).date(), datetime.min.time(), NEW_YORK)
+    today = datetime.combine(session_of(now), datetime.min.time(), NEW_YORK)
     events = realised_events(db.rows(Trade))
     lines = []
     for period, start in (("today", today), ("7 days", now - timedelta(days=7)),
@@ -197,62 +182,20 @@ def recent_trades(db: Database, n: int = 10) -> list[Trade]:
     with db.session() as s:
         return list(s.scalars(select(Trade).order_by(Trade.id.desc()).limit(n)))
 
-def latest_signals(db: Database) -> list[Signal]:
+def latest_signals(db: Database) -> list[SignalRow]:
     "The most recent signal of each symbol, by symbol."
-    last = select(func.max(Signal.id)).group_by(Signal.symbol)
+    last = select(func.max(SignalRow.id)).group_by(SignalRow.symbol)
     with db.session() as s:
-        return list(s.scalars(select(Signal).where(Signal.id.in_(last)).order_by(Signal.symbol)))
+        return list(s.scalars(select(SignalRow).where(SignalRow.id.in_(last))
+                              .order_by(SignalRow.symbol)))
 
 def recent_runs(db: Database, n: int = 10) -> list[Run]:
-    "The last `n` runs started, newest first."
+    "The last `n` runs, latest decision first."
     return db.list_runs(limit=n)
-
-# %% ../nbs/14_queries.ipynb #2c96a1c4
-MAX_MESSAGE = 4096   # Telegram's limit on a message's text
-
-def esc(value: Any) -> str:
-    "`value` as text safe inside Telegram HTML."
-    return html.escape(str(value), quote=False)
-
-def message_length(text: str) -> int:
-    "Length in UTF-16 code units, as Telegram counts."
-    return len(text.encode("utf-16-le")) // 2
-
-def plain_text(message: str) -> str:
-    "A Telegram-HTML message as plain text (tags dropped, entities decoded)."
-    return html.unescape(re.sub(r"<[^>]+>", "", message))
-
-# %% ../nbs/14_queries.ipynb #aa000068
-def fit(head: str, rows: list[str], tail: str = "", limit: int = MAX_MESSAGE,
-        empty: str = "nothing yet") -> str:
-    "`head`, `rows` in a `<pre>` block, `tail`: as many rows as fit in `limit`, then a note."
-    def build(k: int) -> str:
-        left = len(rows) - k
-        body = rows[:k] + ([f"… {left} more not shown (Telegram's 4096-character limit)"]
-                           if left else [])
-        block = f"<pre>{esc(chr(10).join(body))}</pre>" if rows else esc(empty)
-        return "\n".join(x for x in (head, block, tail) if x)
-    k = len(rows)
-    while k > 0 and message_length(build(k)) > limit:   # rows are short: cut a few at a time
-        k = min(k - 1, int(k * limit / message_length(build(k))))
-    return build(k)
-
-# %% ../nbs/14_queries.ipynb #3d5f670a
-def local(ts: datetime | None, tz: str, fmt: str = "%m-%d %H:%M") -> str:
-    "`ts` in time zone `tz` (empty for None)."
-    return ts.astimezone(ZoneInfo(tz)).strftime(fmt) if ts is not None else ""
-
-def usd(x: float | None, sign: bool = False) -> str:
-    "`1,234.50` (`+1,234.50` with `sign`); an empty string for None."
-    if x is None: return ""
-    return f"{x:+,.2f}" if sign else f"{x:,.2f}"
-
-def tz_label(tz: str) -> str:
-    "A short name for `tz` now, e.g. KST."
-    return datetime.now(ZoneInfo(tz)).strftime("%Z")
 
 # %% ../nbs/14_queries.ipynb #1d7a8642
 def _halt_line(halt: dict[str, Any] | None, tz: str) -> str:
+    "The line of /status about the halt switch."
     if halt is None: return "Trading: <b>on</b> (new entries allowed)"
     since = datetime.fromisoformat(halt["since"]) if halt.get("since") else None
     scope = f"for the session {halt['session']}" if halt.get("session") else "until /start"
@@ -260,6 +203,7 @@ def _halt_line(halt: dict[str, Any] | None, tz: str) -> str:
             f"(by {esc(halt.get('by', '?'))}, since {local(since, tz)} {tz_label(tz)}); "
             "stop-losses and exits go on")
 
+# %% ../nbs/14_queries.ipynb #8293a4b5
 def format_status(st: Status, tz: str) -> str:
     "The /status answer."
     lines = [f"<b>StockStock</b> · {esc(st.mode)} mode", _halt_line(st.halt, tz),
@@ -289,6 +233,7 @@ def format_portfolio(pv: PortfolioView | None, tz: str) -> str:
             f"unrealised {usd(pv.unrealised, True)}")
     return fit(head, rows, tail, empty="no positions")
 
+# %% ../nbs/14_queries.ipynb #a4b5c6d7
 def format_pnl(view: PnlView | None, tz: str) -> str:
     "The /pnl answer."
     if view is None: return "<b>P&amp;L</b>\nno snapshot yet: no run has finished"
@@ -300,6 +245,7 @@ def format_pnl(view: PnlView | None, tz: str) -> str:
 
 # %% ../nbs/14_queries.ipynb #e491d1aa
 def _trade_row(t: Trade, tz: str) -> str:
+    "One trade in a line: when, side, quantity, symbol, price, status."
     price = t.avg_fill_price or t.limit_price
     why = " stop-loss" if t.reason == "stop_loss" else ""
     return (f"{local(t.intent_at or t.slot, tz)} {t.side:<4} {t.qty:>6} {t.symbol:<5} "
@@ -310,13 +256,14 @@ def format_trades(trades: list[Trade], tz: str) -> str:
     return fit(f"<b>Last {len(trades)} trades</b> (times {tz_label(tz)}, fill or limit price)",
                [_trade_row(t, tz) for t in trades], empty="no trades yet")
 
+# %% ../nbs/14_queries.ipynb #b5c6d7e8
 def format_open_orders(trades: list[Trade], tz: str, limit: int = MAX_MESSAGE) -> str:
     "What is still open at the broker, as our last run recorded it."
     return fit("Still open at the broker <i>(as last recorded by our runs; the broker was not "
                "asked)</i>:", [_trade_row(t, tz) for t in trades], empty="nothing", limit=limit)
 
 # %% ../nbs/14_queries.ipynb #4b48ddd1
-def format_signals(signals: list[Signal], tz: str) -> str:
+def format_signals(signals: list[SignalRow], tz: str) -> str:
     "The /signals answer: the latest signal of each symbol."
     rows = [f"{s.symbol:<5} {s.action:<4} "
             f"{'   -' if s.confidence is None else f'{s.confidence:4.2f}'} "
@@ -324,10 +271,11 @@ def format_signals(signals: list[Signal], tz: str) -> str:
     return fit(f"<b>Latest signals</b> (confidence, decision time {tz_label(tz)}, outcome)",
                rows, empty="no signals yet")
 
+# %% ../nbs/14_queries.ipynb #e8f90a1b
 _MARK = {"ok": "✅", "failed": "❌", "skipped": "·", "running": "…"}
 
 def format_runs(runs: list[Run], tz: str) -> str:
-    "The /runs answer (newest first, failed ones marked ❌)."
+    "The /runs answer (latest decision first, failed ones marked ❌)."
     rows = [f"{_MARK.get(r.status, '?')} {local(r.as_of, tz)} {r.status:<7} {r.run_id}"
             + (f"  {r.reason[:80]}" if r.reason else "") for r in runs]
     return fit(f"<b>Last {len(runs)} runs</b> (decision time {tz_label(tz)})", rows,

@@ -11,41 +11,38 @@ from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from fastcore.basics import patch_to
+
+from .config import TradingParams
+
 # %% auto #0
 __all__ = ['Side', 'OrderType', 'RiskLimits', 'Position', 'Portfolio', 'limit_price', 'buy_cost', 'max_buy_qty', 'stop_loss_hit',
-           'daily_loss_reached', 'DailyLossState', 'DailyLossTracker', 'OrderRequest', 'RiskEvent', 'RiskDecision',
+           'daily_loss_reached', 'DailyLossState', 'DailyLossTracker', 'OrderRequest', 'RiskEvent', 'Approval',
            'evaluate']
 
 # %% ../nbs/09_risk.ipynb #4755d8ec
 Side = Literal["BUY", "SELL"]
 OrderType = Literal["MARKET", "LIMIT"]
 
+def _default(name: str) -> Any:
+    "The default of trading parameter `name`."
+    return TradingParams.model_fields[name].default
+
 @dataclass(frozen=True)
 class RiskLimits:
-    "The risk rules one decision is made under."
-    max_position_pct: float = 0.10    # of portfolio value, per symbol, in (0, 1]
-    stop_loss_pct: float = 0.05       # below the average entry price, in (0, 1]
-    max_daily_loss_usd: float = 500.0 # session loss (start equity - equity) that halts trading
-    order_type: OrderType = "MARKET"  # MARKET = marketable limit, LIMIT = limit at the last price
-    limit_buffer_pct: float = 0.005   # marketable-limit distance from the last price, in [0, 1)
-    commission_rate: float = 0.0025   # fee as a fraction of order value, in [0, 1)
+    "The risk rules one approval is made under (defaults and ranges: `TradingParams`)."
+    max_position_pct: float = _default("max_position_pct")
+    stop_loss_pct: float = _default("stop_loss_pct")
+    max_daily_loss_usd: float = _default("max_daily_loss_usd")
+    order_type: OrderType = _default("order_type")
+    limit_buffer_pct: float = _default("limit_buffer_pct")
+    commission_rate: float = _default("commission_rate")
 
-    def __post_init__(self):
-        checks = {"max_position_pct": 0 < self.max_position_pct <= 1,
-                  "stop_loss_pct": 0 < self.stop_loss_pct <= 1,
-                  "max_daily_loss_usd": self.max_daily_loss_usd > 0,
-                  "order_type": self.order_type in ("MARKET", "LIMIT"),
-                  "limit_buffer_pct": 0 <= self.limit_buffer_pct < 1,
-                  "commission_rate": 0 <= self.commission_rate < 1}
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad: raise ValueError(f"invalid risk limit {bad[0]}={getattr(self, bad[0])!r}")
-
-    @classmethod
-    def from_params(cls, params: Any) -> RiskLimits:
-        "Limits from any object with the six fields as attributes (e.g. `TradingParams`)."
-        names = ("max_position_pct", "stop_loss_pct", "max_daily_loss_usd", "order_type",
-                 "limit_buffer_pct", "commission_rate")
-        return cls(**{n: getattr(params, n) for n in names})
+# %% ../nbs/09_risk.ipynb #1c2d3e4f
+@patch_to(RiskLimits, cls_method=True)
+def from_params(cls, params: TradingParams) -> RiskLimits:
+    "The limits of validated trading parameters."
+    return cls(**{name: getattr(params, name) for name in cls.__dataclass_fields__})
 
 # %% ../nbs/09_risk.ipynb #6d4da800
 @dataclass
@@ -60,9 +57,10 @@ class Position:
         if not (self.avg_price > 0 and math.isfinite(self.avg_price)):
             raise ValueError(f"{self.symbol}: avg_price must be finite and > 0")
 
+# %% ../nbs/09_risk.ipynb #3e4f5061
 @dataclass
 class Portfolio:
-    "Cash, positions, last prices and still-open orders at the moment of the decision."
+    "Cash, positions, last prices and still-open orders at the moment of the approval."
     cash: float                                                    # USD available for buys
     positions: dict[str, Position] = field(default_factory=dict)   # symbol -> position
     prices: dict[str, float] = field(default_factory=dict)         # symbol -> last price, > 0
@@ -78,28 +76,34 @@ class Portfolio:
         if bad: raise ValueError(f"last price must be finite and > 0: {bad[0]}")
         if not math.isfinite(self.cash): raise ValueError(f"cash must be finite, got {self.cash}")
 
-    def held(self, symbol: str) -> int:
-        "Shares of `symbol` held (0 when none)."
-        pos = self.positions.get(symbol)
-        return pos.qty if pos else 0
+# %% ../nbs/09_risk.ipynb #61728394
+@patch_to(Portfolio)
+def held(self, symbol: str) -> int:
+    "Shares of `symbol` held (0 when none)."
+    pos = self.positions.get(symbol)
+    return pos.qty if pos else 0
 
-    def committed(self, symbol: str) -> int:
-        "Shares held or on open buy orders: what counts toward the position cap."
-        return self.held(symbol) + self.pending_buy.get(symbol, 0)
+@patch_to(Portfolio)
+def committed(self, symbol: str) -> int:
+    "Shares held or on open buy orders: what counts toward the position cap."
+    return self.held(symbol) + self.pending_buy.get(symbol, 0)
 
-    def sellable(self, symbol: str) -> int:
-        "Shares held and not already on an open sell order."
-        return max(self.held(symbol) - self.pending_sell.get(symbol, 0), 0)
+@patch_to(Portfolio)
+def sellable(self, symbol: str) -> int:
+    "Shares held and not already on an open sell order."
+    return max(self.held(symbol) - self.pending_sell.get(symbol, 0), 0)
 
-    def value(self, symbol: str) -> float:
-        "Market value of the `symbol` position at its last price."
-        qty = self.held(symbol)
-        return qty * self.prices[symbol] if qty else 0.0
+# %% ../nbs/09_risk.ipynb #8394a5b6
+@patch_to(Portfolio)
+def value(self, symbol: str) -> float:
+    "Market value of the `symbol` position at its last price."
+    qty = self.held(symbol)
+    return qty * self.prices[symbol] if qty else 0.0
 
-    @property
-    def equity(self) -> float:
-        "Portfolio value: cash plus every position at its last price."
-        return self.cash + sum(self.value(s) for s in self.positions)
+@patch_to(Portfolio, as_prop=True)
+def equity(self) -> float:
+    "Portfolio value: cash plus every position at its last price."
+    return self.cash + sum(self.value(s) for s in self.positions)
 
 # %% ../nbs/09_risk.ipynb #908d2e55
 def _to_tick(raw: float, up: bool) -> float:
@@ -109,6 +113,7 @@ def _to_tick(raw: float, up: bool) -> float:
     steps = math.ceil(steps) if up else max(math.floor(steps), 1)
     return round(steps * tick, 4)
 
+# %% ../nbs/09_risk.ipynb #a5b6c7d8
 def limit_price(last: float, # last traded price, > 0
                 side: Side, limits: RiskLimits,
                 marketable: bool | None = None, # None: `limits.order_type == "MARKET"`
@@ -132,6 +137,7 @@ def _largest_qty(fits: Callable[[int], bool], estimate: float) -> int:
     while fits(q + 1): q += 1
     return q
 
+# %% ../nbs/09_risk.ipynb #c7d8e9fa
 def _cap_qty(price: float, equity: float, held_qty: int, max_position_pct: float) -> int:
     "Shares that can be added before `held_qty + q` at `price` passes the cap."
     budget = max_position_pct * equity
@@ -144,6 +150,7 @@ def _cash_qty(price: float, cash: float, commission_rate: float) -> int:
     return _largest_qty(lambda q: buy_cost(q, price, commission_rate) <= cash,
                         cash / (price * (1 + commission_rate)))
 
+# %% ../nbs/09_risk.ipynb #e9fa0b1c
 def max_buy_qty(price: float,           # limit price of the buy, > 0
                 cash: float,            # cash available for it
                 equity: float,          # portfolio value the cap is a fraction of
@@ -174,6 +181,7 @@ class DailyLossState:
     loss: float           # start_equity - equity, >= 0 (0 when up on the day)
     worst_loss: float     # largest loss seen this session
 
+# %% ../nbs/09_risk.ipynb #0b1c2d3f
 class DailyLossTracker:
     "Thread-safe tracking of the loss since the session's start equity."
     def __init__(self):
@@ -187,34 +195,40 @@ class DailyLossTracker:
                 self._state = DailyLossState(session, start_equity, start_equity, 0.0, 0.0)
             return self._state.start_equity
 
-    def update(self, equity: float) -> float:
-        "Record the latest `equity`; the current loss since the session's start (>= 0)."
-        with self._lock:
-            s = self._state
-            if s.session is None: raise RuntimeError("DailyLossTracker.update before start_session")
-            loss = max(s.start_equity - equity, 0.0)
-            self._state = DailyLossState(s.session, s.start_equity, equity, loss,
-                                         max(s.worst_loss, loss))
-            return loss
+# %% ../nbs/09_risk.ipynb #2d3e4f51
+@patch_to(DailyLossTracker)
+def update(self, equity: float) -> float:
+    "Record the latest `equity`; the current loss since the session's start (>= 0)."
+    with self._lock:
+        s = self._state
+        if s.session is None: raise RuntimeError("DailyLossTracker.update before start_session")
+        loss = max(s.start_equity - equity, 0.0)
+        self._state = DailyLossState(s.session, s.start_equity, equity, loss,
+                                     max(s.worst_loss, loss))
+        return loss
 
-    def breached(self, limit: float) -> bool:
-        "Has the worst loss this session reached `limit` (USD)?"
-        with self._lock: return daily_loss_reached(self._state.worst_loss, limit)
+@patch_to(DailyLossTracker)
+def breached(self, limit: float) -> bool:
+    "Has the worst loss this session reached `limit` (USD)?"
+    with self._lock: return daily_loss_reached(self._state.worst_loss, limit)
 
-    def snapshot(self) -> DailyLossState:
-        "The tracker's state, read atomically (a frozen copy)."
-        with self._lock: return self._state
+# %% ../nbs/09_risk.ipynb #3e4f5062
+@patch_to(DailyLossTracker)
+def snapshot(self) -> DailyLossState:
+    "The tracker's state, read atomically (a frozen copy)."
+    with self._lock: return self._state
 
-    def to_dict(self) -> dict[str, Any]:
-        "The state as JSON-ready values (to store between processes)."
-        return asdict(self.snapshot())
+@patch_to(DailyLossTracker)
+def to_dict(self) -> dict[str, Any]:
+    "The state as JSON-ready values (to store between processes)."
+    return asdict(self.snapshot())
 
-    @classmethod
-    def from_dict(cls, state: dict[str, Any] | None) -> DailyLossTracker:
-        "A tracker holding a stored state (a fresh one for None)."
-        tracker = cls()
-        if state: tracker._state = DailyLossState(**state)
-        return tracker
+@patch_to(DailyLossTracker, cls_method=True)
+def from_dict(cls, state: dict[str, Any] | None) -> DailyLossTracker:
+    "A tracker holding a stored state (a fresh one for None)."
+    tracker = cls()
+    if state: tracker._state = DailyLossState(**state)
+    return tracker
 
 # %% ../nbs/09_risk.ipynb #fd80aa16
 @dataclass(frozen=True)
@@ -234,14 +248,14 @@ class RiskEvent:
     detail: dict[str, Any] = field(default_factory=dict)  # JSON-ready values only
 
 @dataclass
-class RiskDecision:
-    "What `evaluate` allows: orders in submission order, events to record, the halt flag."
+class Approval:
+    "What `evaluate` approves: orders in submission order, events to record, the halt flag."
     orders: list[OrderRequest] = field(default_factory=list)
     events: list[RiskEvent] = field(default_factory=list)
     halted: bool = False
 
 # %% ../nbs/09_risk.ipynb #5d828379
-def _stop_loss_exits(pf: Portfolio, limits: RiskLimits, d: RiskDecision,
+def _stop_loss_exits(pf: Portfolio, limits: RiskLimits, d: Approval,
                      untradable: Collection[str] = ()) -> set[str]:
     "Full marketable exits for every position at or below its stop; the symbols exited."
     exited = set()
@@ -262,17 +276,18 @@ def _stop_loss_exits(pf: Portfolio, limits: RiskLimits, d: RiskDecision,
     return exited
 
 # %% ../nbs/09_risk.ipynb #a48def4f
-def _signal_sell(sym: str, pf: Portfolio, limits: RiskLimits, d: RiskDecision):
+def _signal_sell(sym: str, pf: Portfolio, limits: RiskLimits, d: Approval):
     "Sell the whole held position of `sym` (less what open sells cover); nothing held, nothing."
     qty = pf.sellable(sym)
     if qty > 0:
         price = limit_price(pf.prices[sym], "SELL", limits)
         d.orders.append(OrderRequest(sym, "SELL", qty, price, "signal"))
 
-def _reject(d: RiskDecision, sym: str, reason: str, **detail: Any):
+def _reject(d: Approval, sym: str, reason: str, **detail: Any):
     d.events.append(RiskEvent("order_rejected", sym, {"side": "BUY", "reason": reason, **detail}))
 
-def _signal_buy(sym: str, pf: Portfolio, limits: RiskLimits, d: RiskDecision,
+# %% ../nbs/09_risk.ipynb #83b4c5d6
+def _signal_buy(sym: str, pf: Portfolio, limits: RiskLimits, d: Approval,
                 cash: float, equity: float) -> float:
     "Append the largest allowed buy of `sym` (or a rejection); the cash left afterwards."
     if sym not in pf.prices: _reject(d, sym, "no_price"); return cash
@@ -295,12 +310,12 @@ def evaluate(signals: dict[str, str], # symbol -> "BUY" | "SELL" | "HOLD", in de
              halted: bool = False,    # already halted (daily loss earlier, or Telegram /stop)
              daily_loss: float = 0.0, # worst loss this session (`DailyLossTracker`)
              untradable: Collection[str] = (), # symbols that must get no order at all today
-            ) -> RiskDecision:
+            ) -> Approval:
     "The orders the risk rules allow for `signals` on `portfolio`, the events, the halt flag."
     bad = {s: v for s, v in signals.items() if v not in ("BUY", "SELL", "HOLD")}
     if bad: raise ValueError(f"unknown signal(s): {bad}")
     signals = {s: ("HOLD" if s in untradable else v) for s, v in signals.items()}
-    d = RiskDecision(halted=halted)
+    d = Approval(halted=halted)
     exited = _stop_loss_exits(portfolio, limits, d, untradable)
     if daily_loss_reached(daily_loss, limits.max_daily_loss_usd):
         if not halted: d.events.append(RiskEvent("daily_loss_halt", None, {

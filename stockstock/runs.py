@@ -5,65 +5,60 @@
 # %% ../nbs/12_runs.ipynb #7f6d9ba2
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fastcore.basics import patch_to
 from filelock import Timeout
 
 import stockstock
 from .config import TradingParams, as_papermill, resolve_path
-from .locks import LOCK_DB_URL, project_lock
+from .files import file_sha256, write_text_atomic
+from .locks import LOCK_DB_URL, FileProjectLock, DatabaseLock, project_lock
 from .log import get_logger
 
-if TYPE_CHECKING:  # imported where used: the launcher starts the kernel before loading them
+if TYPE_CHECKING:  # imported where used, after the kernel started (see Speed)
     from stockstock.db import Database
+    from stockstock.trade import RunPlan
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'TEMPLATE', 'RUN_LOCK', 'KERNEL_LOCK', 'ATOMIC', 'LAUNCHER_PID', 'PRELOAD', 'KERNEL_EXIT_S', 'template_path',
-           'output_path', 'home_relative', 'model_cutoff', 'hide_unused_imports', 'skip_final_collection', 'preload',
-           'write_text_atomic', 'write_notebook', 'AtomicLocalHandler', 'register_atomic_io', 'mark_stopped',
-           'ensure_plotly_js', 'tag_notebook', 'file_sha256', 'seal', 'HtmlRenderer', 'render_html',
+__all__ = ['log', 'TEMPLATE', 'ATOMIC', 'RUN_TEMPLATE', 'RUN_LOCK', 'KERNEL_LOCK', 'LAUNCHER_PID', 'PRELOAD', 'KERNEL_EXIT_S',
+           'template_path', 'home_relative', 'output_path', 'hide_unused_imports', 'skip_final_collection', 'preload',
+           'write_notebook', 'AtomicLocalHandler', 'register_atomic_io', 'mark_stopped', 'ensure_plotly_js',
+           'tag_notebook', 'seal', 'run_exporter', 'HtmlRenderer', 'render_html', 'run_lock', 'kernel_lock',
            'exit_with_launcher', 'kernel_startup', 'wait_for_kernels', 'RunKernel', 'RunOutcome', 'queue_failed_run',
-           'close_interrupted_runs', 'finish_unsealed_notebooks', 'execute_run', 'to_session']
+           'finish_unsealed_notebooks', 'close_interrupted_runs', 'execute_run']
 
 # %% ../nbs/12_runs.ipynb #cdca220d
 TEMPLATE = "scheduled/hourly_trade.ipynb"
-RUN_LOCK, KERNEL_LOCK = "data/run.lock", "data/kernel.lock"
 
 def template_path() -> Path:
     "The scheduled notebook to execute."
     local = resolve_path(TEMPLATE)
     return local if local.exists() else Path(stockstock.__file__).resolve().parents[1] / TEMPLATE
 
-def output_path(params: TradingParams, as_of: datetime, run_id: str) -> Path:
-    "`outputs/YYYY-MM-DD/HHMM_<mode>_<run_id>.ipynb` (New York date and time of `as_of`)."
-    from stockstock.calendar import to_et
-    et = to_et(as_of)
-    return resolve_path(params.outputs_dir) / f"{et:%Y-%m-%d}" / \
-        f"{et:%H%M}_{params.mode}_{run_id}.ipynb"
-
 def home_relative(path: Path) -> str:
     "`path` relative to the project home when inside it (as `runs` records paths)."
     home = resolve_path(".")
     return str(path.relative_to(home)) if path.is_relative_to(home) else str(path)
 
-# %% ../nbs/12_runs.ipynb #3ab5fdc6
-def model_cutoff(params: TradingParams) -> date | None:
-    "The training cut-off recorded in the model's metadata, if any."
-    import json
-    meta = resolve_path(params.model_path).with_suffix(".meta.json")
-    if not meta.exists(): return None
-    cutoff = json.loads(meta.read_text()).get("cutoff")
-    return date.fromisoformat(cutoff) if cutoff else None
+# %% ../nbs/12_runs.ipynb #2b3c4d5e
+def output_path(params: TradingParams, as_of: datetime, run_id: str) -> Path:
+    "`outputs/YYYY-MM-DD/HHMM_<mode>_<run_id>.ipynb` (New York date and time of `as_of`)."
+    from stockstock.calendar import to_et  # the exchange calendar: after the kernel started
+    et = to_et(as_of)
+    return resolve_path(params.outputs_dir) / f"{et:%Y-%m-%d}" / \
+        f"{et:%H%M}_{params.mode}_{run_id}.ipynb"
 
 # %% ../nbs/12_runs.ipynb #47840438
 def hide_unused_imports() -> None:
@@ -76,6 +71,7 @@ def skip_final_collection() -> None:
     import gc
     atexit.register(gc.freeze)
 
+# %% ../nbs/12_runs.ipynb #3c4d5e6f
 def preload() -> None:
     "Import what a run needs before its first cell asks (LightGBM without scikit-learn)."
     if "lightgbm" not in sys.modules and "sklearn" not in sys.modules:
@@ -87,28 +83,20 @@ def preload() -> None:
     import plotly.graph_objects  # noqa: F401
     import plotly.subplots  # noqa: F401
 
-    import stockstock.model  # noqa: F401
-    import stockstock.report  # noqa: F401
+    import stockstock.report  # noqa: F401  # and with it every step of the run
     from stockstock.calendar import market_status
     market_status(datetime.now(UTC))    # builds the exchange calendar's schedule
 
 # %% ../nbs/12_runs.ipynb #10d341a5
 ATOMIC = "atomic://"
 
-def write_text_atomic(path: Path, text: str) -> None:
-    "Replace `path` with `text` in one step (temporary file, fsync, rename)."
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
 def write_notebook(nb: Any, path: Path) -> None:
     "Write notebook node `nb` to `path` atomically, byte for byte as Jupyter's save writes it."
-    import nbformat
+    import nbformat  # nbformat: notebook files only
     write_text_atomic(path, nbformat.writes(nb) + "\n")     # nbformat.write ends with a newline
 
+
+# %% ../nbs/12_runs.ipynb #atomic_handler
 class AtomicLocalHandler:
     "papermill I/O for `atomic://` paths: local files, every write atomic."
     def _path(self, path: str) -> Path: return Path(path.removeprefix(ATOMIC))
@@ -118,9 +106,11 @@ class AtomicLocalHandler:
         return [str(p) for p in self._path(path).iterdir()]
     def pretty_path(self, path: str) -> str: return str(self._path(path))
 
+
+# %% ../nbs/12_runs.ipynb #5e6f7081
 def register_atomic_io() -> None:
     "Register `AtomicLocalHandler` with papermill (once per process)."
-    from papermill.iorw import papermill_io
+    from papermill.iorw import papermill_io  # papermill: after the kernel started
     if not any(scheme == ATOMIC for scheme, _ in papermill_io._handlers):
         papermill_io.register(ATOMIC, AtomicLocalHandler())
 
@@ -140,10 +130,23 @@ def _stopped_cell(cells: list) -> int | None:
     started = [i for i in code if cells[i].get("execution_count") is not None]
     return started[-1] if started else (code[0] if code else None)
 
+# %% ../nbs/12_runs.ipynb #708192a3
+def _stop_marks(reason: str, count: Any) -> tuple[Any, Any]:
+    "The banner at the top and the anchor before the stopped cell, papermill-style."
+    from nbformat.v4 import new_markdown_cell  # nbformat: notebook files only
+    anchor = new_markdown_cell(f'<span id="papermill-error-cell" style="{_BANNER_STYLE}">'
+                               f"The run stopped here: {reason}</span>",
+                               metadata={"tags": [_ERROR_TAG]})
+    banner = new_markdown_cell(f'<span style="{_BANNER_STYLE}">The run stopped at '
+                               f"'<a href=\"#papermill-error-cell\">In [{count}]</a>': "
+                               f"{reason}.</span>", metadata={"tags": [_ERROR_TAG]})
+    return banner, anchor
+
+# %% ../nbs/12_runs.ipynb #92a3b4c5
 def mark_stopped(path: Path, reason: str, ename: str = "RunStopped") -> bool:
     "Mark in notebook `path` where and why the run stopped (no-op if papermill marked it)."
-    import nbformat
-    from nbformat.v4 import new_markdown_cell, new_output
+    import nbformat  # nbformat: notebook files only
+    from nbformat.v4 import new_output
     nb = nbformat.read(path, as_version=4)
     if nb.metadata.get("papermill", {}).get("exception"): return False
     at = _stopped_cell(nb.cells)
@@ -154,13 +157,7 @@ def mark_stopped(path: Path, reason: str, ename: str = "RunStopped") -> bool:
     cell.metadata.setdefault("papermill", {}).update(status="failed", exception=True)
     for c in nb.cells[at + 1:]:
         if c.cell_type == "code": c.metadata.setdefault("papermill", {})["status"] = "pending"
-    count = cell.get("execution_count") or "?"
-    anchor = new_markdown_cell(f'<span id="papermill-error-cell" style="{_BANNER_STYLE}">'
-                               f"The run stopped here: {reason}</span>",
-                               metadata={"tags": [_ERROR_TAG]})
-    banner = new_markdown_cell(f'<span style="{_BANNER_STYLE}">The run stopped at '
-                               f"'<a href=\"#papermill-error-cell\">In [{count}]</a>': "
-                               f"{reason}.</span>", metadata={"tags": [_ERROR_TAG]})
+    banner, anchor = _stop_marks(reason, cell.get("execution_count") or "?")
     nb.cells = [banner, *nb.cells[:at], anchor, *nb.cells[at:]]
     nb.metadata.setdefault("papermill", {})["exception"] = True
     write_notebook(nb, path)
@@ -171,17 +168,17 @@ def ensure_plotly_js(outputs: Path) -> Path:
     "Write plotly.js once to `outputs/plotly.min.js` (shared by every rendered run)."
     path = outputs / "plotly.min.js"
     if not path.exists():
-        from plotly.offline import get_plotlyjs
+        from plotly.offline import get_plotlyjs  # plotly: once per outputs folder
         outputs.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, get_plotlyjs())
     return path
 
 def tag_notebook(notebook: Path, **meta: Any) -> None:
     "Add `meta` (run_id, status, ...) under `metadata.stockstock` of the executed notebook."
-    import nbformat
+    import nbformat  # nbformat: notebook files only
     nb = nbformat.read(notebook, as_version=4)
     nb.metadata["stockstock"] = {**nb.metadata.get("stockstock", {}), **meta}
-    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.kernelspec import KernelSpecManager  # jupyter_client: run launches only
     spec = KernelSpecManager().get_kernel_spec("python3")   # what JupyterLab writes on opening
     nb.metadata["kernelspec"] = dict(display_name=spec.display_name, language=spec.language,
                                      name="python3")        # (so opening changes nothing)
@@ -189,14 +186,34 @@ def tag_notebook(notebook: Path, **meta: Any) -> None:
         nb.metadata.papermill["output_path"] = home_relative(notebook)
     write_notebook(nb, notebook)
 
-def file_sha256(path: Path) -> str:
-    "SHA-256 of a file's bytes."
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
 def seal(path: Path) -> str:
     "Make `path` read-only; its SHA-256."
     path.chmod(0o444)
     return file_sha256(path)
+
+# %% ../nbs/12_runs.ipynb #e6a0b1c2
+RUN_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{% block footer_js %}<script>
+if (document.querySelector('.plotly-graph-div') && !window.Plotly) {
+  const note = document.createElement('p');
+  note.id = 'needs-plotly';
+  note.style = 'background:#fff3cd;padding:0.5em 1em;font-family:sans-serif';
+  note.textContent = 'The charts of this report need plotly.min.js one folder up '
+    + '(../plotly.min.js, as in outputs/): copy it there next to the folder of this file.';
+  document.body.prepend(note);
+}
+</script>{% endblock footer_js %}
+"""
+
+def run_exporter() -> Any:
+    "nbconvert's `lab` HTML exporter without its CDN scripts (require.js, MathJax, mermaid)."
+    from jinja2 import DictLoader  # nbconvert and jinja2: when a run is rendered
+    from nbconvert import HTMLExporter
+    return HTMLExporter(template_name="lab", template_file="stockstock_run.html.j2",
+                        extra_loaders=[DictLoader({"stockstock_run.html.j2": RUN_TEMPLATE})])
 
 # %% ../nbs/12_runs.ipynb #aa2811c7
 class HtmlRenderer:
@@ -207,19 +224,17 @@ class HtmlRenderer:
         self._thread.start()
 
     def _warm(self, notebook: Path | None) -> None:
-        import nbformat
-        from nbconvert import HTMLExporter
-        exporter = HTMLExporter(template_name="lab")
+        import nbformat  # nbconvert and nbformat: on this thread, while the notebook runs
+        exporter = run_exporter()
         if notebook is not None:
             exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
         self._exporter = exporter
 
     def render(self, notebook: Path) -> Path:
         "Render `notebook` to HTML next to it."
-        import nbformat
-        from nbconvert import HTMLExporter
+        import nbformat  # nbconvert and nbformat: imported by the warm-up already
         self._thread.join()
-        exporter = self._exporter or HTMLExporter(template_name="lab")  # the warm-up failed
+        exporter = self._exporter or run_exporter()     # the warm-up failed
         body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
         out = notebook.with_suffix(".html")
         write_text_atomic(out, body)
@@ -229,9 +244,31 @@ def render_html(notebook: Path) -> Path:
     "Render `notebook` to HTML next to it."
     return HtmlRenderer().render(notebook)
 
+# %% ../nbs/12_runs.ipynb #c5d6e7f8
+RUN_LOCK, KERNEL_LOCK = "data/run.lock", "data/kernel.lock"
+
+@contextmanager
+def run_lock(db_url: str | None = None) -> Iterator[bool]:
+    "Hold the one-run-at-a-time lock for the block: True, or False when another run holds it."
+    lock = project_lock(RUN_LOCK, db_url)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+def kernel_lock(db_url: str | None = None) -> FileProjectLock | DatabaseLock:
+    "The lock a run's kernel holds for its whole life (`wait_for_kernels` waits for it)."
+    return project_lock(KERNEL_LOCK, db_url)
+
+
 # %% ../nbs/12_runs.ipynb #ad8e71ec
 LAUNCHER_PID = "STOCKSTOCK_LAUNCHER_PID"
-_kernel_lock: Any = None     # held by a run's kernel for its whole life
+_kernel_lock: FileProjectLock | DatabaseLock | None = None     # held by a run's kernel
 
 def exit_with_launcher(launcher: int, poll: float = 0.1) -> None:
     "Block until the process is orphaned (its parent `launcher` is gone), then exit at once."
@@ -239,21 +276,24 @@ def exit_with_launcher(launcher: int, poll: float = 0.1) -> None:
     log.warning("kernel_orphaned", launcher=launcher)
     os._exit(87)
 
+# %% ../nbs/12_runs.ipynb #kernel_startup
 def kernel_startup() -> None:
-    "The run kernel's start-up code: hold the kernel lock, follow the launcher, preload."
+    "The run kernel's start-up code: follow the launcher, hold the kernel lock, preload."
     global _kernel_lock
     if launcher := int(os.environ.get(LAUNCHER_PID) or 0):   # first: taking a database's
         threading.Thread(target=exit_with_launcher, args=(launcher,), daemon=True).start()
-    _kernel_lock = project_lock(KERNEL_LOCK, os.environ.get(LOCK_DB_URL))   # lock takes a while
+    _kernel_lock = kernel_lock(os.environ.get(LOCK_DB_URL))    # lock takes a while
     try:
         _kernel_lock.acquire(timeout=10)
     except Timeout:
         os._exit(88)                     # another run's kernel is alive: never overlap it
     preload()
 
+
+# %% ../nbs/12_runs.ipynb #e7f8091a
 def wait_for_kernels(timeout: float = 30.0, db_url: str | None = None) -> bool:
     "Wait until no run kernel holds the kernel lock; False if one still does after `timeout`."
-    lock = project_lock(KERNEL_LOCK, db_url)
+    lock = kernel_lock(db_url)
     try:
         lock.acquire(timeout=timeout)
     except Timeout:
@@ -269,7 +309,7 @@ KERNEL_EXIT_S = 20.0   # jupyter_client's shutdown_wait_time: SIGTERM at half, S
 class RunKernel:
     "The run's Jupyter kernel: started early, loading the run's modules as it boots."
     def __init__(self, cwd: Path, preload: bool = True, db_url: str | None = None) -> None:
-        from jupyter_client import AsyncKernelManager
+        from jupyter_client import AsyncKernelManager  # jupyter_client (~0.2 s): run launches only
         from jupyter_core.utils import run_sync
         self._sync, self.clients, self._stopping = run_sync, [], False
         clients = self.clients
@@ -290,34 +330,37 @@ class RunKernel:
         env = {**os.environ, LAUNCHER_PID: str(os.getpid()), LOCK_DB_URL: db_url or ""}
         run_sync(self.km.start_kernel)(extra_arguments=args, cwd=str(cwd), env=env)
 
-    @property
-    def alive(self) -> bool:
-        "Is the kernel process running?"
-        return bool(self._sync(self.km.is_alive)())
+# %% ../nbs/12_runs.ipynb #kernel_life
+@patch_to(RunKernel, as_prop=True)
+def alive(self) -> bool:
+    "Is the kernel process running?"
+    return bool(self._sync(self.km.is_alive)())
 
-    def request_stop(self) -> None:
-        "Ask the kernel to exit and return at once (`stop` waits for it)."
-        for kc in self.clients: kc.stop_channels()
-        if self.km.has_kernel and not self._stopping:
-            self._sync(self.km.request_shutdown)()
-            self._stopping = True
+@patch_to(RunKernel)
+def request_stop(self) -> None:
+    "Ask the kernel to exit and return at once (`stop` waits for it)."
+    for kc in self.clients: kc.stop_channels()
+    if self.km.has_kernel and not self._stopping:
+        self._sync(self.km.request_shutdown)()
+        self._stopping = True
 
-    def stop(self, now: bool = False) -> None:
-        "Shut the kernel down (killed at once with `now`) and wait until it has exited."
-        for kc in self.clients: kc.stop_channels()
-        if not self.km.has_kernel: return
-        if now:
-            self._sync(self.km.shutdown_kernel)(now=True)
-            return
-        self.request_stop()
-        self._sync(self.km.finish_shutdown)(pollinterval=0.01)
-        self._sync(self.km.cleanup_resources)()
+@patch_to(RunKernel)
+def stop(self, now: bool = False) -> None:
+    "Shut the kernel down (killed at once with `now`) and wait until it has exited."
+    for kc in self.clients: kc.stop_channels()
+    if not self.km.has_kernel: return
+    if now:
+        self._sync(self.km.shutdown_kernel)(now=True)
+        return
+    self.request_stop()
+    self._sync(self.km.finish_shutdown)(pollinterval=0.01)
+    self._sync(self.km.cleanup_resources)()
 
 # %% ../nbs/12_runs.ipynb #c2e04469
 def _papermill(template: Path, out: Path, parameters: dict, cwd: Path, cell_timeout: int,
                kernel: RunKernel | None = None) -> tuple[str | None, str | None]:
     "Execute `template` into `out` (atomic saves, on `kernel`); `(error line, error kind)`."
-    import papermill as pm
+    import papermill as pm  # papermill and nbclient: after the kernel started
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
     register_atomic_io()
@@ -355,8 +398,10 @@ class RunOutcome:
     @property
     def exit_code(self) -> int: return 1 if self.status == "failed" else 0
 
+# %% ../nbs/12_runs.ipynb #2b3c4d5f
 def _record_skip(params: TradingParams, replay_of: str | None, reason: str) -> RunOutcome:
     "Record a run that could not start (another one holds the lock) as skipped."
+    from stockstock.chain import seal_run  # SQLAlchemy: only for this rare record
     from stockstock.db import DatabaseBusy, init_db
     from stockstock.trade import new_run_id
     run_id = new_run_id(params.as_of or datetime.now(UTC), params.mode)
@@ -365,6 +410,7 @@ def _record_skip(params: TradingParams, replay_of: str | None, reason: str) -> R
         db.start_run(run_id, params.as_of or datetime.now(UTC), params.mode,
                      as_papermill(params), replay_of=replay_of)
         db.finish_run(run_id, "skipped", reason=reason)
+        seal_run(db, run_id)
         db.close()
     except DatabaseBusy:
         pass                             # the log line below is then the only record
@@ -375,7 +421,7 @@ def _record_skip(params: TradingParams, replay_of: str | None, reason: str) -> R
 def queue_failed_run(db: Database, run_id: str, mode: str, reason: str | None,
                      notebook: str | None) -> None:
     "Queue the `run_failed` notice of run `run_id` (once); never raises."
-    from stockstock.trade import failed_run_notice
+    from stockstock.messages import failed_run_notice  # after the kernel started
     try:
         db.queue_notice(f"run_failed:{run_id}", "run_failed",
                         failed_run_notice(run_id, mode, reason, notebook), run_id)
@@ -397,8 +443,35 @@ def _finalise_notebook(out: Path, run_id: str, status: str, mode: str, as_of: da
     return dict(notebook_path=home_relative(out), notebook_sha256=seal(out),
                 html_sha256=seal(html))
 
+# %% ../nbs/12_runs.ipynb #finish_unsealed
+def finish_unsealed_notebooks(db: Database, recent: int = 20) -> list[str]:
+    "Finalise the notebooks of recent ended runs whose launcher died before sealing them."
+    from stockstock.chain import seal_run  # after the kernel started
+    from stockstock.trade import discard_plan
+    done = []
+    for run in db.list_runs(limit=recent, latest="started"):
+        if run.status in ("running", "skipped") or run.notebook_path is not None: continue
+        out = output_path(TradingParams(**{**run.params, "as_of": run.as_of}), run.as_of,
+                          run.run_id)
+        if not out.exists(): continue
+        stopped = (run.reason or "failed", "RunFailed") if run.status == "failed" else None
+        files = _finalise_notebook(out, run.run_id, run.status, run.mode, run.as_of,
+                                   run.replay_of, stopped)
+        db.update_run(run.run_id, **files)
+        seal_run(db, run.run_id)
+        discard_plan(run.run_id)
+        log.warning("run_notebook_finalised_late", run_id=run.run_id, status=run.status)
+        if run.status == "failed":
+            queue_failed_run(db, run.run_id, run.mode, run.reason, files["notebook_path"])
+        done.append(run.run_id)
+    return done
+
+
+# %% ../nbs/12_runs.ipynb #5e6f7082
 def close_interrupted_runs(db: Database) -> list[str]:
     "Fail the runs still `running` (their process is gone); finalise what notebook they left."
+    from stockstock.chain import seal_run  # after the kernel started
+    from stockstock.trade import discard_plan
     stale = db.list_runs(limit=10_000, status="running")
     reason = "interrupted: the run's process ended without recording a result (killed?)"
     for run in stale:
@@ -407,151 +480,132 @@ def close_interrupted_runs(db: Database) -> list[str]:
                                    "failed", run.mode, run.as_of, run.replay_of,
                                    stopped=(reason, "RunInterrupted"))
         db.finish_run(run.run_id, "failed", reason=reason, **files)
+        seal_run(db, run.run_id)
+        discard_plan(run.run_id)
         log.warning("run_interrupted", run_id=run.run_id)
         queue_failed_run(db, run.run_id, run.mode, reason, files["notebook_path"])
     finish_unsealed_notebooks(db)
     return [r.run_id for r in stale]
 
-def finish_unsealed_notebooks(db: Database, recent: int = 20) -> list[str]:
-    "Finalise the notebooks of recent ended runs whose launcher died before sealing them."
-    done = []
-    for run in db.list_runs(limit=recent):
-        if run.status in ("running", "skipped") or run.notebook_path is not None: continue
-        params = TradingParams(**{**run.params, "as_of": run.as_of})
-        out = output_path(params, run.as_of, run.run_id)
-        if not out.exists(): continue
-        stopped = (run.reason or "failed", "RunFailed") if run.status == "failed" else None
-        files = _finalise_notebook(out, run.run_id, run.status, run.mode, run.as_of,
-                                   run.replay_of, stopped)
-        db.update_run(run.run_id, **files)
-        log.warning("run_notebook_finalised_late", run_id=run.run_id, status=run.status)
-        if run.status == "failed":
-            queue_failed_run(db, run.run_id, run.mode, run.reason, files["notebook_path"])
-        done.append(run.run_id)
-    return done
-
-
 # %% ../nbs/12_runs.ipynb #c9bc25da
-def _prepare(db: Database, params: TradingParams, replay_of: str | None,
-             ) -> tuple[TradingParams, str, bool]:
-    "Decide and check the run's `as_of`, record it; `(params with as_of, run_id, unpinned)`."
-    from stockstock.trade import check_run, new_run_id, resolve_as_of
-    cutoff = model_cutoff(params)
-    as_of = resolve_as_of(params, db, cutoff)
-    check_run(params, db, as_of, cutoff)
-    run_id = new_run_id(as_of, params.mode)
-    unpinned, params = params.as_of is None, params.model_copy(update={"as_of": as_of})
-    db.start_run(run_id, as_of, params.mode, as_papermill(params), replay_of=replay_of)
-    log.info("run_launched", run_id=run_id, as_of=as_of.isoformat(), mode=params.mode)
-    return params, run_id, unpinned
+def _plan(db: Database, params: TradingParams, replay_of: str | None,
+          origin: str = "scheduled") -> RunPlan:
+    "Plan the run and record it (a closed market: recorded as skipped)."
+    from stockstock.trade import begin_run, make_plan  # after the kernel started
+    plan = make_plan(db, params, replay_of=replay_of, origin=origin)
+    begin_run(db, plan)
+    log.info("run_launched", run_id=plan.run_id, as_of=plan.as_of.isoformat(), mode=plan.mode)
+    return plan
 
-def _settle(db: Database, params: TradingParams, run_id: str, unpinned: bool,
-            error: tuple[str | None, str | None], renderer: HtmlRenderer,
-            replay_of: str | None) -> tuple[str, str | None, dict[str, Any]]:
+# %% ../nbs/12_runs.ipynb #6f708193
+def _settle(db: Database, plan: RunPlan, unpinned: bool, error: tuple[str | None, str | None],
+            renderer: HtmlRenderer) -> tuple[str, str | None, dict[str, Any]]:
     "Record how the run ended and finalise its notebook; `(status, reason, file fields)`."
-    from stockstock.calendar import to_et
-    from stockstock.state import sim_session_failed
+    from stockstock.state import sim_session_failed  # after the kernel started
     message, kind = error
-    run = db.get_run(run_id)
+    run = db.get_run(plan.run_id)
     if message is None and run.status == "running":
         message, kind = "the notebook ended without recording a result", "RunIncomplete"
     if message is not None:
-        db.finish_run(run_id, "failed", reason=message)
-        log.error("run_failed", run_id=run_id, error=message)
-        if params.mode == "sim" and unpinned: sim_session_failed(db, to_et(params.as_of).date())
-    run = db.get_run(run_id)
+        db.finish_run(plan.run_id, "failed", reason=message)
+        log.error("run_failed", run_id=plan.run_id, error=message)
+        if plan.mode == "sim" and unpinned: sim_session_failed(db, plan.session)
+    run = db.get_run(plan.run_id)
     stopped = (message, kind) if message is not None and kind != "error" else None
-    files = _finalise_notebook(output_path(params, params.as_of, run_id), run_id, run.status,
-                               params.mode, params.as_of, replay_of, stopped, renderer)
-    db.update_run(run_id, **files)
+    files = _finalise_notebook(output_path(plan.params, plan.as_of, plan.run_id), plan.run_id,
+                               run.status, plan.mode, plan.as_of, plan.replay_of, stopped,
+                               renderer)
+    db.update_run(plan.run_id, **files)
     if run.status == "failed":
-        queue_failed_run(db, run_id, params.mode, run.reason, files["notebook_path"])
+        queue_failed_run(db, plan.run_id, plan.mode, run.reason, files["notebook_path"])
     return run.status, run.reason, files
+
+# %% ../nbs/12_runs.ipynb #c105d4dc
+def _busy_outcome(db: Database, plan: RunPlan | None, reason: str,
+                  started: float) -> RunOutcome:
+    "End a run the database's lock defeated: finalise its notebook, record failure if possible."
+    from stockstock.chain import seal_run  # after the kernel started
+    from stockstock.db import DatabaseBusy
+    log.error("run_failed", run_id=plan.run_id if plan else None, error=reason)
+    if plan is None: return RunOutcome(None, "failed", reason)
+    out = output_path(plan.params, plan.as_of, plan.run_id)
+    files = _finalise_notebook(out, plan.run_id, "failed", plan.mode, plan.as_of, plan.replay_of,
+                               stopped=(reason, "DatabaseBusy"))
+    try:
+        db.finish_run(plan.run_id, "failed", reason=reason, **files)
+        seal_run(db, plan.run_id)
+    except DatabaseBusy:
+        pass       # still locked: the next run closes this row as interrupted
+    return RunOutcome(plan.run_id, "failed", reason, out if files["notebook_path"] else None,
+                      out.with_suffix(".html") if files["notebook_path"] else None,
+                      time.monotonic() - started)
+
+# %% ../nbs/12_runs.ipynb #708192a4
+def _execute(db: Database, plan: RunPlan, unpinned: bool, cell_timeout: int, kernel: RunKernel,
+             started: float) -> RunOutcome:
+    "papermill on the planned run's kernel; the outcome recorded, the notebook finalised."
+    from stockstock.chain import seal_run  # after the kernel started
+    from stockstock.run_index import write_index
+    out = output_path(plan.params, plan.as_of, plan.run_id)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ensure_plotly_js(resolve_path(plan.params.outputs_dir))
+    renderer = HtmlRenderer(warm_with=template_path())     # warms up while the notebook runs
+    error = _papermill(template_path(), out, {**as_papermill(plan.params), "run_id": plan.run_id},
+                       resolve_path("."), cell_timeout, kernel)
+    if error[0] is None: kernel.request_stop()              # it exits while we render
+    else: kernel.stop(now=True)                             # a timed-out cell may still run
+    status, reason, files = _settle(db, plan, unpinned, error, renderer)
+    db.update_run(plan.run_id, duration_s=time.monotonic() - started)
+    seal_run(db, plan.run_id)                               # the record is final: chained
+    write_index(db, resolve_path(plan.params.outputs_dir))
+    kernel.stop()
+    html = out.with_suffix(".html")
+    return RunOutcome(plan.run_id, status, reason, out if files["notebook_path"] else None,
+                      html if html.exists() else None, time.monotonic() - started)
+
+# %% ../nbs/12_runs.ipynb #f09d6ae9
+def _launch(params: TradingParams, replay_of: str | None, cell_timeout: int, kernel: RunKernel,
+            started: float, origin: str = "scheduled") -> RunOutcome:
+    "The run under the lock: plan, execute (or skip a closed market), settle, index."
+    from stockstock.chain import seal_run  # SQLAlchemy, pandas: after the kernel started
+    from stockstock.db import DatabaseBusy, init_db
+    from stockstock.run_index import write_index
+    from stockstock.trade import discard_plan, save_plan
+    try:
+        db, plan = init_db(params.db_url), None
+    except DatabaseBusy as e:
+        log.error("run_failed", run_id=None, error=str(e))
+        return RunOutcome(None, "failed", str(e))
+    try:
+        close_interrupted_runs(db)
+        plan = _plan(db, params, replay_of, origin)
+        if plan.skip is not None:                                   # no kernel needed
+            kernel.stop(now=True)
+            seal_run(db, plan.run_id)
+            write_index(db, resolve_path(params.outputs_dir))
+            return RunOutcome(plan.run_id, "skipped", str(plan.skip),
+                              duration_s=time.monotonic() - started)
+        save_plan(plan)
+        outcome = _execute(db, plan, params.as_of is None, cell_timeout, kernel, started)
+        discard_plan(plan.run_id)
+        return outcome
+    except DatabaseBusy as e:
+        return _busy_outcome(db, plan, str(e), started)
+    finally:
+        db.close()
 
 # %% ../nbs/12_runs.ipynb #014f485c
 def execute_run(params: TradingParams, replay_of: str | None = None,
-                cell_timeout: int = 600) -> RunOutcome:
+                cell_timeout: int = 600, origin: str = "scheduled") -> RunOutcome:
     "Run the scheduled notebook once (one run at a time); record and render the outcome."
-    lock = project_lock(RUN_LOCK, params.db_url)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        return _record_skip(params, replay_of, "another run is in progress")
-    try:
+    with run_lock(params.db_url) as mine:
+        if not mine: return _record_skip(params, replay_of, "another run is in progress")
         if not wait_for_kernels(db_url=params.db_url):
             return _record_skip(params, replay_of, "a previous run's kernel is still running")
         started = time.monotonic()
         hide_unused_imports()                          # before anything imports nbformat
         kernel = RunKernel(resolve_path("."), db_url=params.db_url)   # boots on the other core
         try:
-            return _launch(params, replay_of, cell_timeout, kernel, started)
+            return _launch(params, replay_of, cell_timeout, kernel, started, origin)
         finally:
             kernel.stop(now=True)                       # nothing left if a step above raised
-    finally:
-        lock.release()
-
-# %% ../nbs/12_runs.ipynb #f09d6ae9
-def _launch(params: TradingParams, replay_of: str | None, cell_timeout: int, kernel: RunKernel,
-            started: float) -> RunOutcome:
-    "The run under the lock: prepare, execute (or skip a closed market), settle, index."
-    from stockstock.audit import write_index
-    from stockstock.db import DatabaseBusy, init_db
-    from stockstock.state import sim_session_done
-    from stockstock.trade import market_closed_reason
-    try:
-        db, run_id = init_db(params.db_url), None
-    except DatabaseBusy as e:
-        log.error("run_failed", run_id=None, error=str(e))
-        return RunOutcome(None, "failed", str(e))
-    try:
-        close_interrupted_runs(db)
-        params, run_id, unpinned = _prepare(db, params, replay_of)
-        if (why := market_closed_reason(params.as_of)) is not None:   # no kernel needed
-            kernel.stop(now=True)
-            db.finish_run(run_id, "skipped", reason=why)
-            if params.mode == "sim": sim_session_done(db, to_session(params.as_of))
-            write_index(db, resolve_path(params.outputs_dir))
-            return RunOutcome(run_id, "skipped", why, duration_s=time.monotonic() - started)
-        out = output_path(params, params.as_of, run_id)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        ensure_plotly_js(resolve_path(params.outputs_dir))
-        renderer = HtmlRenderer(warm_with=template_path())     # warms up while the notebook runs
-        error = _papermill(template_path(), out, {**as_papermill(params), "run_id": run_id},
-                           resolve_path("."), cell_timeout, kernel)
-        if error[0] is None: kernel.request_stop()              # it exits while we render
-        else: kernel.stop(now=True)                             # a timed-out cell may still run
-        status, reason, files = _settle(db, params, run_id, unpinned, error, renderer, replay_of)
-        db.update_run(run_id, duration_s=time.monotonic() - started)
-        write_index(db, resolve_path(params.outputs_dir))
-        kernel.stop()
-        html = out.with_suffix(".html")
-        return RunOutcome(run_id, status, reason, out if files["notebook_path"] else None,
-                          html if html.exists() else None, time.monotonic() - started)
-    except DatabaseBusy as e:
-        return _busy_outcome(db, params, run_id, replay_of, str(e), started)
-    finally:
-        db.close()
-
-def to_session(as_of: datetime) -> date:
-    "The New York date of `as_of`."
-    from stockstock.calendar import to_et
-    return to_et(as_of).date()
-
-# %% ../nbs/12_runs.ipynb #c105d4dc
-def _busy_outcome(db: Database, params: TradingParams, run_id: str | None,
-                  replay_of: str | None, reason: str, started: float) -> RunOutcome:
-    "End a run the database's lock defeated: finalise its notebook, record failure if possible."
-    from stockstock.db import DatabaseBusy
-    log.error("run_failed", run_id=run_id, error=reason)
-    if run_id is None: return RunOutcome(None, "failed", reason)
-    out = output_path(params, params.as_of or datetime.now(UTC), run_id)
-    files = _finalise_notebook(out, run_id, "failed", params.mode,
-                               params.as_of or datetime.now(UTC), replay_of,
-                               stopped=(reason, "DatabaseBusy"))
-    try:
-        db.finish_run(run_id, "failed", reason=reason, **files)
-    except DatabaseBusy:
-        pass       # still locked: the next run closes this row as interrupted
-    return RunOutcome(run_id, "failed", reason, out if files["notebook_path"] else None,
-                      out.with_suffix(".html") if files["notebook_path"] else None,
-                      time.monotonic() - started)

@@ -16,14 +16,14 @@ from .model import (BIAS, CLASSES, DRIFT_WINDOW, TradingModel, buy_calls,
                               model_feature_panel)
 
 # %% auto #0
-__all__ = ['ACTIONS', 'ACTION_CLASS', 'decide', 'Signal', 'latest_features', 'make_signals', 'signals_from_rows', 'signals_frame',
-           'action_map', 'contributions_frame', 'contributions_figure', 'recent_feature_rows']
+__all__ = ['ACTIONS', 'ACTION_CLASS', 'to_actions', 'Signal', 'latest_features', 'signals_from_rows', 'make_signals',
+           'signals_frame', 'action_map', 'contributions_frame', 'contributions_figure', 'recent_feature_rows']
 
 # %% ../nbs/08_signals.ipynb #89294aff
 ACTIONS = ("SELL", "HOLD", "BUY")
 _DOWN, _UP = CLASSES.index("DOWN"), CLASSES.index("UP")
 
-def decide(proba: np.ndarray, threshold: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+def to_actions(proba: np.ndarray, threshold: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
     "Actions (array of 'BUY'/'SELL'/'HOLD') and their confidences for rows of probabilities."
     proba = np.atleast_2d(proba)
     up, down = proba[:, _UP], proba[:, _DOWN]
@@ -36,7 +36,7 @@ def decide(proba: np.ndarray, threshold: float = 0.6) -> tuple[np.ndarray, np.nd
 # %% ../nbs/08_signals.ipynb #4b09f9a3
 @dataclass(frozen=True)
 class Signal:
-    "A decision for one symbol on one bar, with its evidence."
+    "An action for one symbol on one bar, with its evidence."
     symbol: str
     action: str                       # BUY / SELL / HOLD
     confidence: float | None          # probability behind the action
@@ -78,32 +78,34 @@ def _contributions(model: TradingModel, rows: pd.DataFrame, actions: np.ndarray,
     return [{k: float(v) for k, v in zip(keys, values[i, CLASSES.index(ACTION_CLASS[a])],
                                          strict=True)} for i, a in enumerate(actions)]
 
-def make_signals(model: TradingModel, bars_by_symbol: dict[str, pd.DataFrame], as_of_date: date,
-                 threshold: float = 0.6) -> list[Signal]:
-    "One `Signal` per symbol (in the given order) for the bar of `as_of_date`."
-    rows, missing = latest_features(bars_by_symbol, as_of_date,
-                                    getattr(model, "feature_set", "owner"))
-    return signals_from_rows(model, rows, missing, bars_by_symbol, as_of_date, threshold)
-
+# %% ../nbs/08_signals.ipynb #40516273
 def signals_from_rows(model: TradingModel, rows: pd.DataFrame, missing: dict[str, str],
                       bars_by_symbol: dict[str, pd.DataFrame], as_of_date: date,
                       threshold: float = 0.6) -> list[Signal]:
     "Signals from feature rows already computed (`latest_features`'s two results)."
-    decided = {}
+    made = {}
     if len(rows):
         proba = model.predict_proba(rows)
-        actions, conf = decide(proba, threshold)
+        actions, conf = to_actions(proba, threshold)
         why = _contributions(model, rows, actions)
         for i, sym in enumerate(rows.index):
-            decided[sym] = Signal(
+            made[sym] = Signal(
                 sym, str(actions[i]), float(conf[i]),
                 {c: float(proba[i, j]) for j, c in enumerate(CLASSES)},
                 {f: float(v) for f, v in rows.loc[sym].items()}, as_of_date,
                 float(bars_by_symbol[sym].loc[pd.Timestamp(as_of_date), "close"]),
                 contributions=why[i])
     for sym, reason in missing.items():
-        decided[sym] = Signal(sym, "HOLD", None, bar_date=as_of_date, note=reason)
-    return [decided[s] for s in bars_by_symbol]
+        made[sym] = Signal(sym, "HOLD", None, bar_date=as_of_date, note=reason)
+    return [made[s] for s in bars_by_symbol]
+
+# %% ../nbs/08_signals.ipynb #62738495
+def make_signals(model: TradingModel, bars_by_symbol: dict[str, pd.DataFrame], as_of_date: date,
+                 threshold: float = 0.6) -> list[Signal]:
+    "One `Signal` per symbol (in the given order) for the bar of `as_of_date`."
+    rows, missing = latest_features(bars_by_symbol, as_of_date,
+                                    getattr(model, "feature_set", "owner"))
+    return signals_from_rows(model, rows, missing, bars_by_symbol, as_of_date, threshold)
 
 # %% ../nbs/08_signals.ipynb #4c225a50
 def signals_frame(signals: list[Signal]) -> pd.DataFrame:

@@ -8,9 +8,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-import pandas as pd
-
-from .calendar import next_session, session_open_close
+from .calendar import next_session
 from .db import Database
 from .log import get_logger
 
@@ -18,8 +16,8 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'HALT', 'SIM_CLOCK', 'SIM_FAILURES', 'DAILY_LOSS', 'DECIDED', 'BROKER_BASELINE', 'STATE_KEYS',
-           'MAX_SIM_ATTEMPTS', 'halt_reason', 'set_halt', 'clear_halt', 'halt_state', 'sim_decision_instant',
-           'sim_clock', 'next_sim_session', 'sim_session_done', 'sim_session_failed', 'sim_failures']
+           'MAX_SIM_ATTEMPTS', 'set_halt', 'halt_state', 'halt_in_force', 'halt_reason', 'clear_halt', 'sim_clock',
+           'next_sim_session', 'sim_session_done', 'sim_session_failed', 'sim_failures']
 
 # %% ../nbs/03a_state.ipynb #2761881c
 HALT = "halted"                   # {reason, session (ISO date) or None, by, since}
@@ -31,49 +29,48 @@ BROKER_BASELINE = "broker_baseline"  # broker minus what our trades imply: {posi
 STATE_KEYS = (HALT, SIM_CLOCK, SIM_FAILURES, DAILY_LOSS, DECIDED, BROKER_BASELINE)
 
 # %% ../nbs/03a_state.ipynb #abc418df
-def halt_reason(db: Database, session: date) -> str | None:
-    "Why trading is halted for `session`, or None (a daily halt expires with its session)."
-    halt = db.get_state(HALT)
-    if not halt: return None
-    if halt.get("session") and halt["session"] != str(session): return None
-    return halt.get("reason", "halted")
-
 def set_halt(db: Database, reason: str, session: date | None = None, by: str = "system") -> None:
     "Halt new entries: for `session` only, or until cleared when `session` is None."
     db.set_state(HALT, {"reason": reason, "session": str(session) if session else None,
                         "by": by, "since": datetime.now(UTC).isoformat()})
     log.warning("trading_halted", reason=reason, session=str(session) if session else None, by=by)
 
+def halt_state(db: Database) -> dict[str, Any] | None:
+    "The stored halt record (reason, session, by, since), or None."
+    return db.get_state(HALT) or None
+
+# %% ../nbs/03a_state.ipynb #5a6b7c8d
+def halt_in_force(db: Database, session: date | None) -> dict[str, Any] | None:
+    "The halt record in force for `session`, or None (a daily halt expires with its session)."
+    halt = halt_state(db)
+    if halt is None or (halt.get("session") and halt["session"] != str(session)): return None
+    return halt
+
+def halt_reason(db: Database, session: date) -> str | None:
+    "Why new entries are halted for `session`, or None."
+    halt = halt_in_force(db, session)
+    return None if halt is None else halt.get("reason", "halted")
+
+# %% ../nbs/03a_state.ipynb #6b7c8d9e
 def clear_halt(db: Database, by: str = "system") -> None:
     "Resume trading."
     db.set_state(HALT, None)
     log.info("trading_resumed", by=by)
 
-def halt_state(db: Database) -> dict[str, Any] | None:
-    "The stored halt record (reason, session, by, since), or None."
-    return db.get_state(HALT) or None
-
 # %% ../nbs/03a_state.ipynb #b81028a8
-MAX_SIM_ATTEMPTS = 2
-
-def sim_decision_instant(session: date) -> datetime:
-    "30 minutes before the close of `session` (aware UTC)."
-    _, close = session_open_close(session)
-    return (close - pd.Timedelta(minutes=30)).to_pydatetime()
-
 def sim_clock(db: Database) -> date | None:
     "The last sim session that ended, or None before the first run."
     last = db.get_state(SIM_CLOCK)
     return date.fromisoformat(last) if last else None
 
-def next_sim_session(db: Database, model_cutoff: date | None) -> date:
-    "The session the next unpinned sim run trades (after the clock, or after the cut-off)."
-    last = sim_clock(db)
-    if last is not None: return next_session(last)
-    if model_cutoff is not None: return next_session(model_cutoff)
-    raise ValueError("sim replay needs a trained model (its cut-off starts the clock)")
+def next_sim_session(db: Database, model_cutoff: date | None) -> date | None:
+    "The session the next unpinned sim run trades (after the clock, else after the cut-off)."
+    last = sim_clock(db) or model_cutoff
+    return None if last is None else next_session(last)
 
 # %% ../nbs/03a_state.ipynb #e42ca93f
+MAX_SIM_ATTEMPTS = 2
+
 def sim_session_done(db: Database, session: date) -> date:
     "Move the clock to `session` if that is forward; the clock afterwards."
     last = sim_clock(db)
@@ -82,9 +79,10 @@ def sim_session_done(db: Database, session: date) -> date:
         return session
     return last
 
+# %% ../nbs/03a_state.ipynb #9e0f1a2b
 def sim_session_failed(db: Database, session: date) -> int:
     "Count a failed run of `session`; at `MAX_SIM_ATTEMPTS` the clock moves past it. The count."
-    failures = dict(db.get_state(SIM_FAILURES) or {})
+    failures = sim_failures(db)
     failures[str(session)] = n = failures.get(str(session), 0) + 1
     db.set_state(SIM_FAILURES, failures)
     if n >= MAX_SIM_ATTEMPTS and sim_session_done(db, session) == session:

@@ -25,6 +25,7 @@ import yaml
 from distributed import WorkerPlugin
 
 from .backtest import buy_and_hold
+from .config import ConfigError, parse_date
 from .data import data_hash
 from .db import BAR_COLUMNS, Database, Ohlcv, SweepCell, init_db
 from .engine import simulate
@@ -33,7 +34,7 @@ from .log import get_logger
 from .model import (CLASSES, baseline_scores, build_dataset, direction,
                               make_labels, volatility_labels, walk_forward_predictions)
 from .risk import RiskLimits
-from .signals import decide
+from .signals import to_actions
 
 log = get_logger(__name__)
 
@@ -114,11 +115,11 @@ def _check_settings(raw: dict) -> dict[str, Any]:
     if bad: raise SweepError(f"unknown setting {bad[0]!r} (settings: {', '.join(SETTINGS)})")
     s = {**SETTINGS, **{k: v for k, v in raw.items() if k != "grid"}}
     if s["start"] is None: raise SweepError("start: the first out-of-sample day is required")
-    try:
-        s["start"], s["end"] = (None if v is None else str(pd.Timestamp(v).date())
-                                for v in (s["start"], s["end"]))
-    except ValueError as e:
-        raise SweepError(f"start/end: not a date ({e})") from None
+    try:                                     # the project's one date parser (`config`)
+        s["start"], s["end"] = (None if s[k] is None else str(parse_date(s[k], k))
+                                for k in ("start", "end"))
+    except ConfigError as e:
+        raise SweepError(str(e)) from None
     for k, whole, high in (("retrain_every", 1, 10_000), ("folds", 1, 50),
                            ("max_rounds", 1, 100_000), ("placebo", 1, 100_000),
                            ("initial_cash", 0, 1e12)):
@@ -304,7 +305,7 @@ def _actions(preds: pd.DataFrame, threshold: float | str) -> pd.DataFrame:
                                                                              preds.index)
     for t in levels.unique():
         rows = (levels == t).to_numpy()
-        acts[rows] = decide(proba[rows], float(t))[0]
+        acts[rows] = to_actions(proba[rows], float(t))[0]
     return pd.Series(acts, index=preds.index).unstack("symbol").sort_index()
 
 def _shuffled_days(actions: pd.DataFrame, block: int,

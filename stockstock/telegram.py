@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +18,9 @@ from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandl
 
 from .config import ConfigError, Secrets, TradingParams
 from .db import Database
-from .log import get_logger
-from .queries import (MAX_MESSAGE, esc, format_open_orders, format_pnl,
+from .log import LOG_FILE, get_logger, quiet_libraries
+from .messages import MAX_MESSAGE, esc
+from .queries import (format_open_orders, format_pnl,
                                 format_portfolio, format_runs, format_signals, format_status,
                                 format_trades, latest_signals, open_orders, pnl, portfolio,
                                 recent_runs, recent_trades, status)
@@ -29,9 +29,9 @@ from .state import clear_halt, halt_state, set_halt
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'Reply', 'COMMANDS', 'QUIET_LOGGERS', 'BotState', 'bot_command', 'Refusal', 'count_arg', 'stop_reply',
-           'start_reply', 'status_reply', 'portfolio_reply', 'pnl_reply', 'trades_reply', 'signals_reply', 'runs_reply',
-           'ping_reply', 'help_reply', 'unknown_reply', 'authorized_only', 'register_commands', 'build_application']
+__all__ = ['log', 'Reply', 'COMMANDS', 'BotState', 'bot_command', 'Refusal', 'count_arg', 'stop_reply', 'start_reply',
+           'status_reply', 'portfolio_reply', 'pnl_reply', 'trades_reply', 'signals_reply', 'runs_reply', 'ping_reply',
+           'help_reply', 'unknown_reply', 'authorized_only', 'register_commands', 'build_application']
 
 # %% ../nbs/14b_telegram.ipynb #546aeb87
 @dataclass
@@ -44,6 +44,7 @@ class BotState:
     @property
     def tz(self) -> str: return self.params.display_timezone
 
+# %% ../nbs/14b_telegram.ipynb #registry
 Reply = Callable[[BotState, list[str], int], str]   # (bot, arguments, chat id) -> HTML
 COMMANDS: dict[str, tuple[Reply, str]] = {}
 
@@ -73,6 +74,7 @@ def stop_reply(bot: BotState, args: list[str], chat_id: int) -> str:
             "reconciling, enforcing stop-losses and exiting on SELL signals.\n")
     return head + format_open_orders(open_orders(bot.db), bot.tz, MAX_MESSAGE - len(head))
 
+# %% ../nbs/14b_telegram.ipynb #start_reply
 @bot_command("start", "resume trading: new entries allowed again")
 def start_reply(bot: BotState, args: list[str], chat_id: int) -> str:
     was = halt_state(bot.db)
@@ -90,6 +92,7 @@ def status_reply(bot: BotState, args: list[str], chat_id: int) -> str:
 def portfolio_reply(bot: BotState, args: list[str], chat_id: int) -> str:
     return format_portfolio(portfolio(bot.db), bot.tz)
 
+# %% ../nbs/14b_telegram.ipynb #pnl_trades
 @bot_command("pnl", "P&L today, 7 days, all time: realised and unrealised")
 def pnl_reply(bot: BotState, args: list[str], chat_id: int) -> str:
     return format_pnl(pnl(bot.db), bot.tz)
@@ -98,6 +101,7 @@ def pnl_reply(bot: BotState, args: list[str], chat_id: int) -> str:
 def trades_reply(bot: BotState, args: list[str], chat_id: int) -> str:
     return format_trades(recent_trades(bot.db, count_arg(args)), bot.tz)
 
+# %% ../nbs/14b_telegram.ipynb #signals_runs
 @bot_command("signals", "the latest signal of each symbol, with confidence")
 def signals_reply(bot: BotState, args: list[str], chat_id: int) -> str:
     return format_signals(latest_signals(bot.db), bot.tz)
@@ -106,6 +110,7 @@ def signals_reply(bot: BotState, args: list[str], chat_id: int) -> str:
 def runs_reply(bot: BotState, args: list[str], chat_id: int) -> str:
     return format_runs(recent_runs(bot.db, count_arg(args)), bot.tz)
 
+# %% ../nbs/14b_telegram.ipynb #ping_help
 @bot_command("ping", "is the bot alive?")
 def ping_reply(bot: BotState, args: list[str], chat_id: int) -> str:
     return "pong"
@@ -119,8 +124,22 @@ def unknown_reply(bot: BotState, args: list[str], chat_id: int) -> str:
 
 # %% ../nbs/14b_telegram.ipynb #8fa0b097
 def _apology(name: str) -> str:
-    return f"Sorry, /{name} failed. The details are in the log (data/logs/stockstock.jsonl)."
+    "What the user reads when a command failed (the error itself is in the log)."
+    return f"Sorry, /{name} failed. The details are in the log ({LOG_FILE})."
 
+# %% ../nbs/14b_telegram.ipynb #29a3a6f7
+async def _answer(context: ContextTypes.DEFAULT_TYPE, chat_id: int, name: str, text: str) -> None:
+    "Send `text` (HTML); if Telegram refuses it, a plain apology instead."
+    try:
+        await context.bot.send_message(chat_id, text, parse_mode=ParseMode.HTML)
+        log.info("telegram_command_answered", command=name, chat_id=chat_id)
+    except TelegramError as e:
+        log.error("telegram_answer_failed", command=name, error_type=type(e).__name__,
+                  error=str(e))
+        if "parse" in str(e).lower() or "too long" in str(e).lower():
+            await context.bot.send_message(chat_id, _apology(name))
+
+# %% ../nbs/14b_telegram.ipynb #authorized_only
 def authorized_only(name: str, reply: Reply) -> Callable[..., Any]:
     "The PTB callback of `/name`: whitelist, errors kept from the user, HTML answer."
     @functools.wraps(reply)
@@ -142,25 +161,7 @@ def authorized_only(name: str, reply: Reply) -> Callable[..., Any]:
         await _answer(context, chat.id, name, text)
     return callback
 
-# %% ../nbs/14b_telegram.ipynb #29a3a6f7
-async def _answer(context: ContextTypes.DEFAULT_TYPE, chat_id: int, name: str, text: str) -> None:
-    "Send `text` (HTML); if Telegram refuses it, a plain apology instead."
-    try:
-        await context.bot.send_message(chat_id, text, parse_mode=ParseMode.HTML)
-        log.info("telegram_command_answered", command=name, chat_id=chat_id)
-    except TelegramError as e:
-        log.error("telegram_answer_failed", command=name, error_type=type(e).__name__,
-                  error=str(e))
-        if "parse" in str(e).lower() or "too long" in str(e).lower():
-            await context.bot.send_message(chat_id, _apology(name))
-
 # %% ../nbs/14b_telegram.ipynb #4dc8d71f
-QUIET_LOGGERS = ("httpx", "httpcore", "telegram", "apscheduler")
-
-def _quiet_libraries() -> None:
-    "Request URLs carry the bot token: keep the HTTP and bot libraries' chatter out of the log."
-    for name in QUIET_LOGGERS: logging.getLogger(name).setLevel(logging.WARNING)
-
 async def register_commands(app: Application) -> None:
     "Show the commands in Telegram's menu (not essential: a failure is only logged)."
     try:
@@ -174,10 +175,10 @@ async def _on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 # %% ../nbs/14b_telegram.ipynb #9861251d
 def build_application(secrets: Secrets, db: Database, params: TradingParams) -> Application:
     "The bot: commands, whitelist and error handling, polling `secrets.telegram_api_url`."
-    if not secrets.telegram_bot_token or not secrets.telegram_chat_ids:
+    if not secrets.telegram_configured:
         raise ConfigError("invalid environment: the bot needs TELEGRAM_BOT_TOKEN and "
                           "TELEGRAM_CHAT_IDS")
-    _quiet_libraries()
+    quiet_libraries()                     # request URLs carry the bot token
     api = secrets.telegram_api_url.rstrip("/")
     app = (Application.builder().token(secrets.telegram_bot_token.get_secret_value())
            .base_url(f"{api}/bot").base_file_url(f"{api}/file/bot").build())

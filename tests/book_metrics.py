@@ -8,7 +8,9 @@ functions).
 A cell's length counts its non-blank lines that are not `#|` directives. An export cell is
 "followed by a test" when the next code cell exports nothing and calls a test helper
 (`test_eq`, `test_fail`, `assert`, ...). The chapter order is the notebooks' order (`00_config`
-... `16_main`): a module importing one from a later chapter is a back-arrow.
+... `16_main`): a module importing one from a later chapter is a back-arrow. A package import
+inside a function is counted, and listed when no comment (on its line, or on an import line right
+above it) says why it is not at the top.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import json
 import re
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,9 +61,21 @@ def chapter_order() -> dict[str, int]:
     return {mod: ranked.index(nb) for mod, nb in order.items()}
 
 
-def package_imports(path: Path, modules: set[str]) -> list[tuple[str, bool]]:
-    "(module, inside a function) for every import of a package module in `path`."
-    tree, found = ast.parse(path.read_text()), []
+def _explained(lines: list[str], lineno: int) -> bool:
+    "Does the import on line `lineno` (1-based) say why, or the block of imports it ends?"
+    i = lineno - 1
+    while i >= 0 and lines[i].strip().startswith(("from ", "import ")):
+        if "#" in lines[i]: return True
+        i -= 1
+    return False
+
+
+def package_imports(path: Path, modules: set[str]) -> list[tuple[str, bool, bool]]:
+    """(module, inside a function, explained) for every import of a package module in `path`;
+    an import is explained when a comment on its line, or on an import line right above it,
+    says why it is there."""
+    src = path.read_text()
+    tree, found, lines = ast.parse(src), [], src.splitlines()
 
     def visit(node: ast.AST, nested: bool) -> None:
         for child in ast.iter_child_nodes(node):
@@ -75,7 +90,8 @@ def package_imports(path: Path, modules: set[str]) -> list[tuple[str, bool]]:
                 names = [a.name for a in child.names if a.name.startswith("stockstock.")]
             for n in names:
                 mod = n.split(".")[1]
-                if mod in modules and mod != path.stem: found.append((mod, inner))
+                if mod in modules and mod != path.stem:
+                    found.append((mod, inner, _explained(lines, child.lineno)))
             visit(child, inner)
     visit(tree, False)
     return found
@@ -108,10 +124,10 @@ def import_report() -> dict:
     graph: dict[str, set[str]] = {}
     back, lazy = [], []
     for mod in sorted(order):
-        for dep, nested in package_imports(PKG / f"{mod}.py", set(order)):
+        for dep, nested, explained in package_imports(PKG / f"{mod}.py", set(order)):
             graph.setdefault(mod, set()).add(dep)
             if order[dep] > order[mod]: back.append((mod, dep))
-            if nested: lazy.append((mod, dep))
+            if nested: lazy.append((mod, dep, explained))
     return dict(circles=_circles(graph), back=sorted(set(back)), lazy=lazy)
 
 
@@ -137,6 +153,11 @@ def main() -> int:
     print(f"back-arrows (a module importing a later chapter): {len(rep['back'])}")
     for mod, dep in rep["back"]: print(f"  {mod} -> {dep}")
     print(f"package imports inside functions: {len(rep['lazy'])}")
+    by_module = Counter(mod for mod, _, _ in rep["lazy"])
+    if by_module: print("  by module: " + ", ".join(f"{m} {n}" for m, n in by_module.most_common()))
+    silent = [(m, d) for m, d, why in rep["lazy"] if not why]
+    print(f"  without a comment saying why: {len(silent)}")
+    for mod, dep in silent: print(f"    {mod} -> {dep}")
     missed = [m for m, bad in [(f"median {median} > {TARGET_MEDIAN}", median > TARGET_MEDIAN),
                                (f"tested {share:.0%} < {TARGET_FOLLOWED:.0%}",
                                 share < TARGET_FOLLOWED),

@@ -322,7 +322,7 @@ def test_tampered_model_fails_the_run_with_the_error_in_the_notebook(trading_hom
 def test_hung_cell_is_stopped_by_the_cell_timeout(trading_home):
     "A home-local `scheduled/hourly_trade.ipynb` (which `runs.template_path` prefers) with a hang."
     home = trading_home
-    template_with(home, "start_run", "import time\ntime.sleep(300)  # hung")
+    template_with(home, "open_run", "import time\ntime.sleep(300)  # hung")
     started = time.monotonic()
     r = stockstock(*TRADE, "--cell-timeout", "4", home=home, timeout=RUN_TIMEOUT)
     seconds = time.monotonic() - started

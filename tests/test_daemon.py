@@ -112,7 +112,7 @@ def _ask(tg: FakeTelegram, command: str, proc: subprocess.Popen, out: Path) -> s
 def test_a_hung_run_is_stopped_and_the_daemon_goes_on(trading_home, tg):
     "A home-local template (which `runs.template_path` prefers) whose first step hangs."
     home = trading_home
-    template_with(home, "start_run", "import time\ntime.sleep(300)  # hung")
+    template_with(home, "open_run", "import time\ntime.sleep(300)  # hung")
     proc, out = _start(home, tg, "--params", "scheduled/test.yaml", "--interval-seconds", "1",
                        "--run-timeout", "5")
     try:

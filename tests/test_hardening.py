@@ -17,8 +17,7 @@ from conftest import REPO, TRADING_SYMBOLS, query, report_lines, stockstock, tem
 
 from stockstock.calendar import next_session, sessions_between
 from stockstock.data import EMBEDDED_SYMBOLS, seed
-from stockstock.db import RiskEvent, SimOrder, init_db
-from stockstock.db import Signal as SignalRow
+from stockstock.db import RiskEventRow, SignalRow, SimOrder, init_db
 from stockstock.model import (DEFAULT_PARAMS, LGBMTradingModel, build_dataset, default_cutoff,
                               fit_booster, save_model)
 from stockstock.state import sim_clock, sim_failures
@@ -54,7 +53,7 @@ def replay_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_sim_replay_walks_every_session_to_the_end_of_the_data(replay_home, monkeypatch):
     "Every session from the cut-off to the last bar, through the run's steps: none fails."
-    from stockstock import trade
+    from stockstock import hourly
     monkeypatch.setenv("STOCKSTOCK_HOME", str(replay_home))
     monkeypatch.chdir(replay_home)
     db = init_db("sqlite:///data/stockstock.db")
@@ -64,14 +63,15 @@ def test_sim_replay_walks_every_session_to_the_end_of_the_data(replay_home, monk
     failed, statuses, orders, fb_notes = [], {}, 0, set()
     for session in expected:
         try:
-            ctx, summary = trade.run_steps({"confidence_threshold": 0.4})
+            run = hourly.run_steps({"confidence_threshold": 0.4})
         except Exception as e:                           # noqa: BLE001 - the count is the point
             failed.append((session, f"{type(e).__name__}: {e}"))
             break
-        assert ctx.session == session, (ctx.session, session)
+        summary = run.outcome.summary
+        assert run.run.plan.session == session, (run.run.plan.session, session)
         statuses[summary["status"]] = statuses.get(summary["status"], 0) + 1
         orders += summary["n_orders"]
-        fb = next(s for s in ctx.signals if s.symbol == "FB")
+        fb = next(s for s in run.decision.signals if s.symbol == "FB")
         if fb.confidence is None: fb_notes.add(fb.note.split(" (")[0].split(":")[0])
     assert failed == [], failed
     assert statuses == {"ok": len(expected)}, statuses
@@ -85,8 +85,8 @@ def test_sim_replay_walks_every_session_to_the_end_of_the_data(replay_home, monk
 
 def _failing_template(home: Path, session: str) -> None:
     "A home-local scheduled notebook that fails deterministically on `session`."
-    fail = f"if str(ctx.session) == {session!r}: raise RuntimeError('a deterministic failure')"
-    template_with(home, "check_market", fail)
+    fail = f"if str(plan.session) == {session!r}: raise RuntimeError('a deterministic failure')"
+    template_with(home, "open_run", fail)
 
 
 @pytest.mark.slow
@@ -276,10 +276,12 @@ def bar_table(request):
 
 
 def _in_process_run(home: Path, monkeypatch, **params):
-    from stockstock import trade
+    "One sim run in-process: its record (`hourly.RunRecord`) and its summary."
+    from stockstock import hourly
     monkeypatch.setenv("STOCKSTOCK_HOME", str(home))
     monkeypatch.chdir(home)
-    return trade.run_steps({"symbols": TRADING_SYMBOLS, "confidence_threshold": 0.4, **params})
+    run = hourly.run_steps({"symbols": TRADING_SYMBOLS, "confidence_threshold": 0.4, **params})
+    return run, run.outcome.summary
 
 
 @pytest.mark.parametrize("case, change, status, reason", BAR_CASES, ids=[c[0] for c in BAR_CASES])
@@ -290,15 +292,15 @@ def test_a_bad_bar_quarantines_its_symbol_only(case, change, status, reason, tra
     ctx, summary = _in_process_run(home, monkeypatch, as_of=f"{DAY}T19:30:00Z")
     db = init_db(f"sqlite:///{home}/data/stockstock.db")
     assert summary["status"] == "ok"
-    assert ctx.checks["MSFT"].status == status and reason in ctx.checks["MSFT"].reason
-    msft = next(s for s in ctx.signals if s.symbol == "MSFT")
+    assert ctx.bars.checks["MSFT"].status == status and reason in ctx.bars.checks["MSFT"].reason
+    msft = next(s for s in ctx.decision.signals if s.symbol == "MSFT")
     assert msft.action == "HOLD" and msft.note.startswith(status), msft.note
     assert db.count(SimOrder) == len(db.rows(SimOrder, symbol="GOOG")) >= 1   # GOOG still trades
-    assert [(e.kind, e.symbol) for e in db.rows(RiskEvent, run_id=ctx.run_id)
+    assert [(e.kind, e.symbol) for e in db.rows(RiskEventRow, run_id=ctx.run.run_id)
             if e.kind.startswith("bar_")] == [(f"bar_{status}", "MSFT")]
-    outcome = db.rows(SignalRow, run_id=ctx.run_id, symbol="MSFT")[0].outcome
+    outcome = db.rows(SignalRow, run_id=ctx.run.run_id, symbol="MSFT")[0].outcome
     assert outcome.startswith(status)
-    note = db.get_run(ctx.run_id).reason or ""      # the index's "reason / note" column
+    note = db.get_run(ctx.run.run_id).reason or ""      # the index's "reason / note" column
     assert f"MSFT {outcome}" in note, note
     bar_table.append(f"{case:<28} {status:<11} MSFT orders 0, GOOG orders "
                      f"{len(db.rows(SimOrder, symbol='GOOG'))}; {outcome[:70]}")
@@ -313,9 +315,9 @@ def test_a_bad_bar_never_triggers_a_stop_loss(trading_home, monkeypatch, bar_tab
     _corrupt(home / "data/stockstock.db", "MSFT", "2011-03-17", open="open/100",
              high="high/100", low="low/100", close="close/100")
     ctx, summary = _in_process_run(home, monkeypatch, as_of="2011-03-17T19:30:00Z")
-    assert ctx.checks["MSFT"].status == "quarantined"
+    assert ctx.bars.checks["MSFT"].status == "quarantined"
     assert [o.side for o in db.rows(SimOrder, symbol="MSFT")] == ["BUY"]       # no SELL
-    events = [(e.kind, e.symbol) for e in db.rows(RiskEvent, run_id=ctx.run_id)]
+    events = [(e.kind, e.symbol) for e in db.rows(RiskEventRow, run_id=ctx.run.run_id)]
     assert ("bar_quarantined", "MSFT") in events
     # equity is valued at MSFT's last valid close, not at the bad one
     (equity,), = query(home, "SELECT equity FROM portfolio_snapshots ORDER BY as_of DESC LIMIT 1")
@@ -354,7 +356,7 @@ def test_a_database_locked_before_the_run_fails_it_in_one_line(trading_home):
 def test_a_database_locked_during_the_run_ends_it_failed_with_its_notebook(trading_home):
     "Another process takes the write lock while the notebook runs, for longer than the timeout."
     home = trading_home
-    template_with(home, "start_run",
+    template_with(home, "open_run",
                   "import subprocess, sys\n"
                   f"holder = subprocess.Popen([sys.executable, '-c', {HOLD_LOCK!r}, "
                   f"{str(home / 'data/stockstock.db')!r}, '5'], stdout=subprocess.PIPE, text=True, "

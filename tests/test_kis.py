@@ -1,8 +1,9 @@
-"""The KIS broker against the loopback fake KIS server: python-kis's real HTTP code, every fault,
-the rate limits measured at the server, hourly runs inside a session, and the paper mode end to
-end through the real `stockstock` commands (seed, train, trade, crashes). Reconciliation — the
-session's runs, re-runs, lost answers, unknown orders, trades made by hand, crashes — runs on
-SQLite and on PostgreSQL (the `backend` fixture)."""
+"""Hourly runs inside a session against the loopback fake KIS server (python-kis's real HTTP code,
+the rate limits measured at the server), and the paper mode end to end through the real
+`stockstock` commands (seed, train, trade, crashes). Reconciliation — the session's runs, re-runs,
+lost answers, unknown orders, trades made by hand, crashes — runs on SQLite and on PostgreSQL (the
+`backend` fixture). The connection's faults, the market data and the account on their own are
+tested in their chapter, nbs/13_kis.ipynb."""
 from __future__ import annotations
 
 import os
@@ -15,12 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import db_url, query, stockstock, use_postgres
-from pydantic import SecretStr
-
-from stockstock.broker import BrokerError, OrderQuery
-from stockstock.config import Secrets
+from stockstock.broker import OrderQuery
 from stockstock.data import embedded_bars
-from stockstock.db import RiskEvent, Trade, init_db
+from stockstock.db import RiskEventRow, Trade, init_db
 from stockstock.model import (DEFAULT_PARAMS, LGBMTradingModel, build_dataset, fit_booster,
                               save_model)
 from stockstock.testing.kis import FakeKis
@@ -75,12 +73,6 @@ def kis_env(fake: FakeKis) -> dict[str, str]:
                 KIS_REAL_URL=fake.real_url, KIS_VIRTUAL_URL=fake.virtual_url)
 
 
-def kis_secrets(fake: FakeKis) -> Secrets:
-    env = kis_env(fake)
-    return Secrets(_env_file=None, **{k.lower(): (v if k.endswith("_URL") else SecretStr(v))
-                                      for k, v in env.items()})
-
-
 PAPER_YAML = ("mode: paper\nsymbols: [AAPL, MSFT, GOOG, IBM]\nconfidence_threshold: 0.4\n"
               "paper_requests_per_s: 10\nrequest_timeout_s: 2\n")
 
@@ -107,10 +99,12 @@ def _params(**extra) -> dict:
 
 
 def _run(fake: FakeKis, **extra):
-    "One paper run in-process at `as_of` (default NOW), the fake's clock set to the same instant."
-    from stockstock import trade
+    """One paper run in-process at `as_of` (default NOW), the fake's clock set to the same instant:
+    its record (`hourly.RunRecord`) and its summary."""
+    from stockstock import hourly
     fake.set_time(extra.get("as_of", NOW))
-    return trade.run_steps(_params(**extra))
+    record = hourly.run_steps(_params(**extra))
+    return record, record.outcome.summary
 
 
 def _rates_kept(fake: FakeKis, virtual: float = 10) -> None:
@@ -147,137 +141,8 @@ def test_missing_credentials_are_one_line_before_any_request(home, fake):
 
 
 # ---------------------------------------------------------------------------------------------
-# the connection: every fault, bounded
-
-
-def _conn(fake: FakeKis, monkeypatch, home: Path, **kw):
-    from stockstock.kis import KisConnection
-    monkeypatch.setenv("STOCKSTOCK_HOME", str(home))
-    return KisConnection(kis_secrets(fake), "paper", **{"request_timeout_s": 1.0,
-                                                         "rates": {"real": 20, "virtual": 10},
-                                                         **kw})
-
-
-def _market(conn, home: Path):
-    from stockstock.kis import KisMarketData
-    return KisMarketData(conn, init_db(f"sqlite:///{home}/data/stockstock.db"))
-
-
-def test_rate_limit_answers_are_backed_off_and_bounded(fake, home, monkeypatch):
-    market = _market(_conn(fake, monkeypatch, home), home)
-    market.quote("AAPL")                                            # token, listing
-    f = fake.inject("rate_limit", path="price-detail", times=3)
-    assert market.quote("AAPL").price == _close("AAPL", DAY)       # retried after back-off
-    assert f.hits == 3
-    fake.inject("rate_limit", path="price-detail", times=None)
-    started = time.monotonic()
-    with pytest.raises(BrokerError, match="quote AAPL"):
-        market.quote("AAPL")
-    assert time.monotonic() - started < 15                          # 3 attempts x 3 s deadline
-
-
-def test_expired_token_is_reissued_once_and_retried(fake, home, monkeypatch):
-    market = _market(_conn(fake, monkeypatch, home), home)
-    market.quote("AAPL")
-    tokens = fake.count(path="tokenP")
-    fake.advance(seconds=61)                                        # a new issuance is allowed
-    fake.inject("token_expired", path="price-detail")
-    assert market.quote("AAPL").price > 0
-    assert fake.count(path="tokenP") == tokens + 1
-
-
-def test_token_issuance_limit_waits_instead_of_hammering(fake, home, monkeypatch):
-    conn = _conn(fake, monkeypatch, home, token_wait_s=1.5)
-    fake.inject("token_limit", path="tokenP")                       # EGW00133 once
-    market = _market(conn, home)
-    started = time.monotonic()
-    assert market.quote("IBM").price == _close("IBM", DAY)
-    assert time.monotonic() - started >= 1.5                        # it waited, once
-    assert fake.count(path="tokenP", domain="real") == 2           # one refused, one retry
-
-
-@pytest.mark.parametrize("kind", ["http_500", "http_502", "http_503", "malformed_json"])
-def test_server_errors_are_retried_a_bounded_number_of_times(kind, fake, home, monkeypatch):
-    market = _market(_conn(fake, monkeypatch, home), home)
-    market.quote("MSFT")
-    fake.inject(kind, path="price-detail", times=2)
-    assert market.quote("MSFT").price > 0                           # third attempt answers
-    fake.inject(kind, path="price-detail", times=None)
-    fake.clear_log()
-    with pytest.raises(BrokerError, match="quote MSFT"):
-        market.quote("MSFT")
-    assert fake.count(path="price-detail") == 3                     # attempts, not forever
-
-
-def test_a_silent_server_is_a_timeout_not_a_hang(fake, home, monkeypatch):
-    market = _market(_conn(fake, monkeypatch, home), home)
-    market.quote("GOOG")
-    fake.inject("delay", path="price-detail", seconds=5, times=None)
-    started = time.monotonic()
-    with pytest.raises(BrokerError, match="no answer in time"):
-        market.quote("GOOG")
-    assert time.monotonic() - started < 8                           # 3 x 1 s + back-off
-
-
-def test_exchange_is_resolved_once_and_cached(fake, home, monkeypatch):
-    market = _market(_conn(fake, monkeypatch, home), home)
-    assert market.exchange("IBM") == "NYS"
-    first = fake.count(path="quotations/price")
-    assert market.exchange("IBM") == "NYS" and market.quote("IBM").price > 0
-    assert fake.count(path="quotations/price") == first == 2       # NAS, then NYS: once
-    assert _db(home).get_listing("IBM").exchange == "NYS"
-    with pytest.raises(LookupError, match="not listed"):
-        market.exchange("ZZZZ")
-
-
-def test_daily_bars_are_adjusted_and_dated_by_session(fake, home, monkeypatch):
-    market = _market(_conn(fake, monkeypatch, home), home)
-    bars = market.daily_bars("AAPL", date(2013, 2, 4), 250)
-    want = _bars("AAPL").loc[:"2013-02-04"].iloc[-250:]
-    assert list(bars.index) == list(want.index)                     # session dates, not KST
-    assert list(bars.columns) == list(want.columns)
-    assert (abs(bars.to_numpy() - want.to_numpy()) <= 1e-6 * abs(want.to_numpy())).all()
-    assert {r.params["MODP"] for r in fake.requests(path="dailyprice")} == {"1"}
-
-
-# ---------------------------------------------------------------------------------------------
-# the account: orders, rejections, partial fills, lost answers
-
-
-def _broker(fake, monkeypatch, home):
-    from stockstock.kis import KisBroker
-    conn = _conn(fake, monkeypatch, home)
-    return KisBroker(conn, _market(conn, home), pd.Timestamp(NOW).to_pydatetime())
-
-
-def test_orders_rejections_and_lookups(fake, home, monkeypatch):
-    broker = _broker(fake, monkeypatch, home)
-    limit = round(_close("AAPL", DAY) * 1.005, 2)                  # a marketable limit
-    st = broker.submit_order("AAPL", "BUY", 10, limit, "k-aapl")
-    assert st.status == "submitted" and len(st.order_id) == 10
-    assert fake.holding("virtual", "AAPL")[0] == 10                 # marketable: filled
-    sent = fake.requests(path="trading/order")[-1]
-    assert (sent.body["ORD_DVSN"], sent.body["OVRS_ORD_UNPR"]) == ("00", f"{limit:.4f}")
-    query = OrderQuery("k-aapl", "AAPL", "BUY", 10, limit,
-                       pd.Timestamp(NOW).to_pydatetime())
-    found = broker.find_order(query)
-    assert (found.order_id, found.status, found.filled_qty) == (st.order_id, "filled", 10)
-    rejected = broker.submit_order("MSFT", "BUY", 10_000_000, 27.5, "k-big")
-    assert rejected.status == "rejected" and "APBK0952" in rejected.reason
-    fake.set_time("2013-02-09T17:00:00Z")                           # Saturday
-    closed = broker.submit_order("IBM", "BUY", 1, 210.0, "k-closed")
-    assert (closed.status, closed.reason) == ("rejected", "market_closed")
-
-
-def test_ambiguous_matches_are_never_guessed(fake, home, monkeypatch):
-    from stockstock.broker import AmbiguousOrder
-    broker = _broker(fake, monkeypatch, home)
-    fake.fill_mode = "never"
-    for _ in range(2): fake.place_order("virtual", "IBM", "buy", 3, 200)
-    query = OrderQuery("k-ibm", "IBM", "BUY", 3, 200.0, pd.Timestamp(NOW).to_pydatetime()
-                       - pd.Timedelta(hours=1))
-    with pytest.raises(AmbiguousOrder):
-        broker.find_order(query)
+# The connection (every fault, bounded), the market data and the account (orders, rejections,
+# lookups, ambiguous matches) are tested in their chapter, nbs/13_kis.ipynb, against the same fake.
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,15 +152,15 @@ def test_ambiguous_matches_are_never_guessed(fake, home, monkeypatch):
 def test_a_paper_session_decides_once_and_protects_every_hour(backend, kis_home, fake):
     db = _db(kis_home)
     early, s0 = _run(fake, as_of=EARLY)
-    assert s0["status"] == "ok" and not early.signals and not early.orders
+    assert s0["status"] == "ok" and not early.decision.signals and not early.orders.lines
     assert "the model decides once per session, at 15:30" in s0["note"]
     ctx, s1 = _run(fake)
-    assert {o["symbol"] for o in ctx.orders} == {"AAPL", "MSFT", "GOOG"}
-    trades = db.rows(Trade, run_id=ctx.run_id)
+    assert {o.symbol for o in ctx.orders.lines} == {"AAPL", "MSFT", "GOOG"}
+    trades = db.rows(Trade, run_id=ctx.run.run_id)
     assert all(t.broker_order_id and len(t.broker_order_id) == 10 for t in trades)
     assert {t.status for t in trades} == {"submitted"}
     later, s2 = _run(fake, as_of=f"{DAY}T20:50:00Z")                      # same session, decided
-    assert not later.signals and not later.orders                  # once per session
+    assert not later.decision.signals and not later.orders.lines                  # once per session
     assert {t.status for t in db.rows(Trade)} == {"filled"}        # reconciled
     assert len(fake.orders) == 3
     for sym in ("AAPL", "MSFT", "GOOG"):
@@ -350,22 +215,22 @@ def test_partial_fills_keep_position_and_cash_right(kis_home, fake):
     fake.partial_qty = 7
     ctx, _ = _run(fake)
     db = _db(kis_home)
-    bal = ctx.broker.balance()
-    for t in db.rows(Trade, run_id=ctx.run_id):
-        later = ctx.broker.find_order(OrderQuery(t.client_key, t.symbol, t.side, t.qty,
+    bal = ctx.run.broker.balance()
+    for t in db.rows(Trade, run_id=ctx.run.run_id):
+        later = ctx.run.broker.find_order(OrderQuery(t.client_key, t.symbol, t.side, t.qty,
                                                  t.limit_price, t.intent_at, t.broker_order_id))
         assert (later.status, later.filled_qty) == ("partially_filled", 7)
         assert bal.positions[t.symbol].qty == 7
-    spent = sum(7 * _close(t.symbol, DAY) for t in db.rows(Trade, run_id=ctx.run_id))
+    spent = sum(7 * _close(t.symbol, DAY) for t in db.rows(Trade, run_id=ctx.run.run_id))
     assert bal.cash == pytest.approx(100_000 - spent)
     _, _ = _run(fake, as_of=f"{DAY}T20:55:00Z")
-    assert {t.status for t in db.rows(Trade, run_id=ctx.run_id)} == {"partially_filled"}
+    assert {t.status for t in db.rows(Trade, run_id=ctx.run.run_id)} == {"partially_filled"}
 
 
 def test_a_rejected_order_is_recorded_and_the_others_go_on(kis_home, fake):
     fake.inject("reject", path="trading/order", times=1)
     ctx, summary = _run(fake)
-    statuses = {o["symbol"]: o["status"] for o in ctx.orders}
+    statuses = {o.symbol: o.status for o in ctx.orders.lines}
     assert sorted(statuses.values()) == ["rejected", "submitted", "submitted"]
     rejected = next(t for t in _db(kis_home).rows(Trade) if t.status == "rejected")
     assert "APBK0952" in rejected.error
@@ -394,7 +259,7 @@ def test_an_unknown_order_the_broker_lacks_stays_unresolved(backend, kis_home, f
         ctx, _ = _run(fake, as_of=as_of)
         assert db.rows(Trade, client_key="20130204T20-IBM-BUY")[0].status == "unknown"
         assert ("order_unresolved", "IBM") in [(e.kind, e.symbol) for e in
-                                               db.rows(RiskEvent, run_id=ctx.run_id)]
+                                               db.rows(RiskEventRow, run_id=ctx.run.run_id)]
     assert not any(o.symbol == "IBM" and o.qty == 2 for o in fake.orders.values())
 
 
@@ -402,11 +267,11 @@ def test_a_trade_made_by_hand_is_recorded_once_and_the_broker_wins(backend, kis_
     _run(fake, as_of=EARLY)                                               # baseline
     fake.set_holding("virtual", "IBM", 7, 150)                      # the owner, in the KIS app
     ctx, _ = _run(fake)
-    events = [(e.kind, e.symbol) for e in _db(kis_home).rows(RiskEvent, run_id=ctx.run_id)]
+    events = [(e.kind, e.symbol) for e in _db(kis_home).rows(RiskEventRow, run_id=ctx.run.run_id)]
     assert ("broker_mismatch", "IBM") in events
-    assert ctx.before.positions["IBM"].qty == 7
+    assert ctx.risk.balance.positions["IBM"].qty == 7
     again, _ = _run(fake, as_of=f"{DAY}T20:55:00Z")
-    assert not [e for e in _db(kis_home).rows(RiskEvent, run_id=again.run_id)
+    assert not [e for e in _db(kis_home).rows(RiskEventRow, run_id=again.run.run_id)
                 if e.kind == "broker_mismatch"]
 
 
@@ -419,8 +284,8 @@ def test_a_stale_model_protects_but_never_decides(kis_home, fake):
     fake.set_holding("virtual", "AAPL", 10, 600.0)                  # bought far above: stop hit
     ctx, summary = _run(fake)
     assert "model stale: trained on data up to 2011-02-28" in summary["note"]
-    assert not ctx.signals
-    assert [(o["symbol"], o["side"], o["reason"]) for o in ctx.orders] == \
+    assert not ctx.decision.signals
+    assert [(o.symbol, o.side, o.reason) for o in ctx.orders.lines] == \
         [("AAPL", "SELL", "stop_loss")]
 
 

@@ -7,7 +7,7 @@ import threading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stockstock.risk import (DailyLossTracker, OrderRequest, Portfolio, Position, RiskDecision,
+from stockstock.risk import (DailyLossTracker, OrderRequest, Portfolio, Position, Approval,
                              RiskLimits, buy_cost, evaluate, limit_price, max_buy_qty)
 
 SYMBOLS = ["AAPL", "MSFT", "GOOG", "IBM", "FB", "TSLA", "AMZN"]
@@ -56,7 +56,7 @@ def cases(draw) -> tuple[dict[str, str], Portfolio, RiskLimits, bool, float]:
 
 case_st = cases()
 
-def apply(pf: Portfolio, d: RiskDecision, limits: RiskLimits) -> tuple[float, dict[str, int]]:
+def apply(pf: Portfolio, d: Approval, limits: RiskLimits) -> tuple[float, dict[str, int]]:
     """Fill every order at its limit price: (cash, held qty) afterwards.
 
     Sells credit no cash here, so the cash check does not lean on proceeds of sells that may not

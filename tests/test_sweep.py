@@ -119,15 +119,15 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
-def test_a_database_at_revision_0001_gains_the_table_and_stores_on_both_backends(
+def test_a_database_at_revision_0002_gains_the_table_and_stores_on_both_backends(
         backend, home: Path, reference, request, monkeypatch):
-    "`stockstock db upgrade` adds `sweep_cells` (revision 0002); LocalCluster workers store there."
+    "`stockstock db upgrade` adds `sweep_cells` (revision 0003); LocalCluster workers store there."
     if backend == "postgresql": use_postgres(home, request.getfixturevalue("pg"), monkeypatch)
     seeded(home, horizons="5")
-    query(home, "DROP TABLE sweep_cells")                 # as main left it: schema 0001
-    query(home, "UPDATE alembic_version SET version_num = '0001'")
+    query(home, "DROP TABLE sweep_cells")     # as main left it: schema 0002 (runs' hash chain)
+    query(home, "UPDATE alembic_version SET version_num = '0002'")
     r = stockstock("db", "upgrade", home=home, timeout=120)
-    assert r.returncode == 0 and r.stdout.strip().endswith("(applied 0002)"), r.stdout + r.stderr
+    assert r.returncode == 0 and r.stdout.strip().endswith("(applied 0003)"), r.stdout + r.stderr
     assert n_stored(home) == 0
     r = stockstock("sweep", "grid.yaml", "--workers", "2", "--quiet", home=home, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr

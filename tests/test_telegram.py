@@ -12,7 +12,7 @@ import pytest
 from conftest import query, stockstock
 
 from stockstock.config import Secrets, load_params
-from stockstock.db import Signal, init_db
+from stockstock.db import SignalRow, init_db
 from stockstock.log import MASK, configure_logging
 from stockstock.queries import (format_pnl, format_portfolio, format_runs, format_signals,
                                 format_status, format_trades, latest_signals, pnl, portfolio,
@@ -43,7 +43,7 @@ def log_lines() -> Iterator[io.StringIO]:
 @pytest.fixture
 def traded_home(trading_home: Path) -> Path:
     "A home after three sim runs in process: orders on 2011-03-16 and 03-17, signals, snapshots."
-    from stockstock.trade import run_steps
+    from stockstock.hourly import run_steps
     params = load_params(trading_home / "scheduled/test.yaml")
     overrides = {"symbols": params.symbols, "confidence_threshold": params.confidence_threshold}
     for day in ("2011-03-15", "2011-03-16", "2011-03-17"):
@@ -151,7 +151,7 @@ def test_errors_reach_the_log_not_the_user_and_long_lists_are_cut(home, tg, log_
                                                                     monkeypatch):
     import stockstock.telegram as bot
     app, db, _ = _app(tg, _empty_home(home))
-    db.add_all([Signal(run_id="r", as_of=_utc(), symbol=f"S{i:04d}", action="BUY",
+    db.add_all([SignalRow(run_id="r", as_of=_utc(), symbol=f"S{i:04d}", action="BUY",
                        confidence=0.5, outcome="an outcome of some length <with> & markup")
                 for i in range(400)])
 

@@ -3,7 +3,7 @@ live rate limit (20 requests/s), with a warm `ohlcv` cache, against its floor: t
 needs divided by 20 per second.
 
 Target: time <= 1.2 x floor. Prints requests per symbol, the floor, the time and the ratio, for
-the run in-process (`trade.run_steps`) and through `stockstock trade` (papermill, notebook, HTML).
+the run in-process (`hourly.run_steps`) and through `stockstock trade` (papermill, notebook, HTML).
 
     .venv/bin/python tests/bench/bench_kis.py [--symbols 500]
 
@@ -108,10 +108,10 @@ def main() -> None:
             fake.clear_log()
             started = time.perf_counter()
             if run.startswith("in-process"):
-                from stockstock import trade
+                from stockstock import hourly
                 from stockstock.config import load_params
                 params = load_params(root / "live.yaml").model_dump(mode="json")
-                _, summary = trade.run_steps({**params, "as_of": NOW})
+                summary = hourly.run_steps({**params, "as_of": NOW}).outcome.summary
                 assert summary["status"] == "ok", summary
             else:
                 r = subprocess.run([str(BIN / "stockstock"), "trade", "--params", "live.yaml",

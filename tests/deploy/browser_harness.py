@@ -187,7 +187,7 @@ def sim_project(trading_template: Path, tmp_path_factory: pytest.TempPathFactory
     for _ in range(3):
         r = stockstock(home, "trade", "--params", "scheduled/test.yaml")
         assert r.returncode == 0, r.stdout + r.stderr
-    template_with(home, "start_run", "raise RuntimeError('a failure for the dashboard')")
+    template_with(home, "open_run", "raise RuntimeError('a failure for the dashboard')")
     assert stockstock(home, "trade", "--params", "scheduled/test.yaml").returncode == 1
     shutil.copy(REPO / "scheduled/hourly_trade.ipynb", home / "scheduled/hourly_trade.ipynb")
     r = stockstock(home, "backtest", "--params", "scheduled/test.yaml", "--start", "2011-03-01",

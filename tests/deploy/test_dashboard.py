@@ -120,7 +120,9 @@ def report(project: Path, tmp_path_factory: pytest.TempPathFactory):
                 divs=page.locator("div.plotly-graph-div").count(),
                 tables=page.eval_on_selector_all("table", """ts => ts.map(t =>
                     [...t.rows].map(r => [...r.cells].map(c => c.innerText.trim())))"""),
-                errors=watch.errors[before[0]:], outside=watch.outside[before[1]:])
+                errors=watch.errors[before[0]:], outside=watch.outside[before[1]:],
+                needs=page.evaluate("() => document.getElementById('needs-plotly')"
+                                    "?.innerText ?? null"))
             page.close()
     return seen, watch
 
@@ -152,8 +154,6 @@ def test_run_report_gives_a_reason_for_every_signal(report):
         print("reasons: " + "; ".join(f"{s}: {w}" for s, w in reasons.items()))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18: the run HTML (nbconvert's lab template) loads "
-                   "require.js, MathJax and mermaid from a CDN")
 def test_run_report_requests_nothing_outside(report):
     seen, watch = report
     with watch.failing_with_screenshots():
@@ -167,10 +167,11 @@ def test_run_report_has_no_console_error_but_the_blocked_cdn(report):
         assert [e for e in seen["in place"]["errors"] if e not in blocked] == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18: a run's HTML copied alone shows blank charts "
-                   "(it loads ../plotly.min.js) and does not say it needs it")
-def test_run_report_works_copied_alone(report):
+def test_run_report_copied_alone_says_what_it_needs(report):
+    "Issue 18: copied alone, a run's HTML requests nothing and says its charts need plotly.min.js."
     seen, watch = report
     with watch.failing_with_screenshots():
         alone = seen["alone"]
-        assert len(alone["plots"]) == alone["divs"] >= 3 and all(alone["plots"]), alone["plots"]
+        assert alone["outside"] == [], alone["outside"]
+        assert "need plotly.min.js one folder up" in (alone["needs"] or ""), alone["needs"]
+        assert seen["in place"]["needs"] is None          # in place, the charts draw

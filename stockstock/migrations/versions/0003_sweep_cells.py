@@ -1,5 +1,7 @@
 """Research sweeps: the `sweep_cells` table (issue 20), one row per finished grid cell.
 
+Revision 0003 (after 0002, the runs' origin and hash chain of issue 18).
+
 Keyed by the cell's settings hash and its data hash (`stockstock.sweep.cell_hash`, `data.data_hash`),
 so a sweep run again computes only the cells not stored yet. A database made by the `engine`
 branch before Alembic (its `create_all` made this table) is adopted: the table is created only when
@@ -10,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
