@@ -36,7 +36,7 @@ __all__ = ['log', 'AddArguments', 'COMMANDS', 'EXAMPLES', 'DATE_OPTIONS', 'comma
            'build_parser', 'params_from', 'main', 'console', 'check_arguments', 'seed_command', 'config_command',
            'market_command', 'train_command', 'backtest_command', 'trade_command', 'runs_command', 'run_command',
            'notify_command', 'status_command', 'halt_command', 'resume_command', 'serve_command', 'bot_command',
-           'db_command']
+           'db_command', 'sweep_command']
 
 # %% ../nbs/15_cli.ipynb #8a2a0a6c
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -697,3 +697,85 @@ def db_command(args: argparse.Namespace) -> int:
                                  f"schema revision {head}, the newest"))
     return 0
 
+
+# %% ../nbs/15_cli.ipynb #b49e037f
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("grid", metavar="GRID", help="YAML grid (e.g. nbs/research/sweep_small.yaml)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="a running Dask scheduler, e.g. tcp://host:8786 (default: a LocalCluster)")
+    p.add_argument("--workers", type=positive_int, help="LocalCluster workers (default: cores)")
+    p.add_argument("--serial", action="store_true", help="no Dask: the cells one by one, here")
+    p.add_argument("--connect-timeout", type=positive_seconds, default=10.0, metavar="S",
+                   help="seconds to reach the scheduler (default 10)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+def _compute_sweep(plan, args: argparse.Namespace):
+    "Run `plan`'s missing cells as `args` say: serially, or on a Dask cluster."
+    from stockstock.sweep import open_client, run_sweep
+    if args.serial or not plan.missing: return run_sweep(plan, None, not args.quiet)
+    with open_client(args.scheduler, args.workers, args.connect_timeout) as client:
+        print(f"dashboard {client.dashboard_link}", flush=True)
+        return run_sweep(plan, client, not args.quiet)
+
+# %% ../nbs/15_cli.ipynb #8872ce2f
+@command("sweep", "a grid of walk-forward evaluations on Dask; stores each cell, writes a report",
+         _sweep_args, example="stockstock sweep nbs/research/sweep_small.yaml")
+def sweep_command(args: argparse.Namespace) -> int:
+    from stockstock.db import init_db
+    from stockstock.sweep import SweepError, SweepInterrupted, load_grid, plan_sweep
+    params = params_from(args)
+    try:
+        grid = load_grid(args.grid)
+        plan = plan_sweep(grid, init_db(params.db_url).url)
+        print(f"sweep {grid.settings['name']}: {len(plan.cells)} cells, "
+              f"{len(plan.cells) - len(plan.missing)} stored already, {len(plan.missing)} to "
+              "compute", flush=True)
+        outcome = _compute_sweep(plan, args)
+    except SweepInterrupted as e:
+        print(f"stockstock sweep: {e}", file=sys.stderr)
+        return 130
+    except SweepError as e:
+        print(f"stockstock sweep: {e}", file=sys.stderr)
+        return 2
+    return _report_sweep(outcome, params)
+
+# %% ../nbs/15_cli.ipynb #decb5800
+def _figure(v: Any, fmt: str) -> str:
+    "`v` formatted, or nothing when there is no number (None, NaN)."
+    return format(v, fmt) if isinstance(v, (int, float)) and v == v else ""
+
+def _sweep_figures(outcome: Any) -> dict[str, str]:
+    "A sweep's headline figures for the index: its best cell with the interval and placebo."
+    from stockstock.sweep import summary_table
+    axes, n = list(outcome.plan.grid.axes), len(outcome.plan.cells)
+    table = summary_table(outcome.rows, axes)
+    out = {"cells": f"{len(outcome.rows)} of {n}"}
+    if table.empty: return out
+    best = table.iloc[0].to_dict()              # ranked by the lower bound of its interval
+    ic = [_figure(best.get(k), "+.3f") for k in ("daily_ic", "ci_low", "ci_high")]
+    return out | {"best cell (by CI low)": str(best["cell"]),
+                  "daily IC [95% CI]": f"{ic[0]} [{ic[1]}, {ic[2]}]" if ic[0] else "",
+                  "placebo p": _figure(best.get("placebo_p"), ".3f"),
+                  f"beats luck (p < 0.05/{n})": "yes" if best.get("bonferroni") else "no",
+                  "return": _figure(best.get("strategy_return"), "+.1%"),
+                  "buy & hold": _figure(best.get("buy_and_hold_return"), "+.1%")}
+
+def _report_sweep(outcome, params: TradingParams) -> int:
+    "Write the sweep's report, its figures and the index; print where, and any failed cell."
+    import os
+
+    from stockstock.db import init_db
+    from stockstock.run_index import record_report, write_index
+    from stockstock.runs import ensure_plotly_js
+    from stockstock.sweep import sweep_folder, write_report
+    outputs = resolve_path(params.outputs_dir)
+    folder = sweep_folder(outputs, outcome.plan.grid)
+    js = os.path.relpath(ensure_plotly_js(outputs), folder)
+    report = write_report(outcome, folder, plotly_js=js)
+    record_report(report, "sweep", _sweep_figures(outcome))
+    write_index(init_db(params.db_url), outputs)
+    for i, error in outcome.failed.items(): print(f"cell {i + 1} failed: {error}")
+    print(f"{outcome.computed} cells computed in {outcome.seconds:.0f} s, "
+          f"{len(outcome.rows)} of {len(outcome.plan.cells)} stored")
+    print(f"report {home_relative(report)}")
+    return 1 if outcome.failed else 0

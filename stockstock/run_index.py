@@ -99,22 +99,32 @@ def record_report(report: Path, kind: str, figures: dict[str, str]) -> Path:
                                            "figures": figures}, indent=1))
     return summary
 
+_BARE = {"backtest": "backtest/*.html", "sweep": "sweeps/*/index.html"}  # reports w/o figures
+
 def _summaries(outputs: Path) -> dict[str, list[tuple[Path, dict[str, str]]]]:
-    "Each kind's reports (newest first) with their figures; a backtest without any, by name."
+    "Each kind's reports (newest first) with their figures; older ones by name, without."
     found: dict[str, list[tuple[Path, dict[str, str]]]] = {}
-    for path in sorted(outputs.glob("*/*.summary.json"), reverse=True):
+    files = [*outputs.glob("*/*.summary.json"), *outputs.glob("*/*/*.summary.json")]
+    for path in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True):
         try: s = json.loads(path.read_text())
         except (OSError, ValueError): continue
         if isinstance(s, dict) and {"kind", "report"} <= s.keys():
             found.setdefault(str(s["kind"]), []).append((path.parent / str(s["report"]),
                                                         dict(s.get("figures") or {})))
-    listed = {p for reports in found.values() for p, _ in reports}
-    bare = [(p, {}) for p in sorted((outputs / "backtest").glob("*.html"), reverse=True)
-            if p not in listed]
-    if bare: found.setdefault("backtest", []).extend(bare)
-    return found
+    listed = {p for reports in found.values() for p in (r for r, _ in reports)}
+    for kind, pattern in _BARE.items():
+        bare = sorted((p for p in outputs.glob(pattern) if p not in listed),
+                      key=lambda p: p.stat().st_mtime, reverse=True)
+        found.setdefault(kind, []).extend((p, {}) for p in bare)
+    return {k: v for k, v in found.items() if v}
 
 # %% ../nbs/11h_run_index.ipynb #studies
+_TITLES = {"backtest": "Backtest reports", "sweep": "Research sweeps"}
+
+def _name(report: Path) -> str:
+    "What a report is called in the list: its file's name, or its folder's for an index.html."
+    return report.parent.name if report.name == "index.html" else report.stem
+
 def _studies(outputs: Path) -> str:
     "A table per kind of study: each report (newest first) and its headline figures."
     parts = []
@@ -123,10 +133,11 @@ def _studies(outputs: Path) -> str:
         head = "".join(f"<th>{h.escape(n)}</th>" for n in ["report", *names])
         rows = "".join(
             f"<tr><td class='id'><a href='{h.escape(os.path.relpath(p, outputs))}'>"
-            f"{h.escape(p.stem)}</a></td>"
+            f"{h.escape(_name(p))}</a></td>"
             + "".join(f"<td class='n'>{h.escape(str(f.get(n, '')))}</td>" for n in names)
             + "</tr>" for p, f in reports)
-        parts.append(f"<h2>{h.escape(kind)} reports</h2><table><tr>{head}</tr>{rows}</table>")
+        title = _TITLES.get(kind, f"{kind} reports")
+        parts.append(f"<h2>{h.escape(title)}</h2><table><tr>{head}</tr>{rows}</table>")
     return "".join(parts)
 
 # %% ../nbs/11h_run_index.ipynb #a3126a9a

@@ -122,7 +122,7 @@ def test_dashboard_equity_axis_in_cents_and_backtests_with_figures(project: Path
         assert min(b - a for a, b in zip(values, values[1:], strict=False)) >= 0.01, ticks
         studies = page.evaluate(STUDIES_JS)
         print(f"equity axis labels: {ticks}; studies: {studies}")
-        (backtests,) = [s["rows"] for s in studies if s["kind"] == "backtest reports"]
+        (backtests,) = [s["rows"] for s in studies if s["kind"] == "Backtest reports"]
         assert backtests[0][:5] == ["report", "window", "threshold", "return", "buy & hold"]
         row = dict(zip(backtests[0], backtests[1], strict=True))
         assert row["window"] == "2011-03-01 to 2011-06-30", row
