@@ -77,8 +77,9 @@ def test_sim_replay_walks_every_session_to_the_end_of_the_data(replay_home, monk
     assert statuses == {"ok": len(expected)}, statuses
     assert sim_clock(db) == last_bar
     assert orders > 10                                     # the replay really trades
-    # FB: missing before its listing, then too little history, never a failure
-    assert fb_notes == {"missing", "not enough history"}, fb_notes
+    # FB: not listed yet before its listing (issue 18 item 9), then too little history, never a
+    # failure
+    assert fb_notes == {"not_listed", "not enough history"}, fb_notes
     print(f"\nsim replay: {len(expected)} sessions {expected[0]}..{expected[-1]}, "
           f"{statuses}, {orders} orders, 0 failed")
 
@@ -124,19 +125,25 @@ def test_a_halt_never_blocks_a_recorded_stop_loss(trading_home):
         r = stockstock(*trade, "-p", f"as_of={as_of}", home=home, timeout=RUN_TIMEOUT)
         assert r.returncode == 0, r.stdout + r.stderr
     (held,), = query(home, "SELECT qty FROM sim_positions WHERE symbol = 'MSFT'")
+    # the setup, as measured: AAPL bought on 03-04 and sold by its signal on 03-09, MSFT bought on
+    # 03-09; the slot below is 2011-03-16, its orders' keys start with 20110316T19
+    assert query(home, "SELECT symbol, side, reason FROM trades ORDER BY id") == [
+        ("AAPL", "BUY", "signal"), ("AAPL", "SELL", "signal"), ("MSFT", "BUY", "signal")]
     slot = ("-p", "as_of=2011-03-16T19:30:00Z")
+    sells = ("SELECT symbol, side, reason, status FROM trades WHERE side = 'SELL' "
+             "AND client_key LIKE '20110316T19-%'")
+    broker_sells = "FROM sim_orders WHERE side = 'SELL' AND trade_date = '2011-03-16'"
     crashed = stockstock(*trade, *slot, home=home, env={"STOCKSTOCK_CRASH_AT": "after_intent"},
                          timeout=RUN_TIMEOUT)
     assert crashed.returncode == 1, crashed.stdout
-    assert query(home, "SELECT symbol, side, reason, status FROM trades WHERE side = 'SELL'") \
-        == [("MSFT", "SELL", "stop_loss", "intent")]
-    assert query(home, "SELECT count(*) FROM sim_orders WHERE side = 'SELL'") == [(0,)]
+    assert query(home, sells) == [("MSFT", "SELL", "stop_loss", "intent")]
+    assert query(home, f"SELECT count(*) {broker_sells}") == [(0,)]
     rerun = stockstock(*trade, *slot, home=home, timeout=RUN_TIMEOUT)
     assert rerun.returncode == 0 and ": ok" in rerun.stdout, rerun.stdout + rerun.stderr
     assert "halted (daily_loss): entries blocked" in rerun.stdout
-    assert query(home, "SELECT symbol, side, qty, status FROM sim_orders WHERE side = 'SELL'") \
+    assert query(home, f"SELECT symbol, side, qty, status {broker_sells}") \
         == [("MSFT", "SELL", held, "filled")]
-    assert query(home, "SELECT status FROM trades WHERE side = 'SELL'") == [("filled",)]
+    assert query(home, sells) == [("MSFT", "SELL", "stop_loss", "filled")]
     assert query(home, "SELECT count(*) FROM sim_positions WHERE symbol = 'MSFT'") == [(0,)]
     (status, reason), = query(home, "SELECT status, reason FROM runs ORDER BY started_at DESC "
                                      "LIMIT 1")
