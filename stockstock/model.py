@@ -43,7 +43,7 @@ __all__ = ['log', 'CLASSES', 'HORIZON', 'VOLATILITY_LABEL_WIDTH', 'LABELS', 'DEF
            'choose_threshold', 'drift_reference', 'population_stability', 'drift_status', 'drift_table',
            'drifted_too_far', 'drift_figure', 'TradingModel', 'ModelError', 'LGBMTradingModel', 'model_feature_panel',
            'sessions_needed', 'check_history', 'measure_edge', 'train_model', 'json_safe', 'save_model', 'load_model',
-           'default_cutoff', 'retrain_schedule', 'walk_forward_predictions']
+           'default_cutoff', 'retrain_schedule', 'walk_forward_predictions', 'baseline_scores']
 
 # %% ../nbs/07_model.ipynb #518c1472
 CLASSES = ("DOWN", "HOLD", "UP")   # class index 0, 1, 2 — the order of predicted probabilities
@@ -873,3 +873,16 @@ def walk_forward_predictions(ds: Dataset, start: date, end: date | None = None,
         parts.append(_prediction_frame(model, ds.take(np.flatnonzero(ds.dates.isin(block))),
                                        k, eve))
     return pd.concat(parts)
+
+# %% ../nbs/07_model.ipynb #28a72a3b
+def baseline_scores(bars_by_symbol: dict[str, pd.DataFrame], index: pd.MultiIndex,
+                    seed: int = 0) -> pd.DataFrame:
+    "Scores of simple rules on `index` rows: momentum, short-term reversal, random."
+    close = pd.concat({s: b["close"] for s, b in bars_by_symbol.items()},
+                      names=["symbol", "date"])
+    by_symbol = close.groupby(level="symbol")
+    out = pd.DataFrame({"momentum": close / by_symbol.shift(60) - 1,       # three months
+                        "reversal": -(close / by_symbol.shift(5) - 1)})    # one week, reversed
+    out = out.reindex(index)
+    out["random"] = np.random.default_rng(seed).random(len(out))
+    return out
