@@ -83,7 +83,9 @@ def test_local_cluster_stores_what_a_serial_run_computes(home: Path, reference):
         (home / "outputs/sweeps").glob("*/index.html"))
     assert "Read this first" in report.read_text()
     assert len(list((report.parent / "cells").glob("*.html"))) == 4
-    assert "Research sweeps" in (home / "outputs/index.html").read_text()
+    index = (home / "outputs/index.html").read_text()
+    assert "Research sweeps" in index and "<td class='n'>4 of 4</td>" in index   # its figures
+    assert re.search(r"<td class='n'>[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]</td>", index)
     assert reap(home) == [], "the LocalCluster's processes outlived the sweep"
 
 
