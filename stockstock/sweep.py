@@ -15,6 +15,7 @@ import socket
 import time
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from distributed import WorkerPlugin
 from .backtest import buy_and_hold
 from .config import ConfigError, parse_date
 from .data import data_hash
-from .db import BAR_COLUMNS, Database, Ohlcv, SweepCell, init_db
+from .db import BAR_COLUMNS, Database, SweepCell, init_db
 from .engine import simulate
 from .features import FEATURE_SETS
 from .log import get_logger
@@ -41,8 +42,8 @@ log = get_logger(__name__)
 # %% auto #0
 __all__ = ['log', 'AXES', 'SETTINGS', 'LIGHTGBM_KEYS', 'EVALUATION', 'SweepError', 'check_axis', 'Grid', 'parse_grid',
            'load_grid', 'cell_hash', 'cell_label', 'slice_symbols', 'load_bars', 'relabel', 'cell_predictions',
-           'daily_rank_ic', 'evaluate_cell', 'run_cell', 'Plan', 'plan_sweep', 'QuietWorkerLogs', 'open_client',
-           'SweepOutcome', 'SweepInterrupted', 'run_sweep', 'summary_table', 'ic_figure', 'write_report',
+           'daily_rank_ic', 'evaluate_cell', 'one_thread', 'run_cell', 'Plan', 'plan_sweep', 'QuietWorkerLogs',
+           'open_client', 'SweepOutcome', 'SweepInterrupted', 'run_sweep', 'summary_table', 'ic_figure', 'write_report',
            'sweep_folder']
 
 # %% ../nbs/10b_sweep.ipynb #c08787e4
@@ -191,16 +192,21 @@ def _database(db_url: str) -> Database:
 
 
 # %% ../nbs/10b_sweep.ipynb #b4a5e0c1
+def _bar_query():
+    "The `ohlcv` rows of some symbols up to a day, in plain SQL (values as the driver reads them)."
+    from sqlalchemy import Date, bindparam, text
+    return text(f"SELECT symbol, date, {', '.join(BAR_COLUMNS)} FROM ohlcv "
+                "WHERE symbol IN :symbols AND date <= :end").bindparams(
+        bindparam("symbols", expanding=True), bindparam("end", type_=Date))
+
 def _bar_rows(db: Database, symbols: tuple[str, ...], end: str | None) -> pd.DataFrame:
     "The `ohlcv` rows of `symbols` up to `end`, in one query per 500 symbols."
-    from sqlalchemy import select
-    parts = []
-    for i in range(0, len(symbols), 500):
-        q = select(Ohlcv.symbol, Ohlcv.date, *[getattr(Ohlcv, c) for c in BAR_COLUMNS]).where(
-            Ohlcv.symbol.in_(symbols[i:i + 500]))
-        if end is not None: q = q.where(Ohlcv.date <= pd.Timestamp(end).date())
-        with db.session() as s:
-            parts.append(pd.DataFrame(s.execute(q).all(), columns=["symbol", "date", *BAR_COLUMNS]))
+    last, parts = date.max if end is None else date.fromisoformat(end), []
+    with db.engine.connect() as conn:
+        for i in range(0, len(symbols), 500):
+            rows = conn.execute(_bar_query(), dict(symbols=list(symbols[i:i + 500]), end=last))
+            parts.append(pd.DataFrame(list(map(tuple, rows)),    # (not Rows: pandas probes each)
+                                      columns=["symbol", "date", *BAR_COLUMNS]))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 @lru_cache(maxsize=4)
@@ -208,7 +214,7 @@ def load_bars(db_url: str, symbols: tuple[str, ...], end: str | None) -> dict[st
     "Bars of `symbols` up to `end` (ISO day) from the database (cached; do not modify them)."
     rows = _bar_rows(_database(db_url), symbols, end)
     if rows.empty: return {}
-    rows["date"] = pd.to_datetime(rows["date"])
+    rows["date"] = pd.to_datetime(rows["date"]).dt.as_unit("s")   # as `db` (data_hash)
     out = {}
     for sym, part in rows.groupby("symbol", sort=True):
         bars = part.set_index("date")[BAR_COLUMNS].astype(float).sort_index()
@@ -350,6 +356,12 @@ def evaluate_cell(preds: pd.DataFrame, bars: dict[str, pd.DataFrame], cell: dict
                   **curves)
     return figures, series
 
+# %% ../nbs/10b_sweep.ipynb #0e7a11c2
+def one_thread():
+    "A context in which the BLAS and OpenMP thread pools of this process use one thread."
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=1)
+
 # %% ../nbs/10b_sweep.ipynb #4db0da12
 def run_cell(cell: dict[str, Any], symbols: list[str], db_url: str, expected: str,
              universe: tuple[str, ...] = ()) -> dict:
@@ -364,7 +376,8 @@ def run_cell(cell: dict[str, Any], symbols: list[str], db_url: str, expected: st
     if data_hash(bars) != expected:
         raise SweepError("the bars changed in the database since the sweep was planned")
     t0 = time.perf_counter()
-    figures, series = evaluate_cell(cell_predictions(cell, bars), bars, cell)
+    with one_thread():                                 # the same threads here as on a worker
+        figures, series = evaluate_cell(cell_predictions(cell, bars), bars, cell)
     row = SweepCell(**key, settings=cell, figures=_json_ready(figures), series=series,
                     seconds=time.perf_counter() - t0,
                     worker=f"{socket.gethostname()}:{os.getpid()}")
@@ -428,6 +441,7 @@ def open_client(scheduler: str | None = None, workers: int | None = None,
     "A Dask client: of the cluster at `scheduler`, or of a new LocalCluster of `workers`."
     import logging
 
+    import dask
     from dask.distributed import Client
 
     from stockstock.model import available_cores
@@ -439,8 +453,9 @@ def open_client(scheduler: str | None = None, workers: int | None = None,
             raise SweepError(f"cannot reach the Dask scheduler at {scheduler}: "
                              f"{str(e).splitlines()[0]}") from None
     else:
-        client = Client(n_workers=workers or available_cores(), threads_per_worker=1,
-                        processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
+        with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+            client = Client(n_workers=workers or available_cores(), threads_per_worker=1,
+                            processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
     client.register_plugin(QuietWorkerLogs(), name="stockstock-quiet-logs")
     return client
 

@@ -5,7 +5,7 @@ least 1.7x faster than the same cells one after the other in one process, on 2 c
 scales (cells per minute per worker), to size a cluster.
 
     nice -n 10 .venv/bin/python tests/bench/bench_sweep.py                 # 500 synthetic symbols
-    .venv/bin/python tests/bench/bench_sweep.py --symbols 100 --days 400   # a quicker look
+    .venv/bin/python tests/bench/bench_sweep.py --symbols 100 --days 400 --rounds 1   # quicker
 
 The universe is **synthetic** until the S&P 500 year (`stockstock seed --dataset sp500-2010`,
 branch `edge`) is on main: `--symbols` random walks of `--days` sessions (daily volatility
@@ -15,12 +15,14 @@ other run). The grid: horizon {5, 10} x threshold {0.45, recommended} x regulari
 walk-forward over the last `--oos` sessions, retrained every 63, 3 folds, at most 50 rounds, 100
 placebo shuffles.
 
-Both runs compute the same 24 cells into their own database (nothing is read back), and their
-stored figures must be identical (exit status 1 otherwise). The parallel time includes starting
-the LocalCluster (printed apart). It also times what a worker does to get a cell's data (the
-bars of 500 symbols from SQLite) against a cell's compute time, the measure behind reading from
-the database rather than a Parquet snapshot. Run on an idle machine: the load average is printed
-before and after, and other work on the two cores lowers the ratio.
+The serial and the parallel run alternate (`--rounds` pairs, serial first unless
+`--parallel-first`), each computing the same 24 cells into its own fresh copy of the database
+(nothing is read back); every run's stored figures must be identical (exit status 1 otherwise).
+A pair's ratio compares runs made minutes apart, so a change in the machine's other load shows as
+a spread between pairs; the load average is printed at each run's start and end. The parallel
+time includes starting the LocalCluster (printed apart). It also times what a worker does to get
+the data (the bars of 500 symbols from SQLite, once per worker) against a cell's compute time, the
+measure behind reading from the database rather than a Parquet snapshot.
 """
 from __future__ import annotations
 
@@ -113,65 +115,89 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=504, help="sessions of history")
     parser.add_argument("--oos", type=int, default=126, help="out-of-sample sessions at the end")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--serial-first", action="store_true",
-                        help="run the serial baseline first (the other order, to see drift)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="serial/parallel pairs, measured alternately (default 2)")
+    parser.add_argument("--parallel-first", action="store_true",
+                        help="each pair starts with the parallel run (default: serial first)")
     args = parser.parse_args(argv)
     from stockstock.log import configure_logging
     from stockstock.sweep import load_bars
     configure_logging("WARNING")
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-          f"{os.cpu_count()} cpus")
+    print(f"load average before: {_load()}; {os.cpu_count()} cpus")
     with tempfile.TemporaryDirectory(prefix="bench_sweep_") as d:
         folder = Path(d)
         bars = synthetic_bars(args.symbols, args.days)
         start = next(iter(bars.values())).index[-args.oos].date()
         (folder / "grid.yaml").write_text(GRID.format(start=start))
         print(f"universe: {args.symbols} synthetic symbols x {args.days} sessions, out of sample "
-              f"from {start} ({args.oos} sessions); 24 cells")
+              f"from {start} ({args.oos} sessions); 24 cells; {args.rounds} pairs, alternating",
+              flush=True)
         t0 = time.perf_counter()
-        urls = {"parallel": fresh_db(folder, "parallel", bars)}
-        shutil.copy(folder / "parallel.db", folder / "serial.db")   # the same bars, its own file
-        urls["serial"] = f"sqlite:///{folder / 'serial.db'}"
-        print(f"  databases written in {time.perf_counter() - t0:.0f} s", flush=True)
+        base = fresh_db(folder, "base", bars)
+        print(f"  database written in {time.perf_counter() - t0:.0f} s", flush=True)
         t0 = time.perf_counter()
-        load_bars(urls["serial"], tuple(sorted(bars)), None)
+        load_bars(base, tuple(sorted(bars)), None)
         load_s = time.perf_counter() - t0
         load_bars.cache_clear()
-        loads = {}
-        for which in (["serial", "parallel"] if args.serial_first else ["parallel", "serial"]):
-            print(f"{which}: " + (f"LocalCluster of {args.workers} workers" if which == "parallel"
-                                  else "one cell after the other, in this process"), flush=True)
-            if which == "parallel":
-                par_s, start_s, par_cpu, par_rows = run(urls["parallel"], folder / "grid.yaml",
-                                                        args.workers)
-            else:
-                ser_s, _, ser_cpu, ser_rows = run(urls["serial"], folder / "grid.yaml", None)
-            loads[which] = os.getloadavg()[0]
-    same = [r.figures for r in par_rows] == [r.figures for r in ser_rows] and len(par_rows) == 24
-    cell_s = [r.seconds for r in ser_rows]
-    ratio = ser_s / par_s
-    per_worker = len(par_rows) / (par_s / 60) / args.workers
-    print(f"stored figures identical (24 cells, parallel vs serial): {'yes' if same else 'NO'}")
-    print(f"a cell's compute (serial): median {statistics.median(cell_s):.1f} s, "
-          f"min {min(cell_s):.1f}, max {max(cell_s):.1f}; loading the bars of all {args.symbols} "
-          f"symbols from SQLite: {load_s:.2f} s")
-    print(f"serial {ser_s:7.1f} s   parallel {par_s:7.1f} s (of which {start_s:.1f} s starting "
-          "the cluster)")
-    print(f"ratio serial / LocalCluster({args.workers}): {ratio:.2f}x (target >= {TARGET}x)"
+        order = ["parallel", "serial"] if args.parallel_first else ["serial", "parallel"]
+        runs: list[dict] = []
+        for k in range(args.rounds):
+            for which in order:
+                name = f"{which}{k}"                  # a fresh copy: nothing stored, same bars
+                shutil.copy(folder / "base.db", folder / f"{name}.db")
+                print(f"round {k + 1} {which}: " + (
+                    f"LocalCluster of {args.workers} workers" if which == "parallel"
+                    else "one cell after the other, in this process") + f" (load {_load()})",
+                      flush=True)
+                before = os.getloadavg()[0]
+                seconds, start_s, cpu, rows = run(f"sqlite:///{folder / name}.db",
+                                                  folder / "grid.yaml",
+                                                  args.workers if which == "parallel" else None)
+                runs.append(dict(which=which, round=k, seconds=seconds, start_s=start_s, cpu=cpu,
+                                 rows=rows, load=(before, os.getloadavg()[0])))
+                print(f"  {seconds:.1f} s" + (f" ({start_s:.1f} s starting the cluster)"
+                                               if which == "parallel" else ""), flush=True)
+    return report(runs, args, load_s)
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def report(runs: list[dict], args: argparse.Namespace, load_s: float) -> int:
+    "Print each pair's ratio, the median, the scaling line and the CPU shares; 1 if any differ."
+    figures = [[r.figures for r in run["rows"]] for run in runs]
+    same = all(f == figures[0] for f in figures) and len(figures[0]) == 24
+    print(f"stored figures identical (24 cells, every run): {'yes' if same else 'NO'}")
+    cell_s = [r.seconds for run in runs if run["which"] == "serial" for r in run["rows"]]
+    print(f"a cell's compute (serial runs): median {statistics.median(cell_s):.1f} s, min "
+          f"{min(cell_s):.1f}, max {max(cell_s):.1f}; loading the bars of all {args.symbols} "
+          f"symbols from SQLite: {load_s:.2f} s (each worker does it once)")
+    ratios = []
+    for k in range(args.rounds):
+        ser, par = (next(r for r in runs if r["round"] == k and r["which"] == w)
+                    for w in ("serial", "parallel"))
+        ratio = ser["seconds"] / par["seconds"]
+        ratios.append(ratio)
+        print(f"pair {k + 1}: serial {ser['seconds']:6.1f} s (load {ser['load'][0]:.1f}->"
+              f"{ser['load'][1]:.1f}, {ser['cpu'] / ser['seconds']:.2f} of a core)   parallel "
+              f"{par['seconds']:6.1f} s (load {par['load'][0]:.1f}->{par['load'][1]:.1f}, "
+              f"{par['cpu'] / par['seconds'] / args.workers:.2f} of {args.workers} cores; "
+              f"{par['start_s']:.1f} s cluster start)   ratio {ratio:.2f}x")
+    ratio = statistics.median(ratios)
+    print(f"ratio serial / LocalCluster({args.workers}): median {ratio:.2f}x of {len(ratios)} "
+          f"pairs ({', '.join(f'{r:.2f}' for r in ratios)}; target >= {TARGET}x)"
           + ("" if ratio >= TARGET else "  BELOW TARGET"))
-    print(f"throughput: {per_worker:.2f} cells per minute per worker "
-          f"({len(par_rows) / (par_s / 60):.2f} cells/min on {args.workers} workers; serial "
-          f"{len(ser_rows) / (ser_s / 60):.2f} cells/min)")
-    print(f"CPU seconds used: serial {ser_cpu:.0f}, parallel {par_cpu:.0f} (workers, and this "
-          f"process with the scheduler); share of one core the serial run got "
-          f"{ser_cpu / ser_s:.2f}, of {args.workers} cores the parallel run got "
-          f"{par_cpu / par_s / args.workers:.2f} (1.00 each on an idle machine)")
-    print(f"  => on an idle machine (estimate, not measured: each run at its full share of the "
-          f"cores, the cluster start added) the ratio would be about "
-          f"{ser_cpu / (par_cpu / args.workers + start_s):.2f}x")
-    print(f"1-minute load average at the end of each run: serial {loads['serial']:.2f}, "
-          f"parallel {loads['parallel']:.2f} (the bench itself adds 1 or 2)")
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    par_s = statistics.median(r["seconds"] for r in runs if r["which"] == "parallel")
+    ser_s = statistics.median(r["seconds"] for r in runs if r["which"] == "serial")
+    print(f"scaling: {24 / (par_s / 60) / args.workers:.2f} cells per minute per worker "
+          f"({24 / (par_s / 60):.2f} cells/min on {args.workers} workers; serial "
+          f"{24 / (ser_s / 60):.2f} cells/min on one process; medians)")
+    ser_cpu = statistics.median(r["cpu"] for r in runs if r["which"] == "serial")
+    par_cpu = statistics.median(r["cpu"] for r in runs if r["which"] == "parallel")
+    print(f"CPU seconds used (medians): serial {ser_cpu:.0f}, parallel {par_cpu:.0f} (workers, "
+          "and this process with the scheduler)")
+    print(f"load average after: {_load()}")
     return 0 if same else 1
 
 
