@@ -369,13 +369,12 @@ class RunOutcome:
 def _record_skip(params: TradingParams, replay_of: str | None, reason: str) -> RunOutcome:
     "Record a run that could not start (another one holds the lock) as skipped."
     from stockstock.db import DatabaseBusy, init_db  # SQLAlchemy: only for this rare record
-    from stockstock.trade import new_run_id
-    run_id = new_run_id(params.as_of or datetime.now(UTC), params.mode)
+    from stockstock.trade import new_run_id, record_skipped
+    as_of = params.as_of or datetime.now(UTC)
+    run_id = new_run_id(as_of, params.mode)
     try:
         db = init_db(params.db_url)
-        db.start_run(run_id, params.as_of or datetime.now(UTC), params.mode,
-                     as_papermill(params), replay_of=replay_of)
-        db.finish_run(run_id, "skipped", reason=reason)
+        record_skipped(db, run_id, params, as_of, reason, replay_of)   # one insert
         db.close()
     except DatabaseBusy:
         pass                             # the log line below is then the only record
@@ -411,8 +410,8 @@ def _finalise_notebook(out: Path, run_id: str, status: str, mode: str, as_of: da
 # %% ../nbs/12_runs.ipynb #5e6f7082
 def close_interrupted_runs(db: Database) -> list[str]:
     "Fail the runs still `running` (their process is gone); finalise what notebook they left."
-    from stockstock.trade import discard_plan  # after the kernel started
-    stale = db.list_runs(limit=10_000, status="running")
+    from stockstock.trade import discard_plan, lease_alive, lease_path  # after the kernel started
+    stale = [r for r in db.list_runs(limit=10_000, status="running") if not lease_alive(r.run_id)]
     reason = "interrupted: the run's process ended without recording a result (killed?)"
     for run in stale:
         params = TradingParams(**{**run.params, "as_of": run.as_of})
@@ -421,6 +420,7 @@ def close_interrupted_runs(db: Database) -> list[str]:
                                    stopped=(reason, "RunInterrupted"))
         db.finish_run(run.run_id, "failed", reason=reason, **files)
         discard_plan(run.run_id)
+        lease_path(run.run_id).unlink(missing_ok=True)
         log.warning("run_interrupted", run_id=run.run_id)
         queue_failed_run(db, run.run_id, run.mode, reason, files["notebook_path"])
     return [r.run_id for r in stale]
@@ -502,7 +502,7 @@ def _launch(params: TradingParams, replay_of: str | None, cell_timeout: int, ker
     "The run under the lock: plan, execute (or skip a closed market), settle, index."
     from stockstock.db import DatabaseBusy, init_db  # SQLAlchemy, pandas: after the kernel started
     from stockstock.run_index import write_index
-    from stockstock.trade import discard_plan, save_plan
+    from stockstock.trade import discard_plan, drop_lease, save_plan
     try:
         db, plan = init_db(params.db_url), None
     except DatabaseBusy as e:
@@ -524,6 +524,7 @@ def _launch(params: TradingParams, replay_of: str | None, cell_timeout: int, ker
         return _busy_outcome(db, plan, str(e), started)
     finally:
         db.close()
+        if plan is not None: drop_lease(plan.run_id)
 
 # %% ../nbs/12_runs.ipynb #014f485c
 def execute_run(params: TradingParams, replay_of: str | None = None,
