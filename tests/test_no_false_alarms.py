@@ -3,9 +3,14 @@ paths are refused before anything is recorded, a closed pipe is not an error."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import subprocess
 from pathlib import Path
 
-from conftest import query
+import pytest
+from filelock import FileLock
+
+from conftest import BIN, query
 
 N_STARTS = 64
 
@@ -55,3 +60,28 @@ def test_concurrent_skips_are_never_recorded_as_failed(home: Path):
         == [("skipped", N_STARTS)]
     assert query(home, "SELECT count(*) FROM notices")[0][0] == 0    # no failure notice
 
+
+# ---------------------------------------------------------------------------------------------
+# a closed pipe (`stockstock trade ... | head -1`) is not an error
+
+
+@pytest.mark.parametrize("args", [["trade", "-p", "symbols=AAPL"], ["runs"], ["--help"]])
+def test_a_closed_pipe_ends_the_command_quietly(home: Path, args: list[str]):
+    "The reader of stdout has gone before the first line: same status, no traceback."
+    (home / "data").mkdir()
+    lock = FileLock(str(home / "data/run.lock"))     # `trade` then skips: quick, no kernel
+    lock.acquire()
+    try:
+        p = subprocess.Popen([str(BIN / "stockstock"), *args], cwd=home, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "STOCKSTOCK_HOME": str(home)})
+        p.stdout.close()                              # as `| head -1` does once it has a line
+        err = p.stderr.read()
+        p.wait(timeout=120)
+        p.stderr.close()
+    finally:
+        lock.release()
+    assert p.returncode == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    if args[0] == "trade":                            # the work was done: the skip is recorded
+        assert query(home, "SELECT status FROM runs") == [("skipped",)]
