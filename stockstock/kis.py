@@ -39,8 +39,8 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 # %% auto #0
-__all__ = ['log', 'T', 'RATES', 'EXCHANGES', 'MATCH_SKEW', 'RateLimiter', 'KisConnection', 'KisMarketData', 'KisBroker',
-           'BrokerSeedResult', 'seed_from_broker']
+__all__ = ['log', 'T', 'RATES', 'TOKENS', 'EXCHANGES', 'MATCH_SKEW', 'RateLimiter', 'private_folder', 'KisConnection',
+           'KisMarketData', 'KisBroker', 'BrokerSeedResult', 'seed_from_broker']
 
 # %% ../nbs/13_kis.ipynb #6460b167
 RATES = {"real": 20,   # requests per second, per KIS domain
@@ -145,13 +145,31 @@ def send(self, request: Any, **kw: Any) -> requests.Response:
         response = self._send_once(request, **kw)
     return response
 
+# %% ../nbs/13_kis.ipynb #token_cache
+TOKENS = "data/kis_tokens"
+
+def private_folder(path: Path) -> Path:
+    "`path` as a folder only its owner may open (0700, created if need be), its files 0600."
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    for f in path.iterdir():
+        if f.is_file(): f.chmod(0o600)
+    return path
+
+def _save_private(self: Any, path: str | os.PathLike[str]) -> None:
+    "python-kis's `KisAccessToken.save`, the file readable by its owner only."
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)                                  # an older file keeps its mode else
+    with os.fdopen(fd, "w") as f: json.dump(self.raw(), f)
+
+
 # %% ../nbs/13_kis.ipynb #pykis_kw
 def _pykis_kwargs(secrets: Secrets, mode: Literal["paper", "live"]) -> dict[str, Any]:
     "`PyKis(**kw)` for `mode`: the real keys always, the virtual keys and account for paper."
     creds = check_credentials(secrets, mode)
     kw: dict[str, Any] = dict(id=creds["kis_hts_id"], appkey=creds["kis_app_key"],
                               secretkey=creds["kis_app_secret"], use_websocket=False,
-                              keep_token=resolve_path("data/kis_tokens"))
+                              keep_token=private_folder(resolve_path(TOKENS)))
     if mode == "paper":
         kw.update(virtual_id=creds["kis_hts_id"], virtual_appkey=creds["kis_virtual_app_key"],
                   virtual_secretkey=creds["kis_virtual_app_secret"],
@@ -178,6 +196,8 @@ class KisConnection:
                  rates: dict[str, int] | None = None, token_wait_s: float = 61.0) -> None:
         import pykis.kis        # python-kis is heavy (~0.5 s): imported when KIS is talked to
         from pykis import PyKis
+        from pykis.api.auth.token import KisAccessToken
+        KisAccessToken.save = _save_private   # type: ignore[method-assign]  # 0600, see above
         kw = _pykis_kwargs(secrets, mode)
         _route_pykis_logs()
         pykis.kis.REAL_DOMAIN, pykis.kis.VIRTUAL_DOMAIN = secrets.kis_real_url, \

@@ -402,3 +402,25 @@ def test_a_crash_at_each_point_sends_no_order_twice_to_kis(point, kis_home, fake
     assert {s for _, s in rows} <= {"submitted", "filled"}
     _rates_kept(fake)
     assert os.environ.get("STOCKSTOCK_CRASH_AT") is None
+
+
+def test_the_token_cache_is_readable_by_its_owner_only(kis_home: Path, fake: FakeKis):
+    "Issue 22: a 24-hour access token to the account is no file for every local user to read."
+    import os
+    import stat
+
+    from stockstock.config import load_secrets
+    from stockstock.kis import KisConnection
+    tokens = kis_home / "data/kis_tokens"
+    tokens.mkdir(mode=0o755)                           # left by an older version: too open
+    old_umask = os.umask(0o022)                        # the usual umask: files 0644
+    try:
+        conn = KisConnection(load_secrets(), "paper")
+        conn.kis.token, conn.kis.primary_token         # noqa: B018  # issued and cached
+        conn.close()
+    finally:
+        os.umask(old_umask)
+    files = sorted(tokens.iterdir())
+    assert len(files) == 2, files                      # the real and the virtual token
+    assert stat.S_IMODE(tokens.stat().st_mode) == 0o700
+    assert [stat.S_IMODE(f.stat().st_mode) for f in files] == [0o600, 0o600]
