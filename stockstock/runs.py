@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from fastcore.basics import patch_to
 from filelock import FileLock, Timeout
 
 import stockstock
-from .config import TradingParams, as_papermill, resolve_path
+from .config import ConfigError, TradingParams, as_papermill, resolve_path
 from .files import file_sha256, write_text_atomic
 from .log import get_logger
 
@@ -31,11 +32,12 @@ if TYPE_CHECKING:  # imported where used, after the kernel started (see Speed)
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'TEMPLATE', 'ATOMIC', 'RUN_LOCK', 'KERNEL_LOCK', 'LAUNCHER_PID', 'PRELOAD', 'KERNEL_EXIT_S', 'template_path',
-           'home_relative', 'output_path', 'hide_unused_imports', 'skip_final_collection', 'preload', 'write_notebook',
-           'AtomicLocalHandler', 'register_atomic_io', 'mark_stopped', 'ensure_plotly_js', 'tag_notebook', 'seal',
-           'HtmlRenderer', 'render_html', 'run_lock', 'kernel_lock', 'exit_with_launcher', 'kernel_startup',
-           'wait_for_kernels', 'RunKernel', 'RunOutcome', 'queue_failed_run', 'close_interrupted_runs', 'execute_run']
+__all__ = ['log', 'TEMPLATE', 'ATOMIC', 'RUN_LOCK', 'KERNEL_LOCK', 'LAUNCHER_PID', 'PRELOAD', 'KERNEL_EXIT_S', 'BUSY_RECORD_S',
+           'template_path', 'home_relative', 'output_path', 'hide_unused_imports', 'skip_final_collection', 'preload',
+           'write_notebook', 'AtomicLocalHandler', 'register_atomic_io', 'mark_stopped', 'ensure_plotly_js',
+           'tag_notebook', 'seal', 'HtmlRenderer', 'render_html', 'run_lock', 'kernel_lock', 'exit_with_launcher',
+           'kernel_startup', 'wait_for_kernels', 'RunKernel', 'RunOutcome', 'queue_failed_run',
+           'close_interrupted_runs', 'usable_folder', 'sqlite_file', 'check_paths', 'execute_run']
 
 # %% ../nbs/12_runs.ipynb #cdca220d
 TEMPLATE = "scheduled/hourly_trade.ipynb"
@@ -458,6 +460,8 @@ def _settle(db: Database, plan: RunPlan, unpinned: bool, error: tuple[str | None
     return run.status, run.reason, files
 
 # %% ../nbs/12_runs.ipynb #c105d4dc
+BUSY_RECORD_S = 900.0   # how long a run the lock defeated keeps trying to record its failure
+
 def _busy_outcome(db: Database, plan: RunPlan | None, reason: str,
                   started: float) -> RunOutcome:
     "End a run the database's lock defeated: finalise its notebook, record failure if possible."
@@ -467,10 +471,13 @@ def _busy_outcome(db: Database, plan: RunPlan | None, reason: str,
     out = output_path(plan.params, plan.as_of, plan.run_id)
     files = _finalise_notebook(out, plan.run_id, "failed", plan.mode, plan.as_of, plan.replay_of,
                                stopped=(reason, "DatabaseBusy"))
-    try:
-        db.finish_run(plan.run_id, "failed", reason=reason, **files)
-    except DatabaseBusy:
-        pass       # still locked: the next run closes this row as interrupted
+    deadline = time.monotonic() + BUSY_RECORD_S
+    while True:          # each try waits the busy timeout: written as soon as the lock is gone
+        try:
+            db.finish_run(plan.run_id, "failed", reason=reason, **files)
+            break
+        except DatabaseBusy:
+            if time.monotonic() > deadline: break    # given up: its lease ends with us
     return RunOutcome(plan.run_id, "failed", reason, out if files["notebook_path"] else None,
                       out.with_suffix(".html") if files["notebook_path"] else None,
                       time.monotonic() - started)
@@ -526,10 +533,51 @@ def _launch(params: TradingParams, replay_of: str | None, cell_timeout: int, ker
         db.close()
         if plan is not None: drop_lease(plan.run_id)
 
+# %% ../nbs/12_runs.ipynb #usable_folder
+def usable_folder(name: str, folder: Path) -> None:
+    "`ConfigError` naming parameter `name` unless `folder` is (or may become) a writable folder."
+    home = resolve_path(".")
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{name}: {str(folder)!r} is a file, not a folder")
+    if not folder.exists() and not folder.is_relative_to(home) and not folder.parent.is_dir():
+        raise ConfigError(f"{name}: the folder {str(folder.parent)!r} does not exist (only a "
+                          "folder in the project home or in an existing folder is created)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{name}: cannot create the folder {str(folder)!r} "
+                          f"({e.strerror or e})") from None
+    try:
+        with tempfile.TemporaryFile(dir=folder): pass
+    except OSError as e:
+        raise ConfigError(f"{name}: cannot write in the folder {str(folder)!r} "
+                          f"({e.strerror or e})") from None
+
+
+# %% ../nbs/12_runs.ipynb #check_paths
+def sqlite_file(db_url: str) -> Path | None:
+    "The database file of a `sqlite:///path` URL (None for another URL or an in-memory one)."
+    path = db_url.removeprefix("sqlite:///").split("?")[0] if db_url.startswith("sqlite:///") \
+        else ""
+    return resolve_path(path) if path and path != ":memory:" else None
+
+def check_paths(params: TradingParams) -> None:
+    "`ConfigError` (one line, exit 2) for the first unusable path parameter of a run."
+    usable_folder("outputs_dir", resolve_path(params.outputs_dir))
+    if (db := sqlite_file(params.db_url)) is not None:
+        if db.is_dir(): raise ConfigError(f"db_url: {str(db)!r} is a folder, not a database file")
+        usable_folder("db_url", db.parent)
+    model = resolve_path(params.model_path)
+    if not model.is_file():
+        raise ConfigError(f"model_path: {str(model)!r} is not a file (train a model first: "
+                          "stockstock train)")
+
+
 # %% ../nbs/12_runs.ipynb #014f485c
 def execute_run(params: TradingParams, replay_of: str | None = None,
                 cell_timeout: int = 600) -> RunOutcome:
     "Run the scheduled notebook once (one run at a time); record and render the outcome."
+    check_paths(params)                                # one line, exit 2, nothing recorded
     with run_lock() as mine:
         if not mine: return _record_skip(params, replay_of, "another run is in progress")
         if not wait_for_kernels():

@@ -15,6 +15,12 @@ from conftest import BIN, query
 N_STARTS = 64
 
 
+def _model(home: Path) -> None:
+    "The folders and the model file a run's paths are checked for (the run never reads it)."
+    for folder in ("data", "models"): (home / folder).mkdir()
+    (home / "models/lgbm.txt").write_text("tree")
+
+
 def _hold_and_clean(locked, stop, closed) -> None:
     "The lock holder: takes the run lock and closes interrupted runs over and over, as a run does."
     from stockstock.db import init_db
@@ -32,14 +38,17 @@ def _start(go, statuses) -> None:
     from stockstock.config import TradingParams
     from stockstock.runs import execute_run
     go.wait(timeout=60)
-    statuses.put(execute_run(TradingParams(mode="sim", symbols=["AAPL"])).status)
+    try:
+        statuses.put(execute_run(TradingParams(mode="sim", symbols=["AAPL"])).status)
+    except BaseException as e:              # noqa: BLE001  # the parent reports it
+        statuses.put(repr(e))
 
 
 def test_concurrent_skips_are_never_recorded_as_failed(home: Path):
     "64 starts against a held run lock while its holder keeps closing interrupted runs."
     import stockstock.runs  # noqa: F401  # imported once, before forking: cheap children
     import stockstock.trade  # noqa: F401
-    (home / "data").mkdir()
+    _model(home)
     ctx = mp.get_context("fork")
     locked, stop, go = ctx.Event(), ctx.Event(), ctx.Event()
     closed, statuses = ctx.Queue(), ctx.Queue()
@@ -68,7 +77,7 @@ def test_concurrent_skips_are_never_recorded_as_failed(home: Path):
 @pytest.mark.parametrize("args", [["trade", "-p", "symbols=AAPL"], ["runs"], ["--help"]])
 def test_a_closed_pipe_ends_the_command_quietly(home: Path, args: list[str]):
     "The reader of stdout has gone before the first line: same status, no traceback."
-    (home / "data").mkdir()
+    _model(home)
     lock = FileLock(str(home / "data/run.lock"))     # `trade` then skips: quick, no kernel
     lock.acquire()
     try:
@@ -85,3 +94,66 @@ def test_a_closed_pipe_ends_the_command_quietly(home: Path, args: list[str]):
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     if args[0] == "trade":                            # the work was done: the skip is recorded
         assert query(home, "SELECT status FROM runs") == [("skipped",)]
+
+
+# ---------------------------------------------------------------------------------------------
+# path parameters are checked before anything is recorded; a locked database is an answer
+
+
+def _bad_paths(home: Path, outside: Path) -> list[tuple[str, str]]:
+    "(override, the words its one line must hold) for each unusable path parameter."
+    return [("outputs_dir=/proc/x", "outputs_dir"),
+            ("outputs_dir=scheduled/test.yaml", "outputs_dir"),           # a file, not a folder
+            (f"db_url=sqlite:///{outside}/a/b/stockstock.db", "db_url"),  # a folder nowhere
+            (f"outputs_dir={outside}/a/b", "outputs_dir"),
+            ("model_path=models/nothing.txt", "model_path")]
+
+
+def test_unusable_paths_exit_2_with_one_line_before_anything_is_recorded(trading_home: Path,
+                                                                       tmp_path_factory):
+    from conftest import stockstock
+    home, outside = trading_home, tmp_path_factory.mktemp("outside") / "nowhere"
+    before = query(home, "SELECT count(*) FROM runs")
+    for override, field in _bad_paths(home, outside):
+        r = stockstock("trade", "--params", "scheduled/test.yaml", "-p", override, home=home,
+                       timeout=120)
+        assert r.returncode == 2, (override, r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and field in lines[0] and "Traceback" not in r.stderr, \
+            (override, r.stderr)
+        assert query(home, "SELECT count(*) FROM runs") == before, override
+    assert not outside.exists() and not outside.parent.joinpath("nowhere").exists()
+    assert not Path("/proc/x").exists()
+
+
+def test_a_run_the_database_lock_defeated_is_recorded_failed_once_it_can_write(home: Path,
+                                                                               monkeypatch):
+    "The lock is held 3 s past the busy timeout: the launcher waits and writes `failed`."
+    import sqlite3
+    import threading
+    import time
+    from datetime import UTC, datetime
+
+    from stockstock.config import TradingParams, as_papermill
+    from stockstock.db import init_db
+    from stockstock.runs import _busy_outcome
+    from stockstock.trade import RunPlan
+    monkeypatch.setenv("STOCKSTOCK_DB_BUSY_TIMEOUT_S", "1")
+    (home / "data").mkdir()
+    db = init_db("sqlite:///data/stockstock.db")
+    params = TradingParams(as_of=datetime(2012, 6, 1, 19, 30, tzinfo=UTC))
+    plan = RunPlan(run_id="r-busy", params=params, session=params.as_of.date(), decides=True,
+                   model_path="models/lgbm.txt", model_meta={})
+    db.start_run("r-busy", params.as_of, "sim", as_papermill(params))
+    holder = sqlite3.connect(home / "data/stockstock.db", isolation_level=None,
+                             check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")                 # another process's long write
+    threading.Timer(3.0, holder.commit).start()
+    started = time.monotonic()
+    outcome = _busy_outcome(db, plan, "database is locked", started)
+    assert outcome.status == "failed"
+    assert db.get_run("r-busy").status == "failed"     # not left `running` for the next run
+    assert time.monotonic() - started >= 2.5
+    holder.close()
+    db.close()
+
