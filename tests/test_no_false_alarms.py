@@ -157,3 +157,15 @@ def test_a_run_the_database_lock_defeated_is_recorded_failed_once_it_can_write(h
     holder.close()
     db.close()
 
+
+# ---------------------------------------------------------------------------------------------
+# a bad number in a Telegram command gets the same answer, whatever its kind
+
+
+@pytest.mark.parametrize("arg", ["²", "٣", "9" * 5000, "0", "51", "-1", "1e3", "x", "５"])
+def test_every_bad_count_gets_the_one_to_fifty_message(arg: str):
+    from stockstock.telegram import Refusal, count_arg
+    with pytest.raises(Refusal, match="from 1 to 50"):
+        count_arg([arg])
+    assert [count_arg([]), count_arg(["1"]), count_arg(["50"]), count_arg(["007"])] \
+        == [10, 1, 50, 7]
