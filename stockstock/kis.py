@@ -315,12 +315,13 @@ def quote(self, symbol: str) -> Quote:
 
 # %% ../nbs/13_kis.ipynb #bars_frame
 def _bars_frame(bars: list, start: date, end: date) -> pd.DataFrame:
-    "python-kis bars as our frame: the session date (not KST midnight), floats, in [start, end]."
+    "python-kis bars as our frame: the session date (not KST midnight), floats, from `start`."
+    # rows after `end` and duplicate dates are kept: `cache.fetch_bars` rejects them by name
     rows = [(b.time.date(), float(b.open), float(b.high), float(b.low), float(b.close),
-             float(b.volume)) for b in bars if start <= b.time.date() <= end]
-    df = pd.DataFrame(rows, columns=["date", *BAR_COLUMNS]).drop_duplicates("date", keep="last")
+             float(b.volume)) for b in bars if start <= b.time.date()]
+    df = pd.DataFrame(rows, columns=["date", *BAR_COLUMNS])
     df.index = pd.DatetimeIndex(pd.to_datetime(df.pop("date")), name="date")
-    return df.sort_index().astype(float)
+    return df.sort_index(kind="stable").astype(float)
 
 # %% ../nbs/13_kis.ipynb #daily_bars
 @patch_to(KisMarketData)

@@ -119,6 +119,8 @@ def _db(home: Path):
 
 
 def test_missing_credentials_are_one_line_before_any_request(home, fake):
+    (home / "models").mkdir()                        # only the credentials are wrong here
+    (home / "models/lgbm.txt").write_text("tree")
     (home / "scheduled").mkdir()
     (home / "scheduled/paper.yaml").write_text(PAPER_YAML)
     env = {"KIS_APP_KEY": fake.creds["real"].appkey, "KIS_APP_SECRET": "too-short",

@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from filelock import FileLock
 
@@ -169,3 +170,49 @@ def test_every_bad_count_gets_the_one_to_fifty_message(arg: str):
         count_arg([arg])
     assert [count_arg([]), count_arg(["1"]), count_arg(["50"]), count_arg(["007"])] \
         == [10, 1, 50, 7]
+
+
+# ---------------------------------------------------------------------------------------------
+# duplicate and mis-dated bars from the broker are quarantined, like other bad bars
+
+
+def _broker_bars(days: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"open": 10.0, "high": 11.0, "low": 9.0, "close": 10.5, "volume": 1e6},
+                        index=pd.DatetimeIndex(pd.to_datetime(days), name="date"))
+
+
+class _Market:
+    "A broker whose daily bars are what the test says."
+    def __init__(self, bars: pd.DataFrame) -> None: self.bars = bars
+    def daily_bars(self, symbol: str, end, count: int) -> pd.DataFrame: return self.bars
+
+
+@pytest.mark.parametrize("days, words", [
+    (["2013-02-01", "2013-02-04", "2013-02-04", "2013-02-05"], "duplicate date"),
+    (["2013-02-01", "2013-02-02", "2013-02-04", "2013-02-05"], "not a trading session"),
+    (["2013-02-01", "2013-02-04", "2013-02-05", "2013-02-06"], "after"),
+])
+def test_duplicate_and_misdated_broker_bars_are_quarantined(home: Path, days, words):
+    from datetime import date
+
+    from stockstock.cache import top_up
+    from stockstock.db import init_db
+    db = init_db("sqlite:///data/stockstock.db")
+    db.upsert_ohlcv("AAPL", _broker_bars(["2013-01-31"]), source="kis")
+    problems = top_up(db, _Market(_broker_bars(days)), ["AAPL"], date(2013, 2, 5), 5)
+    assert words in problems.get("AAPL", ""), problems
+    db.close()
+
+
+def test_the_kis_frame_keeps_duplicate_and_late_rows_for_validation():
+    "python-kis's bars become our frame without silently dropping what validation must see."
+    from datetime import date, datetime
+    from types import SimpleNamespace
+
+    from stockstock.kis import _bars_frame
+    bar = lambda day: SimpleNamespace(time=datetime.fromisoformat(day), open=1, high=2, low=1,  # noqa: E731
+                                      close=1.5, volume=10)
+    frame = _bars_frame([bar("2013-02-04"), bar("2013-02-04"), bar("2013-02-05"),
+                         bar("2013-02-06")], date(2013, 2, 1), date(2013, 2, 5))
+    assert [str(d.date()) for d in frame.index] == ["2013-02-04", "2013-02-04", "2013-02-05",
+                                                    "2013-02-06"]
