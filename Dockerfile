@@ -1,7 +1,10 @@
 # StockStock: one image for the daemon (`python -m stockstock`, the default command) and for
 # JupyterLab (see compose.yaml). Secrets never enter the image: they come from .env at run time
 # (compose `env_file`), and .dockerignore keeps .env, data/, models/ and outputs/ out of the build.
-FROM python:3.11-slim
+# BASE_IMAGE: python:3.11-slim; tests/deploy builds on a stand-in with the same Debian release and
+# Python minor version where no image registry is reachable (the steps below run unchanged on it)
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
 # libgomp1: LightGBM's OpenMP runtime (not in the slim image); git: every run records the commit
 # it ran; tini: PID 1, forwards SIGTERM to the daemon and reaps the kernels of finished runs

@@ -32,6 +32,8 @@ setuptools.setup(
     ],
     packages=setuptools.find_packages(include=["stockstock", "stockstock.*"]),
     include_package_data=True,
+    # Alembic's revision template (stockstock/migrations/ is Alembic's, not nbdev's: see 03_db)
+    package_data={"stockstock": ["migrations/script.py.mako"]},
     install_requires=requirements,
     extras_require={"dev": dev_requirements},
     python_requires=">=" + cfg["min_python"],

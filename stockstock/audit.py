@@ -12,6 +12,7 @@ from pathlib import Path
 from .config import TradingParams, resolve_path
 from .db import (Database, Run, SignalRow, SimAccount, SimOrder, SimPosition, Trade,
                            init_db)
+from .dbcopy import copy_database
 from .files import file_sha256
 from .log import get_logger
 from .runs import RunOutcome, execute_run
@@ -89,9 +90,11 @@ def _scratch_copy(db: Database, run: Run, path: Path) -> Database:
     "A copy of `db` at `path` whose sim book and shared state are as they were before `run`."
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
-    src = sqlite3.connect(db.url.removeprefix("sqlite:///"))
-    with sqlite3.connect(path) as dst: src.backup(dst)
-    src.close()
+    if db.backend == "sqlite":                       # SQLite's own backup: a page copy
+        src = sqlite3.connect(db.url.removeprefix("sqlite:///"))
+        with sqlite3.connect(path) as dst: src.backup(dst)
+        src.close()
+    else: copy_database(db, f"sqlite:///{path}")     # a database server: into a scratch file
     scratch = init_db(f"sqlite:///{path}")
     snap = scratch.last_snapshot(before=run.as_of)
     with scratch.session() as s:

@@ -17,7 +17,7 @@ from .broker import BrokerError, MarketData
 from .cache import top_up
 from .calendar import previous_session
 from .data import BarCheck, check_bars, data_hash
-from .db import BAR_COLUMNS
+from .db import BAR_COLUMNS, Database
 from .log import get_logger
 from .trade import OpenRun, record_event, run_step
 
@@ -102,10 +102,21 @@ def _add_live_bars(run: OpenRun, bars: Bars, problems: dict[str, str]) -> None:
         if (rows := prepare_features(run, bars, sym)) is not None: bars.features[sym] = rows
 
 # %% ../nbs/11b_bars.ipynb #73732c7c
+def _not_listed_yet(db: Database, checks: dict[str, BarCheck], session: date) -> None:
+    "Mark symbols with no bar up to `session` but bars after it as `not_listed` (information)."
+    empty = [s for s, c in checks.items() if c.status == "missing" and not c.bars]
+    first = db.ohlcv_summary()["first"] if empty else {}
+    for s in empty:
+        if s in first and first[s] > session:
+            checks[s] = BarCheck(s, "not_listed", f"{s}: not listed until {first[s]}")
+
 def _record_untradable(run: OpenRun, checks: dict[str, BarCheck]) -> None:
     "A `bar_quarantined` / `bar_missing` risk event for each untradable symbol."
     for c in checks.values():
         if c.tradable: continue
+        if c.status == "not_listed":      # a fact of the calendar, not a risk: an info line
+            log.info("symbol_not_listed", run_id=run.run_id, symbol=c.symbol, reason=c.reason)
+            continue
         record_event(run, f"bar_{c.status}", c.symbol,
                      {"reason": c.reason, "last_bar": str(c.last_date) if c.last_date else None})
         log.warning(f"bar_{c.status}", run_id=run.run_id, symbol=c.symbol, reason=c.reason)
@@ -121,6 +132,7 @@ def load_bars(run: OpenRun) -> Bars:
     if live: _add_live_bars(run, bars, problems)
     bars.checks = {s: bars.checks.get(s) or check_symbol(run, bars, s, problems)
                    for s in symbols}
+    _not_listed_yet(run.db, bars.checks, run.plan.session)
     _record_untradable(run, bars.checks)
     bars.marks = {s: c.mark for s, c in bars.checks.items() if c.mark is not None}
     run.db.update_run(run.run_id, data_hash=data_hash(bars.frames))

@@ -15,8 +15,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import pandas as pd
 from fastcore.basics import patch_to
-from sqlalchemy import func, select, text
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .calendar import (NEW_YORK, as_utc, is_open, is_session, session_of,
@@ -193,14 +192,12 @@ def __repr__(self) -> str:
 @contextmanager
 def _locked(self) -> Iterator[Session]:
     "A session holding the database write lock from its first statement; commits on success."
-    with self.db.session() as s:
-        if self.db.engine.dialect.name == "sqlite": s.execute(text("BEGIN IMMEDIATE"))
-        yield s
+    with self.db.locked_session("sim_broker") as s: yield s
 
 @patch_to(SimBroker)
 def _account(self, s: Session) -> SimAccount:
     "The account row, created with `initial_cash` on first use (call inside `_locked`)."
-    stmt = sqlite_insert(SimAccount).values(id=1, cash=self.initial_cash,
+    stmt = self.db.insert(SimAccount).values(id=1, cash=self.initial_cash,
                                             initial_cash=self.initial_cash)
     if s.execute(stmt.on_conflict_do_nothing(index_elements=["id"])).rowcount:
         log.info("sim_account_opened", initial_cash=self.initial_cash)

@@ -17,23 +17,26 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from . import __version__
 from .config import (ConfigError, TradingParams, load_params, load_secrets,
-                               parse_overrides, resolve_path)
+                               param_sources, parse_date, parse_instant, parse_overrides,
+                               resolve_path)
 from .log import configure_logging, get_logger, log_path
-from .runs import RunOutcome, execute_run, skip_final_collection
+from .runs import RunOutcome, execute_run, home_relative, skip_final_collection
 
 if TYPE_CHECKING:  # for the annotations only: the commands import these when they run
     import pandas as pd
 
     from stockstock.audit import ReplayReport
-    from stockstock.db import Database
+    from stockstock.chain import ChainReport
+    from stockstock.db import Database, Trade
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'AddArguments', 'COMMANDS', 'EXAMPLES', 'SIM_PARAMS', 'command', 'positive_int', 'positive_seconds',
-           'build_parser', 'params_from', 'main', 'PipeSafe', 'console', 'seed_command', 'config_command',
-           'market_command', 'train_command', 'backtest_command', 'trade_command', 'runs_command', 'run_command',
-           'notify_command', 'status_command', 'halt_command', 'resume_command', 'serve_command', 'bot_command']
+__all__ = ['log', 'AddArguments', 'COMMANDS', 'EXAMPLES', 'DATE_OPTIONS', 'command', 'positive_int', 'positive_seconds',
+           'build_parser', 'params_from', 'main', 'PipeSafe', 'console', 'check_arguments', 'seed_command',
+           'config_command', 'market_command', 'train_command', 'backtest_command', 'trade_command', 'runs_command',
+           'run_command', 'notify_command', 'status_command', 'halt_command', 'resume_command', 'serve_command',
+           'bot_command', 'db_command']
 
 # %% ../nbs/15_cli.ipynb #8a2a0a6c
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -111,7 +114,7 @@ def params_from(args: argparse.Namespace, **extra: object) -> TradingParams:
 
 def _error_line(command: str, e: ConfigError) -> str:
     "The one line printed for a configuration mistake."
-    what = str(e) if str(e).startswith("invalid ") else f"invalid parameters: {e}"
+    what = str(e) if str(e).startswith(("invalid ", "--")) else f"invalid parameters: {e}"
     return f"stockstock {command}: {what}"
 
 # %% ../nbs/15_cli.ipynb #main
@@ -132,6 +135,7 @@ def _run(args: argparse.Namespace) -> int:
     from stockstock.broker import BrokerError  # pandas, SQLAlchemy: see "Imports" above
     from stockstock.db import DatabaseBusy
     try:
+        check_arguments(args)
         secrets = load_secrets()
         configure_logging(args.log_level, log_file=log_path(),
                           secrets=secrets.secret_values(), stream_level="WARNING")
@@ -200,12 +204,22 @@ def _print_table(rows: list[dict], file=None) -> None:
 
 # %% ../nbs/15_cli.ipynb #date_arg
 def _date_arg(text: str | None, name: str) -> date | None:
-    "An optional `YYYY-MM-DD` option as a date (`ConfigError` naming the option if it is not)."
-    if text is None: return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"{name}: {text!r} is not a date YYYY-MM-DD") from None
+    "An optional date option (`config.parse_date`: one form, one line naming the option)."
+    return None if text is None else parse_date(text, name)
+
+def _instant_arg(text: str | None, name: str) -> datetime:
+    "An optional instant option (`config.parse_instant`), else now."
+    return datetime.now(UTC) if text is None else parse_instant(text, name)
+
+# %% ../nbs/15_cli.ipynb #d4a0b1d2
+DATE_OPTIONS = {"since": _date_arg, "until": _date_arg, "cutoff": _date_arg, "start": _date_arg,
+                "end": _date_arg, "at": _instant_arg}
+
+def check_arguments(args: argparse.Namespace) -> TradingParams:
+    "The effective parameters, after every date option of `args` was read (`ConfigError`)."
+    for name, parse in DATE_OPTIONS.items():
+        if getattr(args, name, None) is not None: parse(getattr(args, name), f"--{name}")
+    return params_from(args)
 
 # %% ../nbs/15_cli.ipynb #f8f2f64a
 def _seed_args(p: argparse.ArgumentParser) -> None:
@@ -247,12 +261,15 @@ def seed_command(args: argparse.Namespace) -> int:
     return 0
 
 # %% ../nbs/15_cli.ipynb #a90de943
-@command("config", "show the effective parameters and which credentials are set",
+@command("config", "show the effective parameters, where each comes from, and the credentials",
          example="stockstock config --params scheduled/paper.yaml")
 def config_command(args: argparse.Namespace) -> int:
     import yaml  # PyYAML: only this command prints YAML
     params = params_from(args)
-    print(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False).rstrip())
+    sources = param_sources(args.params, parse_overrides(args.overrides))
+    for key, value in params.model_dump(mode="json").items():
+        line = yaml.safe_dump({key: value}, default_flow_style=True, width=1000)[1:-2]
+        print(f"{line.ljust(40)}  # {sources[key]}")
     secrets = load_secrets()
     print("# credentials (values never shown)")
     for name, value in secrets:
@@ -270,8 +287,7 @@ def market_command(args: argparse.Namespace) -> int:
     import pandas as pd  # see "Imports" above
 
     from stockstock.calendar import describe_session, market_status, to_et  # exchange_calendars
-    at = pd.Timestamp(args.at) if args.at else pd.Timestamp.now(tz="UTC")
-    if at.tzinfo is None: raise ConfigError("--at: give a time zone, e.g. 2024-11-29T12:00-05:00")
+    at = pd.Timestamp(_instant_arg(args.at, "--at"))
     print(market_status(at).describe())
     print("session:", describe_session(to_et(at).date()))
     return 0
@@ -309,29 +325,28 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def _print_training(model: object, path: Path, rows: int, cutoff: date) -> None:
     "The lines that close `stockstock train`."
     meta = model.meta
-    print(f"model {path} (sha256 {model.sha256[:16]}…), trained on {rows} rows "
-          f"{meta['train_from']}..{meta['train_to']}, cut-off {cutoff}, "
-          f"{meta['num_boost_round']} rounds")
+    print(f"model {home_relative(path)} (sha256 {model.sha256[:16]}…)")
+    print(f"  trained on {rows} rows {meta['train_from']}..{meta['train_to']}, "
+          f"cut-off {cutoff}, {meta['num_boost_round']} rounds")
     if (advised := meta.get("recommended_threshold")) is not None:
-        print(f"recommended confidence threshold {advised:.2f} (purged CV on the training "
-              f"window; `confidence_threshold: recommended` uses it)")
+        print(f"recommended confidence threshold {advised:.2f} (purged CV on the training window)")
+        print("  `confidence_threshold: recommended` uses it")
 
 # %% ../nbs/15_cli.ipynb #train_command
 @command("train", "train the LightGBM model up to a cut-off and print the CV table", _train_args,
          example="stockstock train --cutoff 2011-02-28")
 def train_command(args: argparse.Namespace) -> int:
-    import pandas as pd  # see "Imports" above
-
     from stockstock.model import build_dataset, default_cutoff, save_model, train_model  # LightGBM
     params = params_from(args)
     bars, days = _load_bars(params)
-    cutoff = pd.Timestamp(args.cutoff).date() if args.cutoff else default_cutoff(days)
+    cutoff = _date_arg(args.cutoff, "--cutoff") or default_cutoff(days)
     ds = build_dataset(bars, cutoff=cutoff)
     model, table = train_model(ds, n_splits=args.folds, max_rounds=args.max_rounds,
                                progress=not args.quiet)
     model.meta["cutoff"] = str(cutoff)
     path = save_model(model, resolve_path(params.model_path))
-    shown = table.astype(object).where(table.notna(), "")
+    shown = table.astype(object).where(table.notna(), "")   # within 100 columns:
+    shown = shown.rename(columns={"best_iteration": "rounds", "macro_f1": "f1"})
     print(shown.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     _print_training(model, path, len(ds.y), cutoff)
     return 0
@@ -353,10 +368,9 @@ def _window(args: argparse.Namespace, days: pd.DatetimeIndex) -> tuple[date, dat
     import pandas as pd  # see "Imports" above
 
     from stockstock.model import default_cutoff  # LightGBM: see "Imports" above
-    start = pd.Timestamp(args.start) if args.start else days[days > pd.Timestamp(
-        default_cutoff(days))][0]
-    end = pd.Timestamp(args.end) if args.end else days[-1]
-    return start.date(), end.date()
+    start, end = _date_arg(args.start, "--start"), _date_arg(args.end, "--end")
+    return start or days[days > pd.Timestamp(default_cutoff(days))][0].date(), \
+        end or days[-1].date()
 
 # %% ../nbs/15_cli.ipynb #write_report
 def _write_backtest_report(wf: object, params: TradingParams, where: str | None, start: date,
@@ -412,6 +426,11 @@ def _print_outcome(o: RunOutcome) -> None:
     if o.html: print(f"report   {o.html}")
 
 # %% ../nbs/15_cli.ipynb #print_run
+def _order_line(t: Trade) -> str:
+    "`BUY 480 MSFT limit 20.80 -> filled 480 at 20.70`: the limit and the fill, each named."
+    fill = f" {t.filled_qty} at {t.avg_fill_price:.2f}" if t.avg_fill_price else ""
+    return f"{t.side} {t.qty} {t.symbol} limit {t.limit_price:.2f} -> {t.status}{fill}"
+
 def _print_run(params: TradingParams, run_id: str | None) -> None:
     "What run `run_id` decided and did: signals with their outcome, orders, portfolio value."
     from stockstock.db import PortfolioSnapshot, SignalRow, Trade  # SQLAlchemy: see "Imports"
@@ -423,8 +442,7 @@ def _print_run(params: TradingParams, run_id: str | None) -> None:
     if not sigs: return
     print("signals: " + ", ".join(f"{s.symbol} {s.action}" for s in sigs))
     for s in sigs: print(f"  {s.symbol:<5} {s.action:<4} {s.outcome or ''}")
-    print(f"orders:  {len(trades)}" + "".join(f"\n  {t.side} {t.qty} {t.symbol} @ "
-                                             f"{t.limit_price:.2f} -> {t.status}" for t in trades))
+    print(f"orders:  {len(trades)}" + "".join(f"\n  {_order_line(t)}" for t in trades))
     if snaps: print(f"portfolio value: {snaps[-1].equity:,.2f} USD (cash {snaps[-1].cash:,.2f})")
 
 # %% ../nbs/15_cli.ipynb #replay
@@ -464,7 +482,8 @@ def _runs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=positive_int, default=30, help="how many (default 30)")
     p.add_argument("--wide", action="store_true", help="every column, however wide")
     p.add_argument("--verify", action="store_true",
-                   help="check every run's notebook and HTML against their recorded SHA-256")
+                   help="check every run's files against their SHA-256 and recompute the "
+                        "hash chain over the runs' records")
 
 # %% ../nbs/15_cli.ipynb #narrow
 def _narrow(rows: list[dict], width: int = 100) -> list[dict]:
@@ -481,22 +500,24 @@ def _narrow(rows: list[dict], width: int = 100) -> list[dict]:
     return out
 
 # %% ../nbs/15_cli.ipynb #verify
-def _verify(problems: list) -> int:
-    "Print each file problem (`audit.FileProblem`); 1 when a sealed file is missing or changed."
+def _verify(problems: list, chain: ChainReport) -> int:
+    "Print each file problem and the chain's verdict; 1 when a file or a record changed."
     for p in problems: print(f"{p.run_id}: {p}")
     bad = sum(p.kind != "unsealed" for p in problems)
     print(f"{bad} run file(s) missing or changed" if bad else "every sealed run file is intact")
-    return 1 if bad else 0
+    print(chain)
+    return 1 if bad or chain.problem else 0
 
 # %% ../nbs/15_cli.ipynb #runs_command
-@command("runs", "list recent runs (status, orders, PnL, reason); --verify checks their files",
+@command("runs", "list recent runs (status, orders, PnL, reason); --verify checks the record",
          _runs_args, example="stockstock runs --failed --limit 10")
 def runs_command(args: argparse.Namespace) -> int:
     from stockstock.audit import verify_runs  # SQLAlchemy, pandas: see "Imports" above
+    from stockstock.chain import verify_chain
     from stockstock.run_index import runs_table, write_index
     params = params_from(args)
     with _database(params) as db:
-        if args.verify: return _verify(verify_runs(db))
+        if args.verify: return _verify(verify_runs(db), verify_chain(db))
         rows = runs_table(db, limit=args.limit, failed=args.failed)
         index = write_index(db, resolve_path(params.outputs_dir))
     shown = [{k: ("" if v is None else v) for k, v in r.items()} for r in rows] if args.wide \
@@ -506,11 +527,8 @@ def runs_command(args: argparse.Namespace) -> int:
     return 0
 
 # %% ../nbs/15_cli.ipynb #88710163
-SIM_PARAMS = "scheduled/sim.yaml"   # the embedded default's parameters, when present
-
 def _sim_params(args: argparse.Namespace) -> TradingParams:
-    "`--params`, else `scheduled/sim.yaml` when the project has one; only sim mode."
-    if args.params is None and resolve_path(SIM_PARAMS).exists(): args.params = SIM_PARAMS
+    "The effective parameters; only sim mode."
     params = params_from(args)
     if params.mode != "sim":
         raise ConfigError("mode: `stockstock run` is the sim demo; use `stockstock trade` "
@@ -629,7 +647,6 @@ def _trade_args_of(args: argparse.Namespace) -> list[str]:
 # %% ../nbs/15_cli.ipynb #daemon
 def _daemon(args: argparse.Namespace, schedule: bool) -> int:
     from stockstock.daemon import DaemonRunning, serve  # python-telegram-bot: see "Imports"
-    if args.params is None and resolve_path(SIM_PARAMS).exists(): args.params = SIM_PARAMS
     params, secrets = params_from(args), load_secrets()
     configure_logging(args.log_level, log_file=log_path(),
                       secrets=secrets.secret_values(), stream_level="INFO")
@@ -657,3 +674,43 @@ def bot_command(args: argparse.Namespace) -> int:
         raise ConfigError("invalid environment: stockstock bot needs TELEGRAM_BOT_TOKEN and "
                           "TELEGRAM_CHAT_IDS (set them in .env, see .env.example)")
     return _daemon(args, schedule=False)
+
+# %% ../nbs/15_cli.ipynb #3e7a9c02
+def _copy_database(params: TradingParams, to: str | None) -> int:
+    "Copy the database into `to`; print the tables and the run-file check; the exit status."
+    from stockstock.audit import verify_runs  # SQLAlchemy, pandas: see "Imports" above
+    from stockstock.chain import verify_chain
+    from stockstock.dbcopy import CopyError, copy_database
+    if not to: raise ConfigError("db copy: --to URL is needed (the empty database to copy into)")
+    with _database(params) as source:
+        try: report = copy_database(source, to)
+        except CopyError as e:
+            print(f"stockstock db: {e}", file=sys.stderr)
+            return 1
+    _print_table([{"table": t, "rows": n, "sha256": d[:16]} for t, (n, d) in report.tables.items()])
+    print(f"copied {report.rows} rows from {report.source} to {report.target} in "
+          f"{report.seconds:.1f} s: every table's rows verified")
+    with _database(params.model_copy(update={"db_url": to})) as target:
+        return _verify(verify_runs(target), verify_chain(target))
+
+
+# %% ../nbs/15_cli.ipynb #db_command
+def _db_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["upgrade", "copy"],
+                   help="upgrade: migrate to this release's schema; copy: into --to URL")
+    p.add_argument("--to", metavar="URL", help="copy: the empty database to copy into, e.g. "
+                   "postgresql+psycopg://stockstock@127.0.0.1/stockstock")
+
+@command("db", "the database: `upgrade` its schema, or `copy --to URL` it into an empty one",
+         _db_args, example="stockstock db copy --to postgresql+psycopg://stockstock@db/stockstock")
+def db_command(args: argparse.Namespace) -> int:
+    from stockstock.db import schema_revisions  # SQLAlchemy: see "Imports" above
+    params = params_from(args)
+    if args.action == "copy": return _copy_database(params, args.to)
+    with _database(params) as db: url, migrated = db.url, db.migrated
+    head = schema_revisions()[-1]
+    print(f"database {url}: " + (f"upgraded to schema revision {head} (applied "
+                                 f"{', '.join(migrated)})" if migrated else
+                                 f"schema revision {head}, the newest"))
+    return 0
+

@@ -10,6 +10,7 @@ import re
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -19,9 +20,10 @@ from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, 
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # %% auto #0
-__all__ = ['PROJECT_MARKER', 'REQUIRED', 'SYMBOL_PATTERN', 'Fraction', 'Rate', 'ConfigError', 'project_home', 'resolve_path',
-           'Secrets', 'load_secrets', 'check_credentials', 'TradingParams', 'describe_errors', 'parse_overrides',
-           'load_params', 'as_papermill']
+__all__ = ['PROJECT_MARKER', 'DEFAULT_DB_URL', 'REQUIRED', 'SYMBOL_PATTERN', 'Fraction', 'Rate', 'DATE_FORM', 'INSTANT_FORM',
+           'MODES', 'ConfigError', 'project_home', 'resolve_path', 'url_password', 'hide_password', 'Secrets',
+           'load_secrets', 'default_db_url', 'check_credentials', 'parse_date', 'parse_instant', 'TradingParams',
+           'describe_errors', 'parse_overrides', 'default_params_file', 'load_params', 'param_sources', 'as_papermill']
 
 # %% ../nbs/00_config.ipynb #4a02cfe3
 class ConfigError(ValueError):
@@ -64,10 +66,41 @@ def _split_ids(value: Any) -> Any:
         ids.append(int(part))
     return ids
 
+
+# %% ../nbs/00_config.ipynb #0a1b2c3e
+def url_password(url: str | None) -> str | None:
+    "The password inside a URL such as `postgresql+psycopg://user:pw@host/db`, or None."
+    try:
+        password = urlsplit(url or "").password
+    except ValueError:           # a malformed port or netloc: no password can be told apart
+        return None
+    return unquote(password) if password else None
+
+
+# %% ../nbs/00_config.ipynb #no_password
+def _no_password(url: str) -> str:
+    "`url`, unless it holds a password (parameters are recorded with every run: `ValueError`)."
+    if url_password(url) is not None:
+        raise ValueError("a password in db_url would be recorded with every run: put it in "
+                         ".env as STOCKSTOCK_DB_PASSWORD and leave it out of the URL")
+    return url
+
+
+# %% ../nbs/00_config.ipynb #hide_password
+def hide_password(url: str, mask: str = "") -> str:
+    "`url` with its password removed (or replaced by `mask`): safe to print and to record."
+    if not isinstance(url, str) or url_password(url) is None: return url
+    parts = urlsplit(url)
+    user_info, _, host = parts.netloc.rpartition("@")     # the password may hold an "@"
+    user = user_info.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}{':' + mask if mask else ''}@{host}"))
+
+
 # %% ../nbs/00_config.ipynb #2aa4d6f0
 class Secrets(BaseSettings):
     "Credentials and endpoints, from the environment or `.env` only."
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
+                                      populate_by_name=True)
     kis_app_key: SecretStr | None = None          # real-domain app key (36 chars)
     kis_app_secret: SecretStr | None = None       # real-domain app secret (180 chars)
     kis_account: SecretStr | None = None          # real account "12345678-01"
@@ -80,21 +113,39 @@ class Secrets(BaseSettings):
     telegram_api_url: str = "https://api.telegram.org"  # tests point this at a loopback fake
     kis_real_url: str = "https://openapi.koreainvestment.com:9443"
     kis_virtual_url: str = "https://openapivts.koreainvestment.com:29443"
+    # STOCKSTOCK_DB_PASSWORD, STOCKSTOCK_DB_URL: a database server's password, and its URL (which
+    # may hold the password too; `default_db_url` hands on the URL without it)
+    db_password: SecretStr | None = Field(None, validation_alias="stockstock_db_password")
+    database_url: SecretStr | None = Field(None, validation_alias="stockstock_db_url")
 
     _ids = field_validator("telegram_chat_ids", mode="before")(_split_ids)
 
 # %% ../nbs/00_config.ipynb #0c6d3b85
 @patch_to(Secrets)
-def secret_values(self) -> list[str]:
-    "Every non-empty secret value, for the log masker."
-    vals = [v.get_secret_value() for v in self.__dict__.values() if isinstance(v, SecretStr)]
-    return [v for v in vals if v]
+def database_password(self) -> str | None:
+    "`STOCKSTOCK_DB_PASSWORD`, else the password inside `STOCKSTOCK_DB_URL`, else None."
+    if self.db_password is not None and self.db_password.get_secret_value():
+        return self.db_password.get_secret_value()
+    url = self.database_url
+    return url_password(url.get_secret_value()) if url is not None else None
 
+
+# %% ../nbs/00_config.ipynb #secret_values
+@patch_to(Secrets)
+def secret_values(self) -> list[str]:
+    "Every non-empty secret value, for the log masker (of the database URL: its password)."
+    vals = [v.get_secret_value() for k, v in self.__dict__.items()
+            if isinstance(v, SecretStr) and k != "database_url"]
+    return [v for v in [*vals, self.database_password()] if v]
+
+
+# %% ../nbs/00_config.ipynb #telegram_configured
 @patch_to(Secrets, as_prop=True)
 def telegram_configured(self) -> bool:
     "Is there a bot token and at least one whitelisted chat?"
     token = self.telegram_bot_token.get_secret_value() if self.telegram_bot_token else ""
     return bool(token and self.telegram_chat_ids)
+
 
 # %% ../nbs/00_config.ipynb #b3d8e1f4
 def load_secrets(env_file: str | Path | None = None) -> Secrets:
@@ -105,6 +156,15 @@ def load_secrets(env_file: str | Path | None = None) -> Secrets:
         bad = "; ".join(f"{'.'.join(map(str, x['loc'])).upper()}: "
                         f"{x['msg'].removeprefix('Value error, ')}" for x in e.errors())
         raise ConfigError(f"invalid environment: {bad}") from None
+
+# %% ../nbs/00_config.ipynb #d4a7b1c6
+DEFAULT_DB_URL = "sqlite:///data/stockstock.db"
+
+def default_db_url() -> str:
+    "`$STOCKSTOCK_DB_URL` (environment or `.env`) without its password, else `DEFAULT_DB_URL`."
+    url = load_secrets().database_url
+    return hide_password(url.get_secret_value()) if url and url.get_secret_value() \
+        else DEFAULT_DB_URL
 
 # %% ../nbs/00_config.ipynb #6f93473f
 _FORMATS = {"app_key": (r".{36}", "36 characters"), "app_secret": (r".{180}", "180 characters"),
@@ -169,7 +229,7 @@ class _ParamFields(BaseModel):
     slippage_pct: Rate = 0.0005
     initial_cash: float = Field(100_000.0, gt=0, le=1e12)  # sim account opening balance (USD)
     model_path: str = Field("models/lgbm.txt", min_length=1)
-    db_url: str = Field("sqlite:///data/stockstock.db", min_length=1)
+    db_url: str = Field(default_factory=default_db_url, min_length=1)  # no password
     outputs_dir: str = Field("outputs", min_length=1)
     daily_summary_hour: int = Field(7, ge=0, le=23)    # hour (display timezone) of the summary
     display_timezone: str = "Asia/Seoul"
@@ -192,6 +252,7 @@ def _check_symbols(value: Any) -> Any:
     if len(set(value)) != len(value): raise ValueError("symbols must not repeat")
     return value
 
+
 # %% ../nbs/00_config.ipynb #7f3a9c58
 def _check_tz(value: str) -> str:
     "An IANA time zone name."
@@ -207,12 +268,41 @@ def _check_decision_time(value: str) -> str:
         raise ValueError(f"{value!r} is not a time of day HH:MM (New York), e.g. '15:30'")
     return value
 
+# %% ../nbs/00_config.ipynb #d4a0b1c2
+DATE_FORM = "a date YYYY-MM-DD"
+INSTANT_FORM = "an instant with a zone, e.g. 2011-03-22T19:30Z or 2024-11-29T12:00-05:00, or now"
+
+def _named(name: str | None, text: Any, form: str, why: str) -> ConfigError:
+    "The one-line error for a bad date or instant."
+    return ConfigError(f"{name + ': ' if name else ''}{str(text)!r} is not {form} ({why})")
+
+def parse_date(text: Any, name: str | None = None) -> date:
+    "`text` (`YYYY-MM-DD`) as a date; `ConfigError` naming `name`, the form and the problem."
+    if isinstance(text, date) and not isinstance(text, datetime): return text
+    if not isinstance(text, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+        raise _named(name, text, DATE_FORM, "not of that form")
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError as e:
+        raise _named(name, text, DATE_FORM, str(e)) from None
+
+# %% ../nbs/00_config.ipynb #d4a0b1c3
+def parse_instant(text: Any, name: str | None = None) -> datetime:
+    "`text` (ISO 8601 with a zone, or `now`) as an instant in UTC; `ConfigError` if it is not."
+    if isinstance(text, datetime): at = text
+    elif isinstance(text, str) and text.strip().lower() == "now": return datetime.now(UTC)
+    else:
+        try:
+            at = datetime.fromisoformat(str(text).strip())
+        except ValueError as e:
+            raise _named(name, text, INSTANT_FORM, str(e).removesuffix(f": {text!r}")) from None
+    if at.tzinfo is None: raise _named(name, text, INSTANT_FORM, "it has no time zone")
+    return at.astimezone(UTC)
+
 # %% ../nbs/00_config.ipynb #9d2c4b63
-def _check_as_of(value: datetime | None) -> datetime | None:
-    "An aware instant, in UTC (None: now, or the sim replay's next session)."
-    if value is not None and value.tzinfo is None:
-        raise ValueError("as_of needs a time zone, e.g. 2013-01-02T20:00:00Z")
-    return value.astimezone(UTC) if value is not None else None
+def _check_as_of(value: Any) -> datetime | None:
+    "An aware instant, in UTC, read by `parse_instant` (None: now, or the sim's next session)."
+    return None if value is None else parse_instant(value)
 
 def _check_live(params: Any) -> Any:
     "Live mode trades real money: only with `confirm_live`."
@@ -223,10 +313,11 @@ def _check_live(params: Any) -> Any:
 # %% ../nbs/00_config.ipynb #c6e2f1a8
 class TradingParams(_ParamFields):
     "Everything one trading run needs that is not a secret (validated)."
+    _db_url = field_validator("db_url")(_no_password)
     _symbols = field_validator("symbols", mode="before")(_check_symbols)
     _tz = field_validator("display_timezone")(_check_tz)
     _decision_time = field_validator("decision_time")(_check_decision_time)
-    _as_of = field_validator("as_of")(_check_as_of)
+    _as_of = field_validator("as_of", mode="before")(_check_as_of)
     _live = model_validator(mode="after")(_check_live)
 
 # %% ../nbs/00_config.ipynb #f5fe335f
@@ -241,7 +332,8 @@ def describe_errors(err: ValidationError) -> str:
             continue
         given = e.get("input")
         shown = not isinstance(given, (dict, list)) and e["type"] != "missing"
-        got = f" (got {given!r})" if shown else ""
+        shown = shown and repr(given) not in msg        # the message quotes it already
+        got = f" (got {hide_password(given, '***')!r})" if shown else ""
         parts.append(f"{field}: {msg}{got}")
     return "; ".join(parts)
 
@@ -265,6 +357,8 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
             raise ConfigError(f"{key}: {raw!r} is not a valid value ({_yaml_problem(e)})") from None
+        except ValueError:          # a date YAML cannot build (2011-02-30): the field says why
+            value = raw
         out[key] = raw if isinstance(value, (datetime, date)) else value
     return out
 
@@ -283,6 +377,8 @@ def _read_params_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{where} cannot be read ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{where} is not valid YAML: {_yaml_problem(e)}") from None
+    except ValueError as e:         # a date YAML cannot build, e.g. `as_of: 2011-02-30`
+        raise ConfigError(f"{where} holds a date that does not exist ({e})") from None
     if loaded is None: return {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{where} must be a mapping of key: value, not a "
@@ -290,17 +386,40 @@ def _read_params_file(path: str | Path) -> dict[str, Any]:
     return loaded
 
 # %% ../nbs/00_config.ipynb #5c8a2d17
+MODES = ("sim", "paper", "live")
+
+def default_params_file(mode: Any) -> Path | None:
+    "The mode's default parameters, `scheduled/<mode>.yaml`, when the project has that file."
+    path = resolve_path(f"scheduled/{mode}.yaml") if mode in MODES else None
+    return path if path is not None and path.is_file() else None
+
+def _layers(path: str | Path | None, overrides: dict[str, Any] | None,
+            ) -> tuple[Path | str | None, dict[str, Any], dict[str, Any]]:
+    "`(file, its values, overrides)`: no `path` means the mode's default file."
+    overrides = dict(overrides or {})
+    if path is None: path = default_params_file(overrides.get("mode", "sim"))
+    return path, _read_params_file(path) if path is not None else {}, overrides
+
+# %% ../nbs/00_config.ipynb #b1a6c0d3
 def load_params(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
                 ) -> TradingParams:
-    "Validated parameters from defaults <- YAML file <- overrides; `ConfigError` when invalid."
-    data = _read_params_file(path) if path is not None else {}
-    data.update(overrides or {})
+    "Validated parameters: defaults <- the YAML file (default: the mode's) <- overrides."
+    _, data, over = _layers(path, overrides)
     try:
-        return TradingParams(**data)
+        return TradingParams(**{**data, **over})
     except ValidationError as e:
         raise ConfigError(describe_errors(e)) from None
     except TypeError as e:          # keys that are not strings, e.g. `1: x` in the file
         raise ConfigError(f"parameters must be named: {e}") from None
+
+# %% ../nbs/00_config.ipynb #b1a6c0d5
+def param_sources(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                  ) -> dict[str, str]:
+    "Each parameter's source: `override`, the parameters file (home-relative), or `default`."
+    file, data, over = _layers(path, overrides)
+    shown = str(file) if file is None else os.path.relpath(resolve_path(file), project_home())
+    return {k: "override" if k in over else shown if k in data else "default"
+            for k in TradingParams.model_fields}
 
 # %% ../nbs/00_config.ipynb #40cd16dc
 def as_papermill(params: TradingParams) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from datetime import time as day_time
 from zoneinfo import ZoneInfo
 
 from fastcore.basics import patch_to
-from filelock import FileLock, Timeout
+from filelock import Timeout
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application, ContextTypes
 
@@ -27,6 +27,7 @@ from .calendar import (as_utc, decision_instant, is_session, next_session,
                                  session_of, session_open_close)
 from .config import Secrets, TradingParams, resolve_path
 from .db import Database
+from .locks import project_lock
 from .log import get_logger
 from .notify import queue_daily_summary, send_pending
 from .telegram import build_application, register_commands
@@ -218,22 +219,17 @@ class DaemonRunning(RuntimeError):
     "Another daemon or bot holds this project home."
 
 @contextlib.contextmanager
-def single_instance(path: str = DAEMON_LOCK) -> Iterator[None]:
+def single_instance(path: str = DAEMON_LOCK, db_url: str | None = None) -> Iterator[None]:
     "Hold the daemon lock for the block; `DaemonRunning` (naming its pid) when another holds it."
-    lock_path = resolve_path(path)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    lock, pid_file = FileLock(str(lock_path)), lock_path.with_suffix(".pid")
+    lock = project_lock(path, db_url)
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        holder = pid_file.read_text().strip() if pid_file.exists() else "unknown"
-        raise DaemonRunning(f"another daemon or bot is running for this project (pid {holder}, "
-                            f"lock {lock_path}); stop it first") from None
+        raise DaemonRunning(f"another daemon or bot is running for this project "
+                            f"({lock.holder()}, lock {lock.where}); stop it first") from None
     try:
-        pid_file.write_text(str(os.getpid()))
         yield
     finally:
-        pid_file.unlink(missing_ok=True)
         lock.release()
 
 # %% ../nbs/14c_daemon.ipynb #go_down
@@ -272,5 +268,5 @@ async def main(self) -> int:
 def serve(params: TradingParams, trade_args: list[str], secrets: Secrets, db: Database,
           **options: float | bool | None) -> int:
     "Run the daemon in this process until SIGTERM/SIGINT; its exit status (`DaemonRunning`)."
-    with single_instance():
+    with single_instance(db_url=params.db_url):
         return asyncio.run(Daemon(params, trade_args, secrets, db, **options).main())

@@ -85,6 +85,8 @@ class BarCheck:
     @property
     def tradable(self) -> bool: return self.status == "ok"
 
+
+# %% ../nbs/04_data.ipynb #move_problem
 def _move_problem(bars: pd.DataFrame, max_move: float) -> str | None:
     "Why the last close's move from the one before is implausible, or None."
     if len(bars) < 2: return None
@@ -94,6 +96,8 @@ def _move_problem(bars: pd.DataFrame, max_move: float) -> str | None:
     return (f"close moved {move:+.0%} in one day on {bars.index[-1].date()} "
             f"({prev:.2f} -> {last:.2f}; limit {max_move:.0%})")
 
+
+# %% ../nbs/04_data.ipynb #check_bars
 def check_bars(symbol: str, bars: pd.DataFrame, session: date, max_move: float = 0.5,
                ) -> BarCheck:
     "Can a run trade `symbol` on `session` with `bars` (history up to the session)?"
@@ -113,6 +117,7 @@ def check_bars(symbol: str, bars: pd.DataFrame, session: date, max_move: float =
     if (why := _move_problem(bars, max_move)) is not None:
         return BarCheck(symbol, "quarantined", why, last, n, earlier)
     return BarCheck(symbol, "ok", None, last, n, float(bars["close"].iloc[-1]))
+
 
 # %% ../nbs/04_data.ipynb #d13e6c46
 @dataclass

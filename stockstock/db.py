@@ -6,29 +6,41 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import zlib
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 from fastcore.basics import patch_to
-from sqlalchemy import (JSON, Date, DateTime, Float, Integer, String, Text,
-                        TypeDecorator, create_engine, event, func, inspect, select, text)
+from sqlalchemy import (JSON, Date, DateTime, Float, Integer, String, Text, TypeDecorator,
+                        bindparam, create_engine, event, func, inspect, select, text)
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import (ArgumentError, DBAPIError, NoSuchModuleError, OperationalError,
+                            ProgrammingError)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.dml import Insert
 
-from .config import ConfigError, resolve_path
+from .config import ConfigError, load_secrets, resolve_path
+
 
 # %% auto #0
-__all__ = ['RUN_STATES', 'ORDER_STATES', 'TRADE_STATES', 'FINAL_ORDER_STATES', 'UNSETTLED_STATES', 'WORKING_STATES',
-           'MAY_FILL_STATES', 'NOTICE_STATES', 'BUSY_TIMEOUT_S', 'BAR_COLUMNS', 'RunOrder', 'UTCDateTime', 'utcnow',
-           'Base', 'Ohlcv', 'Listing', 'Run', 'SignalRow', 'Trade', 'Notice', 'PortfolioSnapshot', 'RiskEventRow',
-           'SystemState', 'SimAccount', 'SimPosition', 'SimOrder', 'DatabaseBusy', 'busy_timeout_s', 'Database',
-           'init_db']
+__all__ = ['RUN_STATES', 'RUN_ORIGINS', 'ORDER_STATES', 'TRADE_STATES', 'FINAL_ORDER_STATES', 'UNSETTLED_STATES',
+           'WORKING_STATES', 'MAY_FILL_STATES', 'NOTICE_STATES', 'BUSY_TIMEOUT_S', 'CONNECT_TIMEOUT_S', 'MIGRATIONS',
+           'BAR_COLUMNS', 'RunOrder', 'UTCDateTime', 'utcnow', 'Base', 'Ohlcv', 'Listing', 'Run', 'SignalRow', 'Trade',
+           'Notice', 'PortfolioSnapshot', 'RiskEventRow', 'SystemState', 'SimAccount', 'SimPosition', 'SimOrder',
+           'DatabaseBusy', 'DatabaseUnavailable', 'busy_timeout_s', 'connect_timeout_s', 'database_url',
+           'pg_connect_args', 'make_engine', 'advisory_key', 'schema_revisions', 'schema_revision', 'upgrade_schema',
+           'Database', 'init_db', 'schema_differences', 'new_migration']
 
 # %% ../nbs/03_db.ipynb #598357f9
 class UTCDateTime(TypeDecorator):
@@ -90,6 +102,8 @@ class Run(Base):
     notebook_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     html_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     replay_of: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    origin: Mapped[str | None] = mapped_column(String(32), nullable=True,  # see RUN_ORIGINS
+                                               default="scheduled")
     n_signals: Mapped[int] = mapped_column(Integer, default=0)
     n_orders: Mapped[int] = mapped_column(Integer, default=0)
     equity: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -97,8 +111,18 @@ class Run(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # the hash chain over finished runs (see `chain`): position, the hashes it seals, the links
+    chain_seq: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True,
+                                                  index=True)
+    seal: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    record_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    chain_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 RUN_STATES = ("running", "ok", "failed", "skipped")
+# who started a run: the launcher (`stockstock trade`, the daemon, cron), a person running the
+# template by hand (`manual:jupyterlab`, `manual:nbconvert`, `manual:kernel`), or `run_steps`
+RUN_ORIGINS = ("scheduled", "manual:jupyterlab", "manual:nbconvert", "manual:kernel",
+               "in-process")
 
 # %% ../nbs/03_db.ipynb #60718293
 class SignalRow(Base):
@@ -239,52 +263,32 @@ class SimOrder(Base):
 
 # %% ../nbs/03_db.ipynb #eaf45984
 BUSY_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
 
 class DatabaseBusy(Exception):
     "Another process held the database's write lock longer than the busy timeout."
 
+class DatabaseUnavailable(DatabaseBusy):
+    "The database server went away (restarted, unreachable) while we were using it."
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    try:
+        return max(float(raw), 0.0) if raw else default
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a number of seconds") from None
+
 def busy_timeout_s() -> float:
     "The busy timeout in seconds: `$STOCKSTOCK_DB_BUSY_TIMEOUT_S`, else `BUSY_TIMEOUT_S`."
-    raw = os.environ.get("STOCKSTOCK_DB_BUSY_TIMEOUT_S")
-    try:
-        return max(float(raw), 0.0) if raw else BUSY_TIMEOUT_S
-    except ValueError:
-        raise ConfigError(f"STOCKSTOCK_DB_BUSY_TIMEOUT_S: {raw!r} is not a number of seconds") \
-            from None
+    return _seconds("STOCKSTOCK_DB_BUSY_TIMEOUT_S", BUSY_TIMEOUT_S)
 
-# %% ../nbs/03_db.ipynb #2c3d4e60
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    for pragma in ("journal_mode=WAL", f"busy_timeout={int(busy_timeout_s() * 1000)}",
-                   "foreign_keys=ON", "synchronous=NORMAL"):
-        cur.execute(f"PRAGMA {pragma}")
-    cur.close()
-
-def _add_missing_columns(engine: Engine) -> list[str]:
-    "Add columns the models have and the database lacks; returns `table.column` names added."
-    insp, added = inspect(engine), []
-    for table in Base.metadata.sorted_tables:
-        have = {c["name"] for c in insp.get_columns(table.name)}
-        for col in table.columns:
-            if col.name in have: continue
-            ddl = col.type.compile(dialect=engine.dialect)
-            with engine.begin() as conn:
-                conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{col.name}" {ddl}'))
-            added.append(f"{table.name}.{col.name}")
-    return added
+def connect_timeout_s() -> float:
+    "How long to wait for a database server: `$STOCKSTOCK_DB_CONNECT_TIMEOUT_S`, else 10 s."
+    return _seconds("STOCKSTOCK_DB_CONNECT_TIMEOUT_S", CONNECT_TIMEOUT_S)
 
 # %% ../nbs/03_db.ipynb #7301f1c1
-def _sqlite_url(url: str) -> str:
-    "`url` checked and with its relative file path made absolute (folder created)."
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError(f"db_url: {url!r} is not a database URL such as "
-                          "sqlite:///data/stockstock.db") from None
-    if parsed.get_backend_name() != "sqlite":
-        raise ConfigError(f"db_url: only SQLite is supported (sqlite:///path), got "
-                          f"{parsed.drivername!r}")
-    if not parsed.database or parsed.database == ":memory:": return url
+def _sqlite_url(parsed: URL) -> str:
+    "`parsed` with its relative file path made absolute (folder created), as a string."
     path = resolve_path(parsed.database)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -292,6 +296,131 @@ def _sqlite_url(url: str) -> str:
         raise ConfigError(f"db_url: cannot create the folder {str(path.parent)!r} "
                           f"({e.strerror})") from None
     return parsed.set(database=str(path)).render_as_string(hide_password=False)
+
+
+# %% ../nbs/03_db.ipynb #database_url
+def _postgres_url(parsed: URL) -> tuple[str, URL]:
+    "The URL without its password (to show) and with it (to connect): URL's own, else .env's."
+    if parsed.drivername not in ("postgresql", "postgresql+psycopg"):
+        raise ConfigError(f"db_url: PostgreSQL is reached through psycopg 3 "
+                          f"(postgresql+psycopg://...), not {parsed.drivername!r}")
+    parsed = parsed.set(drivername="postgresql+psycopg")
+    password = parsed.password or load_secrets().database_password()
+    shown = parsed._replace(password=None).render_as_string(hide_password=False)  # (not .set:
+    # `URL.set(password=None)` leaves the password in place)
+    return shown, parsed.set(password=password) if password else parsed
+
+def database_url(url: str) -> tuple[str, URL]:
+    "`(url to show and record, URL to connect with)` for `db_url`; `ConfigError` if unusable."
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"db_url: {url!r} is not a database URL such as "
+                          "sqlite:///data/stockstock.db") from None
+    if parsed.get_backend_name() == "postgresql": return _postgres_url(parsed)
+    if parsed.get_backend_name() != "sqlite":
+        raise ConfigError(f"db_url: SQLite (sqlite:///path) or PostgreSQL "
+                          f"(postgresql+psycopg://user@host/db), not {parsed.drivername!r}")
+    if not parsed.database or parsed.database == ":memory:": return url, parsed
+    shown = _sqlite_url(parsed)
+    return shown, make_url(shown)
+
+# %% ../nbs/03_db.ipynb #b9c0d1e2
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    for pragma in ("journal_mode=WAL", f"busy_timeout={int(busy_timeout_s() * 1000)}",
+                   "foreign_keys=ON", "synchronous=NORMAL"):
+        cur.execute(f"PRAGMA {pragma}")
+    cur.close()
+
+
+# %% ../nbs/03_db.ipynb #pg_connect_args
+def pg_connect_args(application_name: str = "stockstock") -> dict[str, Any]:
+    "psycopg connection settings: bounded connect, lock timeout, keepalives, a name."
+    return {"connect_timeout": max(2, math.ceil(connect_timeout_s())),
+            "application_name": application_name[:63],
+            "options": f"-c lock_timeout={int(busy_timeout_s() * 1000)}",
+            "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+            "keepalives_count": 3}
+
+
+# %% ../nbs/03_db.ipynb #make_engine
+def make_engine(url: URL, application_name: str = "stockstock", **kw: Any) -> Engine:
+    "An engine for a URL from `database_url`, set up for its kind of database."
+    if url.get_backend_name() == "postgresql":
+        return create_engine(url, pool_pre_ping=True,
+                             connect_args=pg_connect_args(application_name), **kw)
+    engine = create_engine(url, connect_args={"timeout": busy_timeout_s()}, **kw)
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+# %% ../nbs/03_db.ipynb #advisory_key
+def advisory_key(name: str) -> tuple[int, int]:
+    "The two signed 32-bit keys of PostgreSQL advisory lock `name` (namespace, name)."
+    a, b = (zlib.crc32(x) for x in (b"stockstock", name.encode()))
+    return (a ^ 0x80000000) - 0x80000000, (b ^ 0x80000000) - 0x80000000
+
+# %% ../nbs/03_db.ipynb #e1f2a3b4
+MIGRATIONS = Path(str(files("stockstock.migrations")))   # Alembic's script directory
+
+@cache
+def schema_revisions() -> tuple[str, ...]:
+    "Every revision in `migrations/versions`, oldest first."
+    found = (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py")
+    return tuple(sorted(p.name[:4] for p in found))
+
+def schema_revision(conn: Connection) -> str | None:
+    "The revision the database is at (`alembic_version`), None before its first migration."
+    if not inspect(conn).has_table("alembic_version"): return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+# %% ../nbs/03_db.ipynb #a9b0c1d2
+def _newer_schema(url: str, revision: str) -> ConfigError:
+    return ConfigError(f"invalid database: {url} is at schema revision {revision}, newer than "
+                       f"this stockstock knows ({schema_revisions()[-1]}): upgrade stockstock "
+                       f"(pip install -U .) before using it")
+
+def _sqlite_autocommit(dbapi_conn: Any, record: Any) -> None:
+    dbapi_conn.isolation_level = None
+    _sqlite_pragmas(dbapi_conn, record)
+
+@contextmanager
+def _migration(engine: Engine) -> Iterator[Connection]:
+    "A connection in a transaction that holds the database's write lock from its start."
+    if engine.dialect.name == "postgresql" or engine.url.database in (None, "", ":memory:"):
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":   # (a memory database has one user)
+                conn.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"),
+                             dict(zip("ab", advisory_key("migrate"), strict=True)))
+            yield conn
+        return
+    serial = create_engine(engine.url, poolclass=NullPool,
+                           connect_args={"timeout": busy_timeout_s()})
+    event.listen(serial, "connect", _sqlite_autocommit)        # pysqlite emits no BEGIN itself
+    event.listen(serial, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    try:
+        with serial.begin() as conn: yield conn
+    finally:
+        serial.dispose()
+
+# %% ../nbs/03_db.ipynb #b3c4d5e6
+def upgrade_schema(engine: Engine, url: str) -> list[str]:
+    "Bring the schema to the newest revision; the revisions applied (`[]` when it was current)."
+    known = schema_revisions()
+    with engine.connect() as conn: now = schema_revision(conn)
+    if now == known[-1]: return []
+    if now is not None and now not in known: raise _newer_schema(url, now)
+    from alembic import command
+    from alembic.config import Config
+    with _migration(engine) as conn:
+        now = schema_revision(conn)                  # another process may have done it meanwhile
+        if now is not None and now not in known: raise _newer_schema(url, now)
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+    return list(known[known.index(now) + 1:] if now else known)
 
 # %% ../nbs/03_db.ipynb #5f607183
 def _open_error(url: str, e: Exception) -> Exception:
@@ -307,26 +436,36 @@ def _open_error(url: str, e: Exception) -> Exception:
 class Database:
     "An open database: engine, session factory and the repository methods below."
     def __init__(self, url: str):
-        self.url = _sqlite_url(url)
+        self.url, connect = database_url(url)     # `url`: never the password
+        self.backend = connect.get_backend_name()  # "sqlite" or "postgresql"
         try:
-            self.engine = create_engine(self.url, connect_args={"timeout": busy_timeout_s()})
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-            Base.metadata.create_all(self.engine)
-            self.migrated = _add_missing_columns(self.engine)
-        except (OperationalError, NoSuchModuleError, ImportError) as e:
+            self.engine = make_engine(connect)
+            self.migrated = upgrade_schema(self.engine, self.url)
+        except (OperationalError, ProgrammingError, NoSuchModuleError, ImportError) as e:
             raise _open_error(self.url, e) from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        "A session that commits on success and rolls back on error (`DatabaseBusy` if locked)."
-        try:
-            with self._sessions() as s, s.begin():
-                yield s
-        except OperationalError as e:
-            if "locked" not in str(e.orig): raise
+
+# %% ../nbs/03_db.ipynb #c7d8e9f0
+def _sqlstate(e: DBAPIError) -> str:
+    return getattr(getattr(e, "orig", None), "sqlstate", None) or ""
+
+@patch_to(Database)
+@contextmanager
+def session(self) -> Iterator[Session]:
+    "A session that commits on success and rolls back on error (`DatabaseBusy` if locked)."
+    try:
+        with self._sessions() as s, s.begin():
+            yield s
+    except OperationalError as e:
+        if "locked" in str(e.orig) or _sqlstate(e) == "55P03":      # SQLite / lock_timeout
             raise DatabaseBusy(f"database is locked by another process for more than "
                                f"{busy_timeout_s():g} s ({self.url})") from None
+        if self.backend == "postgresql" and (e.connection_invalidated or
+                                             _sqlstate(e)[:2] in ("", "08", "57")):
+            raise DatabaseUnavailable(f"database unavailable ({self.url}): "
+                                      f"{str(e.orig).splitlines()[0]}") from None
+        raise
 
 # %% ../nbs/03_db.ipynb #93a4b5c7
 @patch_to(Database)
@@ -344,6 +483,54 @@ def init_db(url: str = "sqlite:///data/stockstock.db") -> Database:
     "Open (creating or upgrading in place) the database at `url`."
     return Database(url)
 
+# %% ../nbs/03_db.ipynb #f3a4b5c6
+@patch_to(Database)
+@contextmanager
+def locked_session(self, name: str) -> Iterator[Session]:
+    "A session holding the write lock (SQLite) or advisory lock `name` (PostgreSQL) till commit."
+    with self.session() as s:
+        if self.backend == "sqlite": s.execute(text("BEGIN IMMEDIATE"))
+        else: s.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"),
+                        dict(zip("ab", advisory_key(name), strict=True)))
+        yield s
+
+# %% ../nbs/03_db.ipynb #a3b4c5d6
+def schema_differences(engine: Engine) -> list:
+    "What Alembic's autogenerate would change to make the database match the models."
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return [d for d in compare_metadata(context, Base.metadata)
+                if not (d[0] == "remove_table" and d[1].name == "alembic_version")]
+
+# %% ../nbs/03_db.ipynb #d5e6f7a8
+def new_migration(message: str, folder: Path = MIGRATIONS) -> Path:
+    "Write `versions/NNNN_<message>.py` in `folder` from the models' difference to the newest."
+    import tempfile
+
+    from alembic import command
+    from alembic.config import Config
+    known = sorted(p.name[:4] for p in (folder / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
+    rev = f"{int(known[-1]) + 1:04d}"
+    with tempfile.TemporaryDirectory() as scratch:
+        db = init_db(f"sqlite:///{scratch}/scratch.db")
+        config = Config()
+        config.set_main_option("script_location", str(folder))
+        with db.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            script = command.revision(config, message, autogenerate=True, rev_id=rev)
+        db.close()
+    schema_revisions.cache_clear()
+    return Path(script.path)
+
+# %% ../nbs/03_db.ipynb #db_insert
+@patch_to(Database)
+def insert(self, model: type[Base]) -> Insert:
+    "An `INSERT` of this database's dialect (it has `on_conflict_do_update/nothing`)."
+    return (postgresql_insert if self.backend == "postgresql" else sqlite_insert)(model)
+
+
 # %% ../nbs/03_db.ipynb #8da7e4a1
 BAR_COLUMNS = ["open", "high", "low", "close", "volume"]
 
@@ -356,7 +543,7 @@ def upsert_ohlcv(self, symbol: str, bars: pd.DataFrame, source: str = "embedded"
             for ts, vals in zip(bars.index, bars[BAR_COLUMNS].to_numpy(), strict=True)]
     with self.session() as s:
         for i in range(0, len(rows), chunk):
-            stmt = sqlite_insert(Ohlcv).values(rows[i:i + chunk])
+            stmt = self.insert(Ohlcv).values(rows[i:i + chunk])
             update = {c: stmt.excluded[c] for c in [*BAR_COLUMNS, "source"]}
             s.execute(stmt.on_conflict_do_update(index_elements=["symbol", "date"], set_=update))
     return len(rows)
@@ -390,11 +577,12 @@ def ohlcv_summary(self) -> pd.DataFrame:
 def load_ohlcv_many(self, symbols: list[str], end: date | None = None,
                     ) -> dict[str, pd.DataFrame]:
     "`{symbol: bars}` up to `end` (inclusive) for every symbol in `symbols` (empty when none)."
-    sql = (f"SELECT symbol, date, {', '.join(BAR_COLUMNS)} FROM ohlcv WHERE symbol IN "
-           f"({', '.join('?' * len(symbols))})" + (" AND date <= ?" if end else "") +
-           " ORDER BY symbol, date")
-    with self.engine.connect() as c:
-        rows = c.exec_driver_sql(sql, (*symbols, *([str(end)] if end else []))).fetchall()
+    sql = text(f"SELECT symbol, date, {', '.join(BAR_COLUMNS)} FROM ohlcv WHERE symbol IN "
+               ":symbols" + (" AND date <= :end" if end else "") + " ORDER BY symbol, date")
+    sql = sql.bindparams(bindparam("symbols", expanding=True), *([bindparam("end", type_=Date)]
+                                                                 if end else []))
+    with self.engine.connect() as c:    # plain rows, no ORM objects: 500 symbols x 400 bars
+        rows = c.execute(sql, {"symbols": symbols, **({"end": end} if end else {})}).fetchall()
     df = pd.DataFrame(rows, columns=["symbol", "date", *BAR_COLUMNS])
     out = {}
     for sym in symbols:

@@ -6,15 +6,18 @@
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from .bars import Bars, load_bars, start_quotes
 from .broker import Broker, MarketData, SimBroker
+from .chain import seal_run
 from .config import TradingParams, load_params, load_secrets
 from .db import Database, init_db
 from .decision import Decision, decide
@@ -23,6 +26,7 @@ from .model import ModelError, TradingModel, load_model
 from .orders import Orders, submit_orders
 from .outcome import Outcome, Snapshot, finish_run, take_snapshot
 from .reconcile import Reconciliation, reconcile
+from .runs import LAUNCHER_PID, RunOutcome, execute_run, home_relative
 from .risk_check import RiskCheck, check_risk
 from .state import halt_reason
 from .trade import (OpenRun, Reason, RunPlan, Why, begin_run, collect_params,
@@ -31,7 +35,8 @@ from .trade import (OpenRun, Reason, RunPlan, Why, begin_run, collect_params,
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'STEPS', 'make_broker', 'plan_for', 'open_run', 'RunRecord', 'run_all', 'notebook_steps', 'run_steps']
+__all__ = ['log', 'ASK_SIM_CLOCK', 'STEPS', 'make_broker', 'RunStop', 'kernel_origin', 'run_by_hand', 'plan_for', 'open_run',
+           'RunRecord', 'run_all', 'notebook_steps', 'run_steps']
 
 # %% ../nbs/13a_hourly.ipynb #a878aa53
 def make_broker(params: TradingParams, db: Database, as_of: datetime,
@@ -50,21 +55,50 @@ def _kernel_logging() -> None:
                       secrets=load_secrets().secret_values())
 
 def _plan_here(db: Database, params: TradingParams, run_id: str | None) -> RunPlan:
-    "Plan and record a run without a launcher."
-    plan = make_plan(db, params, run_id)
+    "Plan and record a run in this process (`run_steps`)."
+    plan = make_plan(db, params, run_id, origin="in-process")
     begin_run(db, plan)
     return plan
 
-def plan_for(run_id: str | None, namespace: dict[str, Any]) -> RunPlan:
-    "The notebook's plan: the launcher's for `run_id`, else made now from its parameters."
-    _kernel_logging()
-    if (plan := load_plan(run_id)) is not None: return plan
-    params = load_params(overrides=collect_params(namespace))
-    db = init_db(params.db_url)
+class RunStop(Exception):
+    "Stops a notebook at the cell that raises it, with one sentence (IPython: no traceback)."
+    def _render_traceback_(self) -> list[str]: return [str(self)]
+
+# %% ../nbs/13a_hourly.ipynb #a1b2c301
+def kernel_origin() -> str:
+    "Who runs this kernel by hand: JupyterLab (it names the session), nbconvert, or another."
+    if os.environ.get("JPY_SESSION_NAME"): return "manual:jupyterlab"
     try:
-        return _plan_here(db, params, run_id)
-    finally:
-        db.close()
+        parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:             # not Linux: the parent's name is unknown
+        parent = ""
+    return "manual:nbconvert" if "nbconvert" in parent else "manual:kernel"
+
+# %% ../nbs/13a_hourly.ipynb #a1b2c303
+ASK_SIM_CLOCK = ("In sim a run by hand takes the replay's next session only when asked: set "
+                 "as_of (e.g. '2011-03-22T19:30:00Z') or advance_sim_clock = True in the "
+                 "parameters cell.")
+
+def run_by_hand(namespace: dict[str, Any]) -> RunOutcome:
+    "A new recorded run, as `stockstock trade` makes one, with the notebook's parameters."
+    params = load_params(overrides=collect_params(namespace))
+    if params.mode == "sim" and params.as_of is None and not namespace.get("advance_sim_clock"):
+        raise RunStop(ASK_SIM_CLOCK)
+    return execute_run(params, origin=kernel_origin())
+
+# %% ../nbs/13a_hourly.ipynb #a1b2c304
+def plan_for(run_id: str | None, namespace: dict[str, Any]) -> RunPlan:
+    "The launcher's plan for `run_id`; any other kernel stops here (after launching a run)."
+    _kernel_logging()
+    if os.environ.get(LAUNCHER_PID) and (plan := load_plan(run_id)) is not None: return plan
+    if run_id is not None:
+        raise RunStop(f"Run {run_id} has finished and its record is written once, so this copy "
+                      f"does not run again; to run its decision again use "
+                      f"`stockstock trade --replay {run_id}`.")
+    o = run_by_hand(namespace)
+    where = f"; its notebook: {home_relative(o.notebook)}" if o.notebook else ""
+    raise RunStop(f"This notebook launched run {o.run_id} ({kernel_origin()}), which ended "
+                  f"{o.status}{': ' + o.reason if o.reason else ''}{where}.")
 
 # %% ../nbs/13a_hourly.ipynb #4923e155
 def _load_run_model(plan: RunPlan) -> tuple[TradingModel | None, Reason | None]:
@@ -135,8 +169,10 @@ def notebook_steps(path: str) -> list[tuple[str, str]]:
 
 # %% ../nbs/13a_hourly.ipynb #fdac642d
 def run_steps(parameters: dict[str, Any], run_id: str | None = None) -> RunRecord:
-    "One whole run with `parameters` (planned, recorded, opened, every step): its record."
+    "One whole run with `parameters` (planned, recorded, opened, every step, sealed): its record."
     _kernel_logging()
     params = load_params(overrides=parameters)
     db = init_db(params.db_url)
-    return run_all(open_run(_plan_here(db, params, run_id), db))
+    record = run_all(open_run(_plan_here(db, params, run_id), db))
+    seal_run(db, record.run.run_id)
+    return record

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -23,7 +23,6 @@ from typing import Any, Literal, TypeVar
 import pandas as pd
 import requests
 from fastcore.basics import patch_to
-from filelock import FileLock
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 
@@ -33,6 +32,7 @@ from .cache import cached_ranges, fetch_bars, missing_ranges
 from .calendar import NEW_YORK, SEOUL, last_sessions, session_of
 from .config import Secrets, TradingParams, check_credentials, load_secrets, resolve_path
 from .db import BAR_COLUMNS, Database
+from .locks import holding, shared_value
 from .log import get_logger
 
 log = get_logger(__name__)
@@ -49,9 +49,10 @@ RATES = {"real": 20,   # requests per second, per KIS domain
 class RateLimiter:
     "At most `rate` requests in any `window` seconds, across threads (and processes, with `path`)."
     def __init__(self, rate: float, window: float = 1.0, margin: float = 0.05,
-                 path: str | None = None, flight_s: float = 60.0) -> None:
+                 path: Any = None, flight_s: float = 60.0) -> None:    # a file, or `shared_value`
         if rate < 1: rate, window = 1, window / rate          # e.g. 0.5/s: 1 request per 2 s
-        self.rate, self.span, self.path, self.flight = int(rate), window + margin, path, flight_s
+        self.rate, self.span, self.flight = int(rate), window + margin, flight_s
+        self.path = shared_value(path) if isinstance(path, str) else path
         self._slots: list[list] = []          # [sent, answered or None, id], both epoch seconds
         self._lock, self._ids = threading.Lock(), itertools.count()
         self.waited = 0.0
@@ -60,13 +61,10 @@ class RateLimiter:
 @patch_to(RateLimiter)
 @contextmanager
 def _shared(self):
-    "The slot list, under the thread lock and (with `path`) the file's lock; saved after."
-    with self._lock, (FileLock(self.path + ".lock") if self.path else nullcontext()):
-        if self.path:
-            try: self._slots = json.loads(Path(self.path).read_text())
-            except (OSError, ValueError): self._slots = []
-        yield self._slots
-        if self.path: Path(self.path).write_text(json.dumps(self._slots))
+    "The slot list, under the thread lock and (with `path`) the project's one; saved after."
+    with self._lock, holding(self.path, self._slots) as slots:
+        yield slots
+
 
 # %% ../nbs/13_kis.ipynb #rl_acquire
 @patch_to(RateLimiter)
@@ -193,7 +191,8 @@ class KisConnection:
     "A bounded, rate-limited python-kis client for one run (`paper` or `live`)."
     def __init__(self, secrets: Secrets, mode: Literal["paper", "live"],
                  request_timeout_s: float = 10.0, attempts: int = 3,
-                 rates: dict[str, int] | None = None, token_wait_s: float = 61.0) -> None:
+                 rates: dict[str, int] | None = None, token_wait_s: float = 61.0,
+                 db_url: str | None = None) -> None:    # PostgreSQL: the budget in the database
         import pykis.kis        # python-kis is heavy (~0.5 s): imported when KIS is talked to
         from pykis import PyKis
         from pykis.api.auth.token import KisAccessToken
@@ -205,7 +204,7 @@ class KisConnection:
         self.mode, self.attempts, self.timeout = mode, attempts, request_timeout_s
         self.kis = PyKis(**kw)
         self.kis._rate_limiters = {"real": _NoLimit(), "virtual": _NoLimit()}
-        self._mount(rates or RATES, request_timeout_s, token_wait_s)
+        self._mount(rates or RATES, request_timeout_s, token_wait_s, db_url)
 
     @property
     def account(self) -> Any: return self.kis.primary
@@ -214,10 +213,11 @@ class KisConnection:
 
 # %% ../nbs/13_kis.ipynb #conn_mount
 @patch_to(KisConnection)
-def _mount(self, rates: dict[str, int], timeout: float, token_wait: float) -> None:
-    "A limiter per domain (shared by every process through `data/`) and our adapters on pykis."
+def _mount(self, rates: dict[str, int], timeout: float, token_wait: float,
+           db_url: str | None = None) -> None:
+    "A limiter per domain (shared by every process: `data/`, or the database) and our adapters."
     resolve_path("data").mkdir(parents=True, exist_ok=True)
-    self.limiters = {d: RateLimiter(r, path=str(resolve_path(f"data/kis_rate_{d}.json")))
+    self.limiters = {d: RateLimiter(r, path=shared_value(f"data/kis_rate_{d}.json", db_url))
                      for d, r in rates.items()}
     self.adapters = {d: _Adapter(self.limiters[d], timeout, token_wait)
                      for d in ("real", "virtual")}
@@ -376,7 +376,8 @@ class KisBroker:
         "Market data and broker of `params.mode` (one connection for both)."
         conn = KisConnection(secrets or load_secrets(), params.mode,
                              request_timeout_s=params.request_timeout_s,
-                             rates={**RATES, "virtual": params.paper_requests_per_s})
+                             rates={**RATES, "virtual": params.paper_requests_per_s},
+                             db_url=db.url)
         market = KisMarketData(conn, db)
         return market, cls(conn, market, as_of)
 

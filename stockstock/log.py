@@ -29,6 +29,7 @@ SECRET_FIELDS = frozenset({
     # our Secrets fields (and their environment variable names, compared case-insensitively)
     "kis_app_key", "kis_app_secret", "kis_account", "kis_virtual_app_key",
     "kis_virtual_app_secret", "kis_virtual_account", "kis_hts_id", "telegram_bot_token",
+    "db_password", "stockstock_db_password", "database_url", "stockstock_db_url",
     # KIS wire format and python-kis names
     "appkey", "appsecret", "secretkey", "access_token", "approval_key", "cano", "hts_id",
     # HTTP and generic credential names

@@ -433,6 +433,8 @@ class TradingModel(Protocol):
 class ModelError(Exception):
     "A model file that must not be used (missing, tampered, wrong features, pickled)."
 
+
+# %% ../nbs/07_model.ipynb #lgbm_model
 @dataclass
 class LGBMTradingModel:
     "A LightGBM booster with its metadata and calibrator; satisfies `TradingModel`."
@@ -462,6 +464,7 @@ class LGBMTradingModel:
         "Class probabilities in `CLASSES` order, calibrated when the model has a calibrator."
         raw = self.raw_proba(X)
         return raw if self.calibrator is None else self.calibrator.apply(raw)
+
 
 # %% ../nbs/07_model.ipynb #b4b9aa37
 BIAS = "_bias"    # the key of the bias (expected raw score) next to the feature contributions
@@ -582,6 +585,8 @@ def _load_calibrator(path: Path, meta: dict) -> Calibrator | None:
                          "modified; retrain")
     return Calibrator.from_dict(json.loads(file.read_text()))
 
+
+# %% ../nbs/07_model.ipynb #load_model
 def load_model(path: str | Path) -> LGBMTradingModel:
     "Load a saved model after checking its format, hashes and feature list (`ModelError` if not)."
     path = Path(path)
@@ -604,6 +609,7 @@ def load_model(path: str | Path) -> LGBMTradingModel:
         raise ModelError(f"{path.name}: booster has {booster.num_feature()} features")
     return LGBMTradingModel(booster, meta, sha256=digest, calibrator=_load_calibrator(path, meta),
                             feature_set=feature_set)
+
 
 # %% ../nbs/07_model.ipynb #e0bef243
 def default_cutoff(trading_days: list[pd.Timestamp] | pd.DatetimeIndex, sessions: int = 504,

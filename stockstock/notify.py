@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
+from .chain import CHAIN_HEAD
 from .config import Secrets, TradingParams
 from .db import Database, Notice, Run, Trade
 from .log import get_logger, quiet_libraries
@@ -221,6 +222,8 @@ def daily_summary(db: Database, params: TradingParams, now: datetime | None = No
     head.append(f"Runs (24 h): {counts['ok']} ok, {counts['failed']} failed, "
                 f"{counts['skipped']} skipped · orders: {len(trades)} · still open: "
                 f"{st.open_orders}")
+    if anchor := db.get_state(CHAIN_HEAD):    # a copy of the chain's head, off this machine
+        head.append(f"Audit chain: #{anchor['seq']} <code>{anchor['sha256'][:16]}</code>")
     failed = [f"❌ {local(r.started_at, tz)} {r.run_id}" for r in runs if r.status == "failed"]
     return fit("\n".join(head), failed, f"(times {tz_label(tz)})" if failed else "", empty="")
 

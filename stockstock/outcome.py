@@ -27,7 +27,7 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'ACTED', 'REJECTIONS', 'Snapshot', 'take_snapshot', 'SignalOutcome', 'order_outcomes', 'hold_outcome',
-           'rejection_outcome', 'signal_outcomes', 'unacted', 'run_note', 'Outcome', 'finish_run']
+           'rejection_outcome', 'signal_outcomes', 'unacted', 'quiet_notes', 'run_note', 'Outcome', 'finish_run']
 
 # %% ../nbs/11f_outcome.ipynb #3914bc7c
 @dataclass
@@ -141,6 +141,13 @@ def unacted(signals: list[Signal], outcomes: dict[str, Reason], bars: Bars,
     return [f"{', '.join(syms)} {what}" for what, syms in groups.items()]
 
 # %% ../nbs/11f_outcome.ipynb #de315c8d
+def quiet_notes(decision: Decision, outcomes: dict[str, Reason], bars: Bars) -> list[str]:
+    "Why a run with nothing unusual did nothing: its HOLDs counted, symbols not listed yet."
+    holds = sum(outcomes[s.symbol].code == SignalOutcome.BELOW_THRESHOLD
+                for s in decision.signals if s.symbol in outcomes)
+    return ([f"{holds} HOLD below threshold"] if holds else []) + \
+        [str(c.reason) for c in bars.checks.values() if c.status == "not_listed"]
+
 def run_note(decision: Decision, risk: RiskCheck, outcomes: dict[str, Reason],
              bars: Bars) -> str | None:
     "What a person should know of an ok run: halted, model unfit, not the decision run, ..."
@@ -148,7 +155,8 @@ def run_note(decision: Decision, risk: RiskCheck, outcomes: dict[str, Reason],
     if risk.halt: notes.append(f"halted ({risk.halt}): entries blocked")
     if p is not None and p.code == Why.NOT_DECISION_TIME: notes.append(f"protection only: {p}")
     elif p is not None: notes.append(f"{p}; protection only")
-    return "; ".join(notes + unacted(decision.signals, outcomes, bars, risk.halt)) or None
+    notes += unacted(decision.signals, outcomes, bars, risk.halt)
+    return "; ".join(notes or quiet_notes(decision, outcomes, bars)) or None
 
 # %% ../nbs/11f_outcome.ipynb #463e5ba9
 @dataclass
@@ -194,7 +202,7 @@ def finish_run(run: OpenRun, bars: Bars, decision: Decision, risk: RiskCheck, or
                   orders.n_sent, snapshot.equity, snapshot.pnl, outcomes)
     run.db.finish_run(run.run_id, "ok", reason=out.note, n_signals=out.n_signals,
                       n_orders=out.n_orders, equity=out.equity, pnl=out.pnl)
-    if run.params.mode == "sim": sim_session_done(run.db, run.plan.session)
+    if run.params.mode == "sim" and run.plan.moves_clock: sim_session_done(run.db, run.plan.session)
     if decision.protection is None: run.db.set_state(DECIDED, str(run.plan.session))
     log.info("run_finished", **out.summary)
     return out

@@ -13,11 +13,13 @@ from typing import Any
 
 from .calendar import format_instant
 from .config import resolve_path
-from .db import Database, Run
+from sqlalchemy import func, select
+
+from .db import Database, Run, SignalRow
 from .files import write_text_atomic
 
 # %% auto #0
-__all__ = ['run_row', 'runs_table', 'write_index']
+__all__ = ['run_row', 'runs_table', 'signal_counts', 'write_index']
 
 # %% ../nbs/11h_run_index.ipynb #819929a2
 def run_row(r: Run) -> dict[str, Any]:
@@ -46,16 +48,18 @@ def _link(run: Run, outputs: Path) -> str:
     return f"<a href='{report}'>report</a> · <a href='{raw}'>ipynb</a>"
 
 # %% ../nbs/11h_run_index.ipynb #row
-def _row(r: Run, outputs: Path) -> str:
+def _row(r: Run, outputs: Path, actions: str = "") -> str:
     money = lambda v: "" if v is None else f"{v:,.2f}"   # noqa: E731
     return (f"<tr class='run {r.status} {r.mode}' style='{_STATUS_CSS.get(r.status, '')}'>"
             f"<td class='when'>{h.escape(format_instant(r.as_of))}</td>"
-            f"<td><code>{h.escape(r.run_id)}</code></td><td>{r.status}</td>"
-            f"<td class='n'>{r.n_signals}</td><td class='n'>{r.n_orders}</td>"
+            f"<td class='id'><code>{h.escape(r.run_id)}</code></td><td>{r.status}</td>"
+            f"<td class='id'>{h.escape(actions) or r.n_signals}</td>"
+            f"<td class='n'>{r.n_orders}</td>"
             f"<td class='n'>{money(r.pnl)}</td><td class='n'>{money(r.equity)}</td>"
             f"<td>{h.escape(r.reason or '')}</td><td>{_link(r, outputs)}</td></tr>")
 
-_HEAD = ("<tr><th>decision time (ET / KST)</th><th>run</th><th>status</th><th>signals</th>"
+_HEAD = ("<tr><th>decision time (ET / KST)</th><th>run</th><th>status</th>"
+         "<th>signals by action</th>"
          "<th>orders</th><th>P&amp;L</th><th>equity</th><th>reason / note</th>"
          "<th>notebook</th></tr>")
 
@@ -90,16 +94,27 @@ def _backtest_links(outputs: Path) -> str:
     return f"<h2>Backtest reports</h2><ul>{items}</ul>"
 
 # %% ../nbs/11h_run_index.ipynb #a3126a9a
-def _tables(runs: list[Run], outputs: Path) -> str:
+def signal_counts(db: Database, runs: list[Run]) -> dict[str, str]:
+    "Each run's signals counted by action, e.g. `1 BUY · 4 HOLD` (HOLDs too: a run that held)."
+    q = (select(SignalRow.run_id, SignalRow.action, func.count())
+         .where(SignalRow.run_id.in_([r.run_id for r in runs]))
+         .group_by(SignalRow.run_id, SignalRow.action).order_by(SignalRow.action))
+    out: dict[str, list[str]] = {}
+    with db.session() as s:
+        for run_id, action, n in s.execute(q): out.setdefault(run_id, []).append(f"{n} {action}")
+    return {k: " · ".join(v) for k, v in out.items()}
+
+def _tables(runs: list[Run], outputs: Path, actions: dict[str, str]) -> str:
     "One table per mode (sim, paper, live), the runs in their order."
-    return "".join(
-        f"<h2>{mode}</h2><table>{_HEAD}{''.join(_row(r, outputs) for r in runs if r.mode == mode)}"
-        "</table>" for mode in ("sim", "paper", "live") if any(r.mode == mode for r in runs))
+    rows = lambda mode: "".join(_row(r, outputs, actions.get(r.run_id, ""))  # noqa: E731
+                                for r in runs if r.mode == mode)
+    return "".join(f"<h2>{mode}</h2><table>{_HEAD}{rows(mode)}</table>"
+                   for mode in ("sim", "paper", "live") if any(r.mode == mode for r in runs))
 
 _PAGE_HEAD = ("<!doctype html><html><head><meta charset='utf-8'><title>StockStock runs</title>"
               "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
               "td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}"
-              "td.when{white-space:nowrap}td.n{text-align:right}</style>")
+              "td.when,td.id{white-space:nowrap}td.n{text-align:right}</style>")
 
 # %% ../nbs/11h_run_index.ipynb #151708db
 def write_index(db: Database, outputs: Path, limit: int = 2000) -> Path:
@@ -114,7 +129,8 @@ def write_index(db: Database, outputs: Path, limit: int = 2000) -> Path:
             f"{_equity_chart(runs)}<p>status <select id='status' onchange='applyFilters()'>"
             f"<option value=''>all</option>{options(counts)}</select> mode <select id='mode' "
             f"onchange='applyFilters()'><option value=''>all</option>"
-            f"{options(['sim', 'paper', 'live'])}</select></p>{_tables(runs, outputs)}"
+            f"{options(['sim', 'paper', 'live'])}</select></p>"
+            f"{_tables(runs, outputs, signal_counts(db, runs))}"
             f"{_backtest_links(outputs)}</body></html>")
     path = outputs / "index.html"
     write_text_atomic(path, page)

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastcore.basics import patch_to
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 import stockstock
 from .config import ConfigError, TradingParams, as_papermill, resolve_path
 from .files import file_sha256, write_text_atomic
+from .locks import LOCK_DB_URL, FileProjectLock, DatabaseLock, project_lock
 from .log import get_logger
 
 if TYPE_CHECKING:  # imported where used, after the kernel started (see Speed)
@@ -32,12 +33,13 @@ if TYPE_CHECKING:  # imported where used, after the kernel started (see Speed)
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'TEMPLATE', 'ATOMIC', 'RUN_LOCK', 'KERNEL_LOCK', 'LAUNCHER_PID', 'PRELOAD', 'KERNEL_EXIT_S', 'BUSY_RECORD_S',
-           'template_path', 'home_relative', 'output_path', 'hide_unused_imports', 'skip_final_collection', 'preload',
-           'write_notebook', 'AtomicLocalHandler', 'register_atomic_io', 'mark_stopped', 'ensure_plotly_js',
-           'tag_notebook', 'seal', 'HtmlRenderer', 'render_html', 'run_lock', 'kernel_lock', 'exit_with_launcher',
-           'kernel_startup', 'wait_for_kernels', 'RunKernel', 'RunOutcome', 'queue_failed_run',
-           'close_interrupted_runs', 'usable_folder', 'sqlite_file', 'check_paths', 'execute_run']
+__all__ = ['log', 'TEMPLATE', 'ATOMIC', 'RUN_TEMPLATE', 'RUN_LOCK', 'KERNEL_LOCK', 'LAUNCHER_PID', 'PRELOAD', 'KERNEL_EXIT_S',
+           'BUSY_RECORD_S', 'template_path', 'home_relative', 'output_path', 'hide_unused_imports',
+           'skip_final_collection', 'preload', 'write_notebook', 'AtomicLocalHandler', 'register_atomic_io',
+           'mark_stopped', 'ensure_plotly_js', 'tag_notebook', 'seal', 'run_exporter', 'HtmlRenderer', 'render_html',
+           'run_lock', 'kernel_lock', 'exit_with_launcher', 'kernel_startup', 'wait_for_kernels', 'RunKernel',
+           'RunOutcome', 'queue_failed_run', 'finish_unsealed_notebooks', 'close_interrupted_runs', 'usable_folder',
+           'sqlite_file', 'check_paths', 'execute_run']
 
 # %% ../nbs/12_runs.ipynb #cdca220d
 TEMPLATE = "scheduled/hourly_trade.ipynb"
@@ -91,10 +93,12 @@ def preload() -> None:
 ATOMIC = "atomic://"
 
 def write_notebook(nb: Any, path: Path) -> None:
-    "Write notebook node `nb` to `path` atomically."
+    "Write notebook node `nb` to `path` atomically, byte for byte as Jupyter's save writes it."
     import nbformat  # nbformat: notebook files only
-    write_text_atomic(path, nbformat.writes(nb))
+    write_text_atomic(path, nbformat.writes(nb) + "\n")     # nbformat.write ends with a newline
 
+
+# %% ../nbs/12_runs.ipynb #atomic_handler
 class AtomicLocalHandler:
     "papermill I/O for `atomic://` paths: local files, every write atomic."
     def _path(self, path: str) -> Path: return Path(path.removeprefix(ATOMIC))
@@ -103,6 +107,7 @@ class AtomicLocalHandler:
     def listdir(self, path: str) -> list[str]:
         return [str(p) for p in self._path(path).iterdir()]
     def pretty_path(self, path: str) -> str: return str(self._path(path))
+
 
 # %% ../nbs/12_runs.ipynb #5e6f7081
 def register_atomic_io() -> None:
@@ -175,6 +180,10 @@ def tag_notebook(notebook: Path, **meta: Any) -> None:
     import nbformat  # nbformat: notebook files only
     nb = nbformat.read(notebook, as_version=4)
     nb.metadata["stockstock"] = {**nb.metadata.get("stockstock", {}), **meta}
+    from jupyter_client.kernelspec import KernelSpecManager  # jupyter_client: run launches only
+    spec = KernelSpecManager().get_kernel_spec("python3")   # what JupyterLab writes on opening
+    nb.metadata["kernelspec"] = dict(display_name=spec.display_name, language=spec.language,
+                                     name="python3")        # (so opening changes nothing)
     if "papermill" in nb.metadata:      # the path papermill wrote to, without the atomic:// scheme
         nb.metadata.papermill["output_path"] = home_relative(notebook)
     write_notebook(nb, notebook)
@@ -183,6 +192,30 @@ def seal(path: Path) -> str:
     "Make `path` read-only; its SHA-256."
     path.chmod(0o444)
     return file_sha256(path)
+
+# %% ../nbs/12_runs.ipynb #e6a0b1c2
+RUN_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{% block footer_js %}<script>
+if (document.querySelector('.plotly-graph-div') && !window.Plotly) {
+  const note = document.createElement('p');
+  note.id = 'needs-plotly';
+  note.style = 'background:#fff3cd;padding:0.5em 1em;font-family:sans-serif';
+  note.textContent = 'The charts of this report need plotly.min.js one folder up '
+    + '(../plotly.min.js, as in outputs/): copy it there next to the folder of this file.';
+  document.body.prepend(note);
+}
+</script>{% endblock footer_js %}
+"""
+
+def run_exporter() -> Any:
+    "nbconvert's `lab` HTML exporter without its CDN scripts (require.js, MathJax, mermaid)."
+    from jinja2 import DictLoader  # nbconvert and jinja2: when a run is rendered
+    from nbconvert import HTMLExporter
+    return HTMLExporter(template_name="lab", template_file="stockstock_run.html.j2",
+                        extra_loaders=[DictLoader({"stockstock_run.html.j2": RUN_TEMPLATE})])
 
 # %% ../nbs/12_runs.ipynb #aa2811c7
 class HtmlRenderer:
@@ -194,8 +227,7 @@ class HtmlRenderer:
 
     def _warm(self, notebook: Path | None) -> None:
         import nbformat  # nbconvert and nbformat: on this thread, while the notebook runs
-        from nbconvert import HTMLExporter
-        exporter = HTMLExporter(template_name="lab")
+        exporter = run_exporter()
         if notebook is not None:
             exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
         self._exporter = exporter
@@ -203,9 +235,8 @@ class HtmlRenderer:
     def render(self, notebook: Path) -> Path:
         "Render `notebook` to HTML next to it."
         import nbformat  # nbconvert and nbformat: imported by the warm-up already
-        from nbconvert import HTMLExporter
         self._thread.join()
-        exporter = self._exporter or HTMLExporter(template_name="lab")  # the warm-up failed
+        exporter = self._exporter or run_exporter()     # the warm-up failed
         body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
         out = notebook.with_suffix(".html")
         write_text_atomic(out, body)
@@ -219,9 +250,9 @@ def render_html(notebook: Path) -> Path:
 RUN_LOCK, KERNEL_LOCK = "data/run.lock", "data/kernel.lock"
 
 @contextmanager
-def run_lock() -> Iterator[bool]:
+def run_lock(db_url: str | None = None) -> Iterator[bool]:
     "Hold the one-run-at-a-time lock for the block: True, or False when another run holds it."
-    lock = FileLock(str(resolve_path(RUN_LOCK)))
+    lock = project_lock(RUN_LOCK, db_url)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -232,13 +263,14 @@ def run_lock() -> Iterator[bool]:
     finally:
         lock.release()
 
-def kernel_lock() -> FileLock:
+def kernel_lock(db_url: str | None = None) -> FileProjectLock | DatabaseLock:
     "The lock a run's kernel holds for its whole life (`wait_for_kernels` waits for it)."
-    return FileLock(str(resolve_path(KERNEL_LOCK)))
+    return project_lock(KERNEL_LOCK, db_url)
+
 
 # %% ../nbs/12_runs.ipynb #ad8e71ec
 LAUNCHER_PID = "STOCKSTOCK_LAUNCHER_PID"
-_kernel_lock: FileLock | None = None     # held by a run's kernel for its whole life
+_kernel_lock: FileProjectLock | DatabaseLock | None = None     # held by a run's kernel
 
 def exit_with_launcher(launcher: int, poll: float = 0.1) -> None:
     "Block until the process is orphaned (its parent `launcher` is gone), then exit at once."
@@ -248,21 +280,22 @@ def exit_with_launcher(launcher: int, poll: float = 0.1) -> None:
 
 # %% ../nbs/12_runs.ipynb #kernel_startup
 def kernel_startup() -> None:
-    "The run kernel's start-up code: hold the kernel lock, follow the launcher, preload."
+    "The run kernel's start-up code: follow the launcher, hold the kernel lock, preload."
     global _kernel_lock
-    _kernel_lock = kernel_lock()
+    if launcher := int(os.environ.get(LAUNCHER_PID) or 0):   # first: taking a database's
+        threading.Thread(target=exit_with_launcher, args=(launcher,), daemon=True).start()
+    _kernel_lock = kernel_lock(os.environ.get(LOCK_DB_URL))    # lock takes a while
     try:
         _kernel_lock.acquire(timeout=10)
     except Timeout:
         os._exit(88)                     # another run's kernel is alive: never overlap it
-    if launcher := int(os.environ.get(LAUNCHER_PID) or 0):
-        threading.Thread(target=exit_with_launcher, args=(launcher,), daemon=True).start()
     preload()
 
+
 # %% ../nbs/12_runs.ipynb #e7f8091a
-def wait_for_kernels(timeout: float = 30.0) -> bool:
+def wait_for_kernels(timeout: float = 30.0, db_url: str | None = None) -> bool:
     "Wait until no run kernel holds the kernel lock; False if one still does after `timeout`."
-    lock = kernel_lock()
+    lock = kernel_lock(db_url)
     try:
         lock.acquire(timeout=timeout)
     except Timeout:
@@ -277,7 +310,7 @@ KERNEL_EXIT_S = 20.0   # jupyter_client's shutdown_wait_time: SIGTERM at half, S
 
 class RunKernel:
     "The run's Jupyter kernel: started early, loading the run's modules as it boots."
-    def __init__(self, cwd: Path, preload: bool = True) -> None:
+    def __init__(self, cwd: Path, preload: bool = True, db_url: str | None = None) -> None:
         from jupyter_client import AsyncKernelManager  # jupyter_client (~0.2 s): run launches only
         from jupyter_core.utils import run_sync
         self._sync, self.clients, self._stopping = run_sync, [], False
@@ -296,7 +329,7 @@ class RunKernel:
         # with it, ipykernel 7 sometimes ignores the shutdown request and must be terminated.)
         args = ["--IPKernelApp.log_level=ERROR"]
         if preload: args.append(f"--IPKernelApp.exec_lines={PRELOAD}")
-        env = {**os.environ, LAUNCHER_PID: str(os.getpid())}
+        env = {**os.environ, LAUNCHER_PID: str(os.getpid()), LOCK_DB_URL: db_url or ""}
         run_sync(self.km.start_kernel)(extra_arguments=args, cwd=str(cwd), env=env)
 
 # %% ../nbs/12_runs.ipynb #kernel_life
@@ -368,15 +401,18 @@ class RunOutcome:
     def exit_code(self) -> int: return 1 if self.status == "failed" else 0
 
 # %% ../nbs/12_runs.ipynb #2b3c4d5f
-def _record_skip(params: TradingParams, replay_of: str | None, reason: str) -> RunOutcome:
+def _record_skip(params: TradingParams, replay_of: str | None, reason: str,
+                 origin: str = "scheduled") -> RunOutcome:
     "Record a run that could not start (another one holds the lock) as skipped."
-    from stockstock.db import DatabaseBusy, init_db  # SQLAlchemy: only for this rare record
+    from stockstock.chain import seal_run  # SQLAlchemy: only for this rare record
+    from stockstock.db import DatabaseBusy, init_db
     from stockstock.trade import new_run_id, record_skipped
     as_of = params.as_of or datetime.now(UTC)
     run_id = new_run_id(as_of, params.mode)
     try:
         db = init_db(params.db_url)
-        record_skipped(db, run_id, params, as_of, reason, replay_of)   # one insert
+        record_skipped(db, run_id, params, as_of, reason, replay_of, origin)   # one insert
+        seal_run(db, run_id)
         db.close()
     except DatabaseBusy:
         pass                             # the log line below is then the only record
@@ -409,11 +445,37 @@ def _finalise_notebook(out: Path, run_id: str, status: str, mode: str, as_of: da
     return dict(notebook_path=home_relative(out), notebook_sha256=seal(out),
                 html_sha256=seal(html))
 
+# %% ../nbs/12_runs.ipynb #finish_unsealed
+def finish_unsealed_notebooks(db: Database, recent: int = 20) -> list[str]:
+    "Finalise the notebooks of recent ended runs whose launcher died before sealing them."
+    from stockstock.chain import seal_run  # after the kernel started
+    from stockstock.trade import discard_plan
+    done = []
+    for run in db.list_runs(limit=recent, latest="started"):
+        if run.status in ("running", "skipped") or run.notebook_path is not None: continue
+        out = output_path(TradingParams(**{**run.params, "as_of": run.as_of}), run.as_of,
+                          run.run_id)
+        if not out.exists(): continue
+        stopped = (run.reason or "failed", "RunFailed") if run.status == "failed" else None
+        files = _finalise_notebook(out, run.run_id, run.status, run.mode, run.as_of,
+                                   run.replay_of, stopped)
+        db.update_run(run.run_id, **files)
+        seal_run(db, run.run_id)
+        discard_plan(run.run_id)
+        log.warning("run_notebook_finalised_late", run_id=run.run_id, status=run.status)
+        if run.status == "failed":
+            queue_failed_run(db, run.run_id, run.mode, run.reason, files["notebook_path"])
+        done.append(run.run_id)
+    return done
+
+
 # %% ../nbs/12_runs.ipynb #5e6f7082
 def close_interrupted_runs(db: Database) -> list[str]:
     "Fail the runs still `running` (their process is gone); finalise what notebook they left."
-    from stockstock.trade import discard_plan, lease_alive, lease_path  # after the kernel started
-    stale = [r for r in db.list_runs(limit=10_000, status="running") if not lease_alive(r.run_id)]
+    from stockstock.chain import seal_run  # after the kernel started
+    from stockstock.trade import discard_plan, lease_alive, lease_path
+    stale = [r for r in db.list_runs(limit=10_000, status="running")
+             if not lease_alive(r.run_id, db.url)]
     reason = "interrupted: the run's process ended without recording a result (killed?)"
     for run in stale:
         params = TradingParams(**{**run.params, "as_of": run.as_of})
@@ -421,17 +483,20 @@ def close_interrupted_runs(db: Database) -> list[str]:
                                    "failed", run.mode, run.as_of, run.replay_of,
                                    stopped=(reason, "RunInterrupted"))
         db.finish_run(run.run_id, "failed", reason=reason, **files)
+        seal_run(db, run.run_id)
         discard_plan(run.run_id)
         lease_path(run.run_id).unlink(missing_ok=True)
         log.warning("run_interrupted", run_id=run.run_id)
         queue_failed_run(db, run.run_id, run.mode, reason, files["notebook_path"])
+    finish_unsealed_notebooks(db)
     return [r.run_id for r in stale]
 
 # %% ../nbs/12_runs.ipynb #c9bc25da
-def _plan(db: Database, params: TradingParams, replay_of: str | None) -> RunPlan:
+def _plan(db: Database, params: TradingParams, replay_of: str | None,
+          origin: str = "scheduled") -> RunPlan:
     "Plan the run and record it (a closed market: recorded as skipped)."
     from stockstock.trade import begin_run, make_plan  # after the kernel started
-    plan = make_plan(db, params, replay_of=replay_of)
+    plan = make_plan(db, params, replay_of=replay_of, origin=origin)
     begin_run(db, plan)
     log.info("run_launched", run_id=plan.run_id, as_of=plan.as_of.isoformat(), mode=plan.mode)
     return plan
@@ -465,7 +530,8 @@ BUSY_RECORD_S = 900.0   # how long a run the lock defeated keeps trying to recor
 def _busy_outcome(db: Database, plan: RunPlan | None, reason: str,
                   started: float) -> RunOutcome:
     "End a run the database's lock defeated: finalise its notebook, record failure if possible."
-    from stockstock.db import DatabaseBusy  # after the kernel started
+    from stockstock.chain import seal_run  # after the kernel started
+    from stockstock.db import DatabaseBusy
     log.error("run_failed", run_id=plan.run_id if plan else None, error=reason)
     if plan is None: return RunOutcome(None, "failed", reason)
     out = output_path(plan.params, plan.as_of, plan.run_id)
@@ -475,6 +541,7 @@ def _busy_outcome(db: Database, plan: RunPlan | None, reason: str,
     while True:          # each try waits the busy timeout: written as soon as the lock is gone
         try:
             db.finish_run(plan.run_id, "failed", reason=reason, **files)
+            seal_run(db, plan.run_id)
             break
         except DatabaseBusy:
             if time.monotonic() > deadline: break    # given up: its lease ends with us
@@ -486,7 +553,8 @@ def _busy_outcome(db: Database, plan: RunPlan | None, reason: str,
 def _execute(db: Database, plan: RunPlan, unpinned: bool, cell_timeout: int, kernel: RunKernel,
              started: float) -> RunOutcome:
     "papermill on the planned run's kernel; the outcome recorded, the notebook finalised."
-    from stockstock.run_index import write_index  # after the kernel started
+    from stockstock.chain import seal_run  # after the kernel started
+    from stockstock.run_index import write_index
     out = output_path(plan.params, plan.as_of, plan.run_id)
     out.parent.mkdir(parents=True, exist_ok=True)
     ensure_plotly_js(resolve_path(plan.params.outputs_dir))
@@ -497,6 +565,7 @@ def _execute(db: Database, plan: RunPlan, unpinned: bool, cell_timeout: int, ker
     else: kernel.stop(now=True)                             # a timed-out cell may still run
     status, reason, files = _settle(db, plan, unpinned, error, renderer)
     db.update_run(plan.run_id, duration_s=time.monotonic() - started)
+    seal_run(db, plan.run_id)                               # the record is final: chained
     write_index(db, resolve_path(plan.params.outputs_dir))
     kernel.stop()
     html = out.with_suffix(".html")
@@ -505,9 +574,10 @@ def _execute(db: Database, plan: RunPlan, unpinned: bool, cell_timeout: int, ker
 
 # %% ../nbs/12_runs.ipynb #f09d6ae9
 def _launch(params: TradingParams, replay_of: str | None, cell_timeout: int, kernel: RunKernel,
-            started: float) -> RunOutcome:
+            started: float, origin: str = "scheduled") -> RunOutcome:
     "The run under the lock: plan, execute (or skip a closed market), settle, index."
-    from stockstock.db import DatabaseBusy, init_db  # SQLAlchemy, pandas: after the kernel started
+    from stockstock.chain import seal_run  # SQLAlchemy, pandas: after the kernel started
+    from stockstock.db import DatabaseBusy, init_db
     from stockstock.run_index import write_index
     from stockstock.trade import discard_plan, drop_lease, save_plan
     try:
@@ -517,9 +587,10 @@ def _launch(params: TradingParams, replay_of: str | None, cell_timeout: int, ker
         return RunOutcome(None, "failed", str(e))
     try:
         close_interrupted_runs(db)
-        plan = _plan(db, params, replay_of)
+        plan = _plan(db, params, replay_of, origin)
         if plan.skip is not None:                                   # no kernel needed
             kernel.stop(now=True)
+            seal_run(db, plan.run_id)
             write_index(db, resolve_path(params.outputs_dir))
             return RunOutcome(plan.run_id, "skipped", str(plan.skip),
                               duration_s=time.monotonic() - started)
@@ -575,17 +646,18 @@ def check_paths(params: TradingParams) -> None:
 
 # %% ../nbs/12_runs.ipynb #014f485c
 def execute_run(params: TradingParams, replay_of: str | None = None,
-                cell_timeout: int = 600) -> RunOutcome:
+                cell_timeout: int = 600, origin: str = "scheduled") -> RunOutcome:
     "Run the scheduled notebook once (one run at a time); record and render the outcome."
     check_paths(params)                                # one line, exit 2, nothing recorded
-    with run_lock() as mine:
-        if not mine: return _record_skip(params, replay_of, "another run is in progress")
-        if not wait_for_kernels():
-            return _record_skip(params, replay_of, "a previous run's kernel is still running")
+    with run_lock(params.db_url) as mine:
+        if not mine: return _record_skip(params, replay_of, "another run is in progress", origin)
+        if not wait_for_kernels(db_url=params.db_url):
+            return _record_skip(params, replay_of, "a previous run's kernel is still running",
+                                origin)
         started = time.monotonic()
         hide_unused_imports()                          # before anything imports nbformat
-        kernel = RunKernel(resolve_path("."))          # boots and imports on the other core
+        kernel = RunKernel(resolve_path("."), db_url=params.db_url)   # boots on the other core
         try:
-            return _launch(params, replay_of, cell_timeout, kernel, started)
+            return _launch(params, replay_of, cell_timeout, kernel, started, origin)
         finally:
             kernel.stop(now=True)                       # nothing left if a step above raised

@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
+from filelock import Timeout
 from pydantic import BaseModel, ConfigDict
 
 from .broker import Broker, MarketData
@@ -24,6 +24,7 @@ from .config import (ConfigError, TradingParams, as_papermill, check_credentials
                                load_secrets, resolve_path)
 from .db import Database, RiskEventRow, Run, Trade, utcnow
 from .files import model_cutoff, read_model_meta, write_text_atomic
+from .locks import DatabaseLock, FileProjectLock, on_server, project_lock
 from .log import get_logger
 from .messages import order_notice
 from .state import DECIDED, next_sim_session, sim_session_done
@@ -131,6 +132,8 @@ class RunPlan(BaseModel):
     model_issue: Reason | None = None   # why the model may not decide (known before the run)
     skip: Reason | None = None          # why the run does nothing at all (market closed)
     replay_of: str | None = None        # the run this one replays
+    origin: str = "scheduled"           # who started it (see db.RUN_ORIGINS)
+    moves_clock: bool = True            # sim: its session moves the replay clock
 
     @property
     def as_of(self) -> datetime: return self.params.as_of
@@ -141,7 +144,7 @@ class RunPlan(BaseModel):
 
 # %% ../nbs/11_trade.ipynb #b228ff65
 def make_plan(db: Database, params: TradingParams, run_id: str | None = None,
-              replay_of: str | None = None) -> RunPlan:
+              replay_of: str | None = None, origin: str = "scheduled") -> RunPlan:
     "The plan of a run with `params` (`ConfigError` when it must not start)."
     path = resolve_path(params.model_path)
     meta = read_model_meta(path)
@@ -152,31 +155,26 @@ def make_plan(db: Database, params: TradingParams, run_id: str | None = None,
                    params=params.model_copy(update={"as_of": as_of}), session=session,
                    decides=is_decision_run(params, db, as_of, session), model_path=str(path),
                    model_meta=meta, model_issue=model_staleness(meta, session, params),
-                   skip=market_closed(as_of), replay_of=replay_of)
+                   skip=market_closed(as_of), replay_of=replay_of, origin=origin,
+                   moves_clock=not origin.startswith("manual") or params.as_of is None)
 
 # %% ../nbs/11_trade.ipynb #lease_take
 LEASES = "data/leases"
-_held: dict[str, FileLock] = {}          # the leases this process holds, by run id
+_held: dict[str, FileProjectLock | DatabaseLock] = {}   # the leases this process holds, by run
 
 def lease_path(run_id: str) -> Path:
-    "The lock file of run `run_id`'s lease."
+    "The lock file of run `run_id`'s lease (SQLite; PostgreSQL's is in the database)."
     return resolve_path(LEASES) / f"{run_id}.lock"
 
-def take_lease(run_id: str) -> None:
-    "Hold run `run_id`'s lease until `drop_lease` or this process ends."
-    path = lease_path(run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path))
-    lock.acquire(timeout=0)
-    _held[run_id] = lock
-
+def take_lease(run_id: str, db_url: str | None = None) -> None:
+    "Hold run `run_id`'s lease (for `db_url`'s database) until `drop_lease` or this process ends."
+    _held[run_id] = project_lock(f"{LEASES}/{run_id}.lock", db_url).acquire(timeout=0)
 
 # %% ../nbs/11_trade.ipynb #lease_alive
-def lease_alive(run_id: str) -> bool:
+def lease_alive(run_id: str, db_url: str | None = None) -> bool:
     "Does a live process (this one included) hold run `run_id`'s lease?"
-    path = lease_path(run_id)
-    if not path.exists(): return False
-    probe = FileLock(str(path))
+    if not on_server(db_url) and not lease_path(run_id).exists(): return False
+    probe = project_lock(f"{LEASES}/{run_id}.lock", db_url)
     try:
         probe.acquire(timeout=0)
     except Timeout:
@@ -190,31 +188,32 @@ def drop_lease(run_id: str) -> None:
     lease_path(run_id).unlink(missing_ok=True)
     lock.release()
 
-
 # %% ../nbs/11_trade.ipynb #02f3dcd9
 def record_skipped(db: Database, run_id: str, params: TradingParams, as_of: datetime,
-                   reason: str, replay_of: str | None = None) -> None:
+                   reason: str, replay_of: str | None = None, origin: str = "scheduled",
+                   ) -> None:
     "Record run `run_id` as `skipped` for `reason`: one insert, never `running` in between."
     now = utcnow()
     db.add(Run(run_id=run_id, as_of=as_of, mode=params.mode, params=as_papermill(params),
                status="skipped", reason=reason, replay_of=replay_of, started_at=now,
-               finished_at=now, duration_s=0.0))
+               finished_at=now, duration_s=0.0, origin=origin))
 
 def skip_run(db: Database, plan: RunPlan) -> None:
     "Record the planned run as skipped with its reason (the sim clock moves past its session)."
     if db.get_run(plan.run_id) is None:
-        record_skipped(db, plan.run_id, plan.params, plan.as_of, str(plan.skip), plan.replay_of)
+        record_skipped(db, plan.run_id, plan.params, plan.as_of, str(plan.skip), plan.replay_of,
+                       plan.origin)
     else: db.finish_run(plan.run_id, "skipped", reason=str(plan.skip))
-    if plan.mode == "sim": sim_session_done(db, plan.session)
+    if plan.mode == "sim" and plan.moves_clock: sim_session_done(db, plan.session)
     log.info("run_skipped", run_id=plan.run_id, reason=str(plan.skip))
 
 def begin_run(db: Database, plan: RunPlan) -> None:
     "Record the start of the planned run under its lease (a closed market: skipped at once)."
     if plan.skip is not None: return skip_run(db, plan)
     if db.get_run(plan.run_id) is None:
-        take_lease(plan.run_id)
+        take_lease(plan.run_id, plan.params.db_url)
         db.start_run(plan.run_id, plan.as_of, plan.mode, as_papermill(plan.params),
-                     replay_of=plan.replay_of)
+                     replay_of=plan.replay_of, origin=plan.origin)
 
 # %% ../nbs/11_trade.ipynb #bffbfc9f
 def plan_path(run_id: str) -> Path:
@@ -241,8 +240,8 @@ def discard_plan(run_id: str) -> None:
 
 # %% ../nbs/11_trade.ipynb #c57fac5a
 def collect_params(namespace: dict[str, Any]) -> dict[str, Any]:
-    "The `TradingParams` fields present in `namespace` (e.g. the notebook's `globals()`)."
-    return {k: namespace[k] for k in TradingParams.model_fields if k in namespace}
+    "The `TradingParams` fields set in `namespace` (e.g. the notebook's `globals()`; None: unset)."
+    return {k: namespace[k] for k in TradingParams.model_fields if namespace.get(k) is not None}
 
 # %% ../nbs/11_trade.ipynb #927ffb64
 @dataclass(frozen=True)

@@ -1,10 +1,19 @@
-"""Shared fixtures: every test gets its own project home, so no test touches data/ or outputs/."""
+"""Shared fixtures: every test gets its own project home, so no test touches data/ or outputs/.
+
+The tests that touch the database take the `backend` fixture and run twice: on SQLite (the home's
+`data/stockstock.db`) and on PostgreSQL (a fresh database of its own on the server that
+`STOCKSTOCK_TEST_PG_URL` names; `.ci/postgres.sh` starts one). Without that variable the
+PostgreSQL half is skipped, saying why; with `STOCKSTOCK_TEST_PG_REQUIRED=1` (CI) a skipped or
+missing PostgreSQL half fails the run.
+"""
 from __future__ import annotations
 
 import os
 import sqlite3
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -13,17 +22,128 @@ import pytest
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+PG_URL = os.environ.get("STOCKSTOCK_TEST_PG_URL")  # postgresql+psycopg://user:pw@127.0.0.1:port/db
+PG_REQUIRED = os.environ.get("STOCKSTOCK_TEST_PG_REQUIRED") == "1"
+NO_PG = "no PostgreSQL server: set STOCKSTOCK_TEST_PG_URL (bash .ci/postgres.sh starts one)"
+BACKENDS = ["sqlite", "postgresql"]
+DB_ENV = ("STOCKSTOCK_DB_URL", "STOCKSTOCK_DB_PASSWORD", "STOCKSTOCK_LOCK_DB_URL")
+_DB_URLS: dict[Path, str] = {}      # homes whose database is not data/stockstock.db: its URL
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL: one server, a fresh database per test
+
+
+class PgServer:
+    "The test server of `STOCKSTOCK_TEST_PG_URL`: creates and drops databases."
+    def __init__(self, url: str) -> None:
+        from sqlalchemy import create_engine
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.pool import NullPool
+        self.url = make_url(url).set(drivername="postgresql+psycopg")
+        self.password = self.url.password or ""
+        self.admin = create_engine(self.url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+
+    def create(self, template: str | None = None, prefix: str = "t") -> str:
+        "A new database (a copy of `template`, else empty); its URL without the password."
+        name = f"{prefix}_{uuid.uuid4().hex[:16]}"
+        self.sql(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        return self.db_url(name)
+
+    def drop(self, url: str) -> None:
+        from sqlalchemy.engine import make_url
+        self.sql(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+
+    def db_url(self, name: str, password: bool = False) -> str:
+        url = self.url.set(database=name)._replace(password=self.password if password else None)
+        return url.render_as_string(hide_password=False)
+
+    def sql(self, statement: str) -> list[tuple]:
+        from sqlalchemy import text
+        with self.admin.connect() as c:
+            result = c.execute(text(statement))
+            return [tuple(r) for r in result] if result.returns_rows else []
+
+
+@pytest.fixture(scope="session")
+def pg() -> PgServer:
+    "The PostgreSQL test server (the test is skipped without one, and fails if it is down)."
+    if not PG_URL: pytest.skip(NO_PG)
+    server = PgServer(PG_URL)
+    server.sql("SELECT 1")                       # unreachable: an error, never a skip
+    return server
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    "The database of this run of the test: `sqlite` or `postgresql`."
+    if request.param == "postgresql" and not PG_URL: pytest.skip(NO_PG)
+    return request.param
+
+
+def use_postgres(home: Path, pg: PgServer, monkeypatch: pytest.MonkeyPatch,
+                 template: str | None = None) -> str:
+    """Point `home` at a fresh PostgreSQL database (a copy of `template`): through the environment
+    (`STOCKSTOCK_DB_URL`, the password in `STOCKSTOCK_DB_PASSWORD`), as a deployment would, so
+    every command and in-process call of the test uses it. Its URL, without the password."""
+    url = pg.create(template)
+    monkeypatch.setenv("STOCKSTOCK_DB_URL", url)
+    monkeypatch.setenv("STOCKSTOCK_DB_PASSWORD", pg.password)
+    _DB_URLS[home] = url
+    return url
+
+
+def db_url(home: Path) -> str:
+    "The URL of `home`'s database (without a password)."
+    return _DB_URLS.get(home, f"sqlite:///{home}/data/stockstock.db")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    "Mark the PostgreSQL half of every test (`-m postgresql` runs just those)."
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if (spec and spec.params.get("backend") == "postgresql") or "pg" in item.fixturenames:
+            item.add_marker("postgresql")
+
+
+_PG_OUTCOMES: dict[str, list[str]] = {"passed": [], "skipped": [], "failed": []}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "postgresql" in report.keywords and (report.when == "call" or report.skipped):
+        _PG_OUTCOMES[report.outcome].append(report.nodeid)
+
+
+def _pg_verdict() -> str | None:
+    "Why the run fails for want of PostgreSQL (STOCKSTOCK_TEST_PG_REQUIRED=1), or None."
+    skipped, passed = _PG_OUTCOMES["skipped"], _PG_OUTCOMES["passed"]
+    if not PG_REQUIRED or (passed and not skipped): return None
+    return (f"PostgreSQL was required (STOCKSTOCK_TEST_PG_REQUIRED=1), but {len(skipped)} of its "
+            f"tests were skipped and {len(passed)} passed: failing the run")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    "With STOCKSTOCK_TEST_PG_REQUIRED=1: fail a run whose PostgreSQL tests were skipped or absent."
+    if not session.config.option.collectonly and _pg_verdict():
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if not config.option.collectonly and (verdict := _pg_verdict()):
+        terminalreporter.write_line(verdict, red=True, bold=True)
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     "A fresh, empty project home (STOCKSTOCK_HOME) for one test."
     monkeypatch.setenv("STOCKSTOCK_HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     for name in list(os.environ):
-        if name.startswith(("KIS_", "TELEGRAM_")):
+        if name.startswith(("KIS_", "TELEGRAM_")) or name in DB_ENV:
             monkeypatch.delenv(name)
-    return tmp_path
+    yield tmp_path
+    if (url := _DB_URLS.pop(tmp_path, None)) is not None:
+        PgServer(PG_URL).drop(url)
 
 
 def stockstock(*args: str, home: Path, env: dict | None = None,
@@ -35,12 +155,23 @@ def stockstock(*args: str, home: Path, env: dict | None = None,
 
 
 def query(home: Path, sql: str, *args) -> list[tuple]:
-    "Rows of `sql` on the home's database (`data/stockstock.db`), read with plain sqlite3."
-    con = sqlite3.connect(home / "data/stockstock.db")
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
+    """Rows of `sql` (`?` placeholders) on the home's database: `data/stockstock.db` read with
+    plain sqlite3, or the home's PostgreSQL database read with plain psycopg."""
+    if home not in _DB_URLS:
+        con = sqlite3.connect(home / "data/stockstock.db")
+        try:
+            rows = con.execute(sql, args).fetchall()
+            con.commit()                              # (a test may change a row on purpose)
+            return rows
+        finally:
+            con.close()
+    import psycopg
+    from sqlalchemy.engine import make_url
+    url = make_url(_DB_URLS[home])
+    with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database,
+                         password=make_url(PG_URL).password) as con:
+        cursor = con.execute(sql.replace("?", "%s"), args)
+        return [tuple(r) for r in cursor.fetchall()] if cursor.description else []
 
 
 def home_processes(home: Path) -> list[psutil.Process]:
@@ -125,9 +256,47 @@ def trading_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _build_trading_template(tmp_path_factory.mktemp("trading_template"))
 
 
+@pytest.fixture(scope="session")
+def pg_trading_template(trading_template: Path, pg: PgServer) -> Iterator[str]:
+    "The trading template's database copied into a PostgreSQL database, once per session."
+    from stockstock.db import init_db
+    from stockstock.dbcopy import copy_database
+    url = pg.create(prefix="template")
+    os.environ["STOCKSTOCK_DB_PASSWORD"] = pg.password
+    try:
+        source = init_db(f"sqlite:///{trading_template}/data/stockstock.db")
+        copy_database(source, url)
+        source.close()
+    finally:
+        del os.environ["STOCKSTOCK_DB_PASSWORD"]
+    yield url
+    pg.drop(url)
+
+
 @pytest.fixture
-def trading_home(trading_template: Path, home: Path) -> Path:
-    "A fresh copy of the trading template as this test's project home."
+def trading_home(trading_template: Path, home: Path, request: pytest.FixtureRequest,
+                 monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh copy of the trading template as this test's project home; with the `backend`
+    fixture at `postgresql`, its database is a fresh copy of the template's on PostgreSQL."""
     import shutil
     shutil.copytree(trading_template, home, dirs_exist_ok=True)
+    if "backend" in request.fixturenames and request.getfixturevalue("backend") == "postgresql":
+        _to_postgres(home, request, monkeypatch)
     return home
+
+
+def _to_postgres(home: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+                 ) -> str:
+    "Point a trading home at a fresh PostgreSQL copy of the template's database."
+    from sqlalchemy.engine import make_url
+    template = make_url(request.getfixturevalue("pg_trading_template")).database
+    (home / "data/stockstock.db").unlink()        # nothing may use it by mistake
+    return use_postgres(home, request.getfixturevalue("pg"), monkeypatch, template)
+
+
+@pytest.fixture
+def pg_trading_home(trading_home: Path, request: pytest.FixtureRequest,
+                    monkeypatch: pytest.MonkeyPatch) -> Path:
+    "The trading home on PostgreSQL only (tests of what SQLite does not have: a password...)."
+    _to_postgres(trading_home, request, monkeypatch)
+    return trading_home

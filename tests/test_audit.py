@@ -35,13 +35,18 @@ def checkout(trading_template: Path, tmp_path: Path, monkeypatch) -> Path:
 
 @pytest.mark.slow
 def test_the_hourly_notebook_runs_by_hand_from_scheduled(checkout: Path):
-    "JupyterLab starts the kernel in scheduled/: the notebook still finds the project's data."
+    """JupyterLab starts the kernel in scheduled/: the notebook still finds the project's data,
+    and launches a run marked manual (it then stops with one sentence naming it)."""
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
     nb = nbformat.read(checkout / "scheduled/hourly_trade.ipynb", as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(checkout / "scheduled")}}).execute()
-    (run_id, status), = query(checkout, "SELECT run_id, status FROM runs")
-    assert status == "ok", status
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    params.source += "\nadvance_sim_clock = True"
+    with pytest.raises(CellExecutionError, match="This notebook launched run .* ended ok"):
+        NotebookClient(nb, timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(checkout / "scheduled")}}).execute()
+    (run_id, status, origin), = query(checkout, "SELECT run_id, status, origin FROM runs")
+    assert (status, origin) == ("ok", "manual:kernel")
     for stray in ("scheduled/data", "scheduled/models", "scheduled/outputs"):
         assert not (checkout / stray).exists(), stray
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKSTOCK_")}

@@ -1,6 +1,7 @@
 """Crashes, kills, the one-run lock, failure records and secrets, via the real `stockstock trade`.
 
-Every test runs the installed console script (papermill, a real kernel, SQLite); nothing is mocked.
+Every test runs the installed console script (papermill, a real kernel, SQLite — and, for the
+crashes, kills and locks, PostgreSQL as well: the `backend` fixture); nothing is mocked.
 Crashes come from the package's own fault-injection points (`STOCKSTOCK_CRASH_AT`, which make the
 kernel `os._exit(86)`) or from SIGKILL of the `stockstock trade` process at a random moment.
 """
@@ -18,9 +19,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import (BIN, home_processes, query, reap, report_lines, stockstock,
+from conftest import (BIN, db_url, home_processes, query, reap, report_lines, stockstock,
                       template_with)
-from filelock import FileLock
+
+from stockstock.locks import project_lock
+from stockstock.runs import RUN_LOCK
 
 # The slot the test model (conftest: over-fitted, threshold 0.4) trades from a fresh account:
 # found by walking the sim clock from 2011-03-14 (03-15: no order; 03-16: BUY MSFT 480 and
@@ -75,6 +78,28 @@ def reference(trading_template: Path, tmp_path_factory: pytest.TempPathFactory) 
     return dict(home=home, orders=orders, seconds=seconds)
 
 
+@pytest.fixture(scope="module")
+def pg_reference(reference: dict, trading_template: Path, pg, pg_trading_template: str,
+                 tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The same uncrashed run on PostgreSQL: it must order exactly what the SQLite run did, and
+    its duration places the kills of the PostgreSQL trials."""
+    from conftest import _DB_URLS
+    from sqlalchemy.engine import make_url
+    home = tmp_path_factory.mktemp("pg_reference")
+    shutil.copytree(trading_template, home, dirs_exist_ok=True)
+    (home / "data/stockstock.db").unlink()
+    url = pg.create(make_url(pg_trading_template).database)
+    _DB_URLS[home] = url
+    started = time.monotonic()
+    r = stockstock(*TRADE, home=home, timeout=RUN_TIMEOUT,
+                   env={"STOCKSTOCK_DB_URL": url, "STOCKSTOCK_DB_PASSWORD": pg.password})
+    seconds = time.monotonic() - started
+    assert r.returncode == 0 and ": ok in" in r.stdout, r.stdout + r.stderr
+    assert _broker_orders(home) == reference["orders"]
+    yield dict(home=home, seconds=seconds)
+    pg.drop(_DB_URLS.pop(home))
+
+
 def _assert_exactly_once(home: Path, reference: dict, tally: dict) -> None:
     "Each client key once at the broker and once in `trades`, consistent, final, as the reference."
     orders = query(home, "SELECT client_key, order_id, trade_date, symbol, side, qty, status "
@@ -126,7 +151,8 @@ def _assert_ok_rerun(home: Path) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", CRASH_POINTS)
-def test_crash_then_rerun_places_each_order_exactly_once(point, trading_home, reference, tally):
+def test_crash_then_rerun_places_each_order_exactly_once(point, backend, trading_home, reference,
+                                                          tally):
     home, n = trading_home, sum(reference["orders"].values())
     crashed = stockstock(*TRADE, home=home, env={"STOCKSTOCK_CRASH_AT": point},
                          timeout=RUN_TIMEOUT)
@@ -150,8 +176,8 @@ def test_crash_then_rerun_places_each_order_exactly_once(point, trading_home, re
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", KILL_SEEDS)
-def test_sigkill_of_trade_process_then_rerun_places_each_order_once(seed, trading_home,
-                                                                     reference, tally):
+def test_sigkill_of_trade_process_then_rerun_places_each_order_once(seed, backend, trading_home,
+                                                                     reference, tally, request):
     "SIGKILL `stockstock trade` at a seeded random moment of its run, then run the slot again."
     home = trading_home
     # a seeded moment in this trial's stratum of [0.2, 0.9] x the reference run's duration on
@@ -160,7 +186,9 @@ def test_sigkill_of_trade_process_then_rerun_places_each_order_once(seed, tradin
     # then the HTML; so the strata are: before the kernel, its start, the trading, the end.
     lo, width = 0.2, 0.7 / len(KILL_SEEDS)
     stratum = KILL_SEEDS.index(seed)
-    delay = (lo + width * (stratum + random.Random(seed).random())) * reference["seconds"]
+    ref = reference if backend == "sqlite" else request.getfixturevalue("pg_reference")
+    run_s = ref["seconds"]
+    delay = (lo + width * (stratum + random.Random(seed).random())) * run_s
     env = {**os.environ, "STOCKSTOCK_HOME": str(home)}
     proc = subprocess.Popen([str(BIN / "stockstock"), *TRADE], cwd=home, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -179,9 +207,9 @@ def test_sigkill_of_trade_process_then_rerun_places_each_order_once(seed, tradin
     state = dict(runs=query(home, "SELECT status FROM runs"),
                  trades=[s for s, in query(home, "SELECT status FROM trades")],
                  broker=query(home, "SELECT count(*) FROM sim_orders")[0][0])
-    tally["kills"].append(f"seed {seed} at {delay:.1f} s: "
+    tally["kills"].append(f"{backend} seed {seed} at {delay:.1f} s: "
                           f"{'finished before the kill' if finished else 'killed'} "
-                          f"({delay / reference['seconds']:.0%} of a run), "
+                          f"({delay / run_s:.0%} of a run), "
                           f"left {state}, kernels alive 3 s after the kill: {len(leftover)}")
 
     assert leftover == [], f"kernel(s) {leftover} outlived their killed launcher"
@@ -198,7 +226,7 @@ class IntentMismatch(Exception):
 
 
 @pytest.mark.slow
-def test_rerun_sends_the_recorded_intent_when_the_decision_changed(trading_home):
+def test_rerun_sends_the_recorded_intent_when_the_decision_changed(backend, trading_home):
     "Crash between intent and submit, rerun in the same slot with a different decision."
     home = trading_home
     crashed = stockstock(*TRADE, home=home, env={"STOCKSTOCK_CRASH_AT": "after_intent"},
@@ -223,9 +251,9 @@ def test_rerun_sends_the_recorded_intent_when_the_decision_changed(trading_home)
 # 2. one run at a time
 
 
-def test_run_is_skipped_while_another_holds_the_lock(trading_home):
+def test_run_is_skipped_while_another_holds_the_lock(backend, trading_home):
     home = trading_home
-    lock = FileLock(str(home / "data/run.lock"))
+    lock = project_lock(RUN_LOCK, db_url(home))      # the file, or PostgreSQL's advisory lock
     lock.acquire()
     try:
         started = time.monotonic()
@@ -243,13 +271,13 @@ def test_run_is_skipped_while_another_holds_the_lock(trading_home):
 
 
 @pytest.mark.slow
-def test_lock_of_a_killed_process_does_not_block_the_next_run(trading_home):
+def test_lock_of_a_killed_process_does_not_block_the_next_run(backend, trading_home):
     home = trading_home
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from filelock import FileLock; "
-         "lock = FileLock(sys.argv[1]); lock.acquire(); print('locked', flush=True); "
-         "time.sleep(600)",
-         str(home / "data/run.lock")], stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-c", "import sys, time; from stockstock.locks import project_lock; "
+         "lock = project_lock('data/run.lock', sys.argv[1]); lock.acquire(); "
+         "print('locked', flush=True); time.sleep(600)", db_url(home)],
+        stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         blocked = stockstock("trade", "--params", "scheduled/test.yaml", home=home, timeout=60)
@@ -258,7 +286,8 @@ def test_lock_of_a_killed_process_does_not_block_the_next_run(trading_home):
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait(timeout=10)
         holder.stdout.close()
-    assert (home / "data/run.lock").exists()         # the stale lock file is still there
+    if backend == "sqlite":
+        assert (home / "data/run.lock").exists()     # the stale lock file is still there
     r = stockstock("trade", "--params", "scheduled/test.yaml", home=home, timeout=RUN_TIMEOUT)
     assert r.returncode == 0 and ": ok in" in r.stdout, r.stdout + r.stderr
     assert [s for s, in query(home, "SELECT status FROM runs ORDER BY started_at")] \

@@ -1,7 +1,9 @@
 """Hourly runs inside a session against the loopback fake KIS server (python-kis's real HTTP code,
 the rate limits measured at the server), and the paper mode end to end through the real
-`stockstock` commands (seed, train, trade, crashes). The connection's faults, the market data and
-the account on their own are tested in their chapter, nbs/13_kis.ipynb."""
+`stockstock` commands (seed, train, trade, crashes). Reconciliation — the session's runs, re-runs,
+lost answers, unknown orders, trades made by hand, crashes — runs on SQLite and on PostgreSQL (the
+`backend` fixture). The connection's faults, the market data and the account on their own are
+tested in their chapter, nbs/13_kis.ipynb."""
 from __future__ import annotations
 
 import os
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import stockstock
+from conftest import db_url, query, stockstock, use_postgres
 from stockstock.broker import OrderQuery
 from stockstock.data import embedded_bars
 from stockstock.db import RiskEventRow, Trade, init_db
@@ -76,11 +78,13 @@ PAPER_YAML = ("mode: paper\nsymbols: [AAPL, MSFT, GOOG, IBM]\nconfidence_thresho
 
 
 @pytest.fixture
-def kis_home(home: Path, fake: FakeKis, kis_model: Path, monkeypatch) -> Path:
+def kis_home(home: Path, fake: FakeKis, kis_model: Path, monkeypatch, request) -> Path:
     "A project home trading the fake's paper account: model, warm bar cache, parameters."
     for k, v in kis_env(fake).items(): monkeypatch.setenv(k, v)
     shutil.copytree(kis_model, home / "models")
-    db = init_db(f"sqlite:///{home}/data/stockstock.db")
+    if "backend" in request.fixturenames and request.getfixturevalue("backend") == "postgresql":
+        use_postgres(home, request.getfixturevalue("pg"), monkeypatch)
+    db = init_db(db_url(home))
     for sym in SYMBOLS:
         db.upsert_ohlcv(sym, _bars(sym).loc[:"2013-02-04"], source="kis")
     db.close()
@@ -111,7 +115,7 @@ def _rates_kept(fake: FakeKis, virtual: float = 10) -> None:
 
 
 def _db(home: Path):
-    return init_db(f"sqlite:///{home}/data/stockstock.db")
+    return init_db(db_url(home))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,7 +151,7 @@ def test_missing_credentials_are_one_line_before_any_request(home, fake):
 # hourly runs in a real session (in-process, the paper account of the fake)
 
 
-def test_a_paper_session_decides_once_and_protects_every_hour(kis_home, fake):
+def test_a_paper_session_decides_once_and_protects_every_hour(backend, kis_home, fake):
     db = _db(kis_home)
     early, s0 = _run(fake, as_of=EARLY)
     assert s0["status"] == "ok" and not early.decision.signals and not early.orders.lines
@@ -167,7 +171,7 @@ def test_a_paper_session_decides_once_and_protects_every_hour(kis_home, fake):
     _rates_kept(fake)
 
 
-def test_a_rerun_of_the_same_slot_sends_nothing_new(kis_home, fake):
+def test_a_rerun_of_the_same_slot_sends_nothing_new(backend, kis_home, fake):
     _run(fake)
     n = len(fake.orders)
     ctx, summary = _run(fake)
@@ -234,7 +238,7 @@ def test_a_rejected_order_is_recorded_and_the_others_go_on(kis_home, fake):
     assert "APBK0952" in rejected.error
 
 
-def test_a_lost_answer_is_unknown_until_the_broker_says(kis_home, fake):
+def test_a_lost_answer_is_unknown_until_the_broker_says(backend, kis_home, fake):
     fake.fill_mode = "never"
     fake.inject("lose_answer", path="trading/order", times=1)
     ctx, _ = _run(fake)
@@ -247,7 +251,7 @@ def test_a_lost_answer_is_unknown_until_the_broker_says(kis_home, fake):
     assert len(fake.orders) == 3                                    # never sent twice
 
 
-def test_an_unknown_order_the_broker_lacks_stays_unresolved(kis_home, fake):
+def test_an_unknown_order_the_broker_lacks_stays_unresolved(backend, kis_home, fake):
     db = _db(kis_home)
     db.add_trade_intent("20130204T20-IBM-BUY", run_id="r0", slot=pd.Timestamp(
         "2013-02-04T20:00Z").to_pydatetime(), symbol="IBM", side="BUY", qty=2,
@@ -261,7 +265,7 @@ def test_an_unknown_order_the_broker_lacks_stays_unresolved(kis_home, fake):
     assert not any(o.symbol == "IBM" and o.qty == 2 for o in fake.orders.values())
 
 
-def test_a_trade_made_by_hand_is_recorded_once_and_the_broker_wins(kis_home, fake):
+def test_a_trade_made_by_hand_is_recorded_once_and_the_broker_wins(backend, kis_home, fake):
     _run(fake, as_of=EARLY)                                               # baseline
     fake.set_holding("virtual", "IBM", 7, 150)                      # the owner, in the KIS app
     ctx, _ = _run(fake)
@@ -387,7 +391,7 @@ CRASH_POINTS = ["after_reconcile", "after_intent", "after_submit", "before_finis
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", CRASH_POINTS)
-def test_a_crash_at_each_point_sends_no_order_twice_to_kis(point, kis_home, fake):
+def test_a_crash_at_each_point_sends_no_order_twice_to_kis(point, backend, kis_home, fake):
     env = kis_env(fake)
     trade = ("trade", "--params", "scheduled/paper.yaml", "-p", f"as_of={NOW}")
     crashed = stockstock(*trade, home=kis_home, env={**env, "STOCKSTOCK_CRASH_AT": point},
@@ -397,8 +401,7 @@ def test_a_crash_at_each_point_sends_no_order_twice_to_kis(point, kis_home, fake
     assert rerun.returncode == 0 and ": ok in" in rerun.stdout, rerun.stdout + rerun.stderr
     sent = [(o.symbol, o.side) for o in fake.orders.values() if o.kind == "order"]
     assert sorted(sent) == sorted({*sent}) and len(sent) == 3, sent   # each once
-    con = sqlite3.connect(kis_home / "data/stockstock.db")
-    rows = con.execute("SELECT broker_order_id, status FROM trades").fetchall()
+    rows = query(kis_home, "SELECT broker_order_id, status FROM trades")
     assert sorted(o for o, _ in rows) == sorted(o.odno for o in fake.orders.values()
                                                 if o.kind == "order")
     assert {s for _, s in rows} <= {"submitted", "filled"}

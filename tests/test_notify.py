@@ -1,6 +1,7 @@
 """Notices of real sim runs (`stockstock trade`) at the loopback fake Bot API server: each arrives
-once — also after a crash and a re-run of the slot — and a Telegram answering 500, 429 or not at
-all neither breaks a run nor holds it up for more than the sending budget (4 s)."""
+once — also after a crash and a re-run of the slot, on SQLite and on PostgreSQL — and a Telegram
+answering 500, 429 or not at all neither breaks a run nor holds it up for more than the sending
+budget (4 s)."""
 from __future__ import annotations
 
 import json
@@ -52,7 +53,7 @@ def _log_events(home: Path, event: str) -> list[dict]:
     return [e for e in map(json.loads, lines) if e.get("event") == event]
 
 
-def test_notices_of_a_trading_run_arrive_once(trading_home, tg):
+def test_notices_of_a_trading_run_arrive_once(backend, trading_home, tg):
     home = trading_home
     r = _trade(home, tg)
     assert r.returncode == 0 and ": ok in" in r.stdout, r.stdout + r.stderr
@@ -70,7 +71,7 @@ def test_notices_of_a_trading_run_arrive_once(trading_home, tg):
 
 
 @pytest.mark.parametrize("point", ["after_submit", "before_finish"])
-def test_notices_arrive_once_after_a_crash_and_rerun(trading_home, tg, point):
+def test_notices_arrive_once_after_a_crash_and_rerun(backend, trading_home, tg, point):
     """after_submit: the kernel dies right after the broker took the first order, before its
     status (and notice) was recorded — the re-run's reconciliation finds it filled and tells.
     before_finish: every notice was recorded, the run's record was not — the crashed run's

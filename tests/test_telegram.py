@@ -1,11 +1,10 @@
 """The Telegram bot (`stockstock.telegram`) against the loopback fake Bot API server: every command
 from an authorized chat answers from the database's real contents, any other chat gets nothing
-and is logged, `/stop` halts the next run's entries and `/start` resumes them, errors never reach
-the user, and the bot token never reaches a log line."""
+and is logged, `/stop` halts the next run's entries and `/start` resumes them (those two on SQLite
+and on PostgreSQL), errors never reach the user, and the bot token never reaches a log line."""
 from __future__ import annotations
 
 import io
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,7 +67,7 @@ def _ask(tg: FakeTelegram, *commands: str, chat: int = CHAT, timeout: float = 10
     return [m.text for m in tg.sent_to(chat)[before:]]
 
 
-def test_every_command_answers_from_the_database(traded_home, tg):
+def test_every_command_answers_from_the_database(backend, traded_home, tg):
     app, db, params = _app(tg, traded_home)
     tz = params.display_timezone
     with run_application_in_thread(app):
@@ -88,10 +87,8 @@ def test_every_command_answers_from_the_database(traded_home, tg):
     assert answers["runs"] == format_runs(recent_runs(db, 10), tz)
     assert answers["runs2"] == format_runs(recent_runs(db, 2), tz)
     # ... and those contents are what the runs did
-    con = sqlite3.connect(traded_home / "data/stockstock.db")
-    trades = con.execute("SELECT side, qty, symbol, status FROM trades ORDER BY id").fetchall()
-    runs = [r for r, in con.execute("SELECT run_id FROM runs")]
-    con.close()
+    trades = query(traded_home, "SELECT side, qty, symbol, status FROM trades ORDER BY id")
+    runs = [r for r, in query(traded_home, "SELECT run_id FROM runs")]
     assert trades[:2] == [("BUY", 480, "MSFT", "filled"), ("BUY", 35, "GOOG", "filled")]
     for side, qty, symbol, state in trades:
         assert f"{side:<4} {qty:>6} {symbol:<5}" in answers["trades"] and state in answers["trades"]
@@ -124,7 +121,7 @@ def _empty_home(home: Path) -> Path:
     return home
 
 
-def test_stop_halts_the_next_runs_entries_and_start_resumes(trading_home, tg):
+def test_stop_halts_the_next_runs_entries_and_start_resumes(backend, trading_home, tg):
     home = trading_home
     app, db, _ = _app(tg, home)
     with run_application_in_thread(app):
