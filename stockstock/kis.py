@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -39,8 +40,8 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 # %% auto #0
-__all__ = ['log', 'T', 'RATES', 'TOKENS', 'EXCHANGES', 'MATCH_SKEW', 'RateLimiter', 'private_folder', 'KisConnection',
-           'KisMarketData', 'KisBroker', 'BrokerSeedResult', 'seed_from_broker']
+__all__ = ['log', 'T', 'RATES', 'TOKENS', 'EXCHANGES', 'MATCH_SKEW', 'RateLimiter', 'ServerClock', 'private_folder',
+           'KisConnection', 'KisMarketData', 'KisBroker', 'BrokerSeedResult', 'seed_from_broker']
 
 # %% ../nbs/13_kis.ipynb #6460b167
 RATES = {"real": 20,   # requests per second, per KIS domain
@@ -107,12 +108,30 @@ def _msg_cd(response: requests.Response) -> str | None:
         return None
     return body.get("msg_cd") or body.get("error_code") if isinstance(body, dict) else None
 
+# %% ../nbs/13_kis.ipynb #server_clock
+class ServerClock:
+    "The server's clock as the `Date` of its answers shows it (to the second); ours until then."
+    def __init__(self) -> None: self.skew: timedelta | None = None
+
+    def saw(self, response: requests.Response) -> None:
+        "Note the clock of the server that sent `response` (no usable `Date`: nothing changes)."
+        try:
+            self.skew = parsedate_to_datetime(response.headers["Date"]) - datetime.now(UTC)
+        except (KeyError, TypeError, ValueError, IndexError):
+            return
+
+    def now(self) -> datetime:
+        "The server's time now (aware UTC)."
+        return datetime.now(UTC) + (self.skew or timedelta(0))
+
 # %% ../nbs/13_kis.ipynb #adapter
 class _Adapter(HTTPAdapter):
-    "Timeouts, a per-call deadline, the domain's rate limit, back-off and counting for pykis."
-    def __init__(self, limiter: RateLimiter, timeout: float, token_wait: float) -> None:
+    "Timeouts, a per-call deadline, the domain's rate limit, back-off, counting, KIS's clock."
+    def __init__(self, limiter: RateLimiter, timeout: float, token_wait: float,
+                 clock: ServerClock | None = None) -> None:
         super().__init__(max_retries=0)
         self.limiter, self.timeout, self.token_wait = limiter, timeout, token_wait
+        self.clock = clock or ServerClock()
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -141,6 +160,7 @@ def send(self, request: Any, **kw: Any) -> requests.Response:
         log.warning("kis_token_limit_wait", seconds=self.token_wait)
         time.sleep(self.token_wait)
         response = self._send_once(request, **kw)
+    self.clock.saw(response)
     return response
 
 # %% ../nbs/13_kis.ipynb #token_cache
@@ -219,10 +239,16 @@ def _mount(self, rates: dict[str, int], timeout: float, token_wait: float,
     resolve_path("data").mkdir(parents=True, exist_ok=True)
     self.limiters = {d: RateLimiter(r, path=shared_value(f"data/kis_rate_{d}.json", db_url))
                      for d, r in rates.items()}
-    self.adapters = {d: _Adapter(self.limiters[d], timeout, token_wait)
+    self.clock = ServerClock()                                 # both domains: KIS's clock
+    self.adapters = {d: _Adapter(self.limiters[d], timeout, token_wait, self.clock)
                      for d in ("real", "virtual")}
     for domain, session in self.kis._sessions.items():
         for scheme in ("http://", "https://"): session.mount(scheme, self.adapters[domain])
+
+@patch_to(KisConnection)
+def now(self) -> datetime:
+    "KIS's time now, as its latest answer showed it (ours before the first answer)."
+    return self.clock.now()
 
 @patch_to(KisConnection)
 def requests_made(self) -> Counter[str]:
@@ -368,7 +394,7 @@ class KisBroker:
     def __init__(self, conn: KisConnection, market: KisMarketData, as_of: datetime) -> None:
         self.conn, self.market, self.as_of = conn, market, as_of
         self.session = session_of(as_of)
-        self._orders: dict[date, list[OrderStatus]] = {}
+        self._orders: dict[tuple[date, date], list[OrderStatus]] = {}   # by date range
 
     @classmethod
     def from_params(cls, db: Database, as_of: datetime, params: TradingParams,
@@ -380,6 +406,14 @@ class KisBroker:
                              db_url=db.url)
         market = KisMarketData(conn, db)
         return market, cls(conn, market, as_of)
+
+    def now(self) -> datetime:
+        "KIS's time now (the broker's clock: orders are decided and sent then)."
+        return self.conn.now()
+
+    def today(self) -> date:
+        "The New York date at KIS now."
+        return session_of(self.now())
 
     def __repr__(self) -> str:
         return f"KisBroker({self.conn.mode}, session={self.session})"
@@ -417,35 +451,44 @@ def submit_order(self, symbol: str, side: Side, qty: int, limit_price: float,
         reason = "market_closed" if e.msg_cd in _CLOSED else f"{e.msg_cd}: {e.msg1}"
         log.info("order_rejected", client_key=client_key, symbol=symbol, reason=reason)
         return OrderStatus("", client_key, symbol, side, int(qty), float(price), "rejected",
-                           reason=reason, ordered_at=datetime.now(UTC))
+                           reason=reason, ordered_at=self.now())
     log.info("order_submitted", client_key=client_key, order_id=o.number, symbol=symbol,
              side=side, qty=int(qty), limit_price=float(price))
-    self._orders.pop(self.session, None)
+    self._orders.clear()                                # the order lists are out of date
     return OrderStatus(o.number, client_key, symbol, side, int(qty), float(price), "submitted",
-                       ordered_at=datetime.now(UTC))
+                       ordered_at=self.now())
 
 # %% ../nbs/13_kis.ipynb #4ec3d8a0
 _CCNL = "/uapi/overseas-stock/v1/trading/inquire-ccnl"
 
-def _ccnl_pages(kis: Any, day: date) -> list[Any]:
-    "Every `inquire-ccnl` row of New York date `day`, across pages."
+def _ccnl_pages(kis: Any, first: date, last: date | None = None) -> list[Any]:
+    "Every `inquire-ccnl` row of New York dates `first` to `last` (default: `first`), paged."
     from pykis.client.page import KisPage  # python-kis: see KisConnection
-    params = {"PDNO": "" if kis.virtual else "%", "ORD_STRT_DT": f"{day:%Y%m%d}",
-              "ORD_END_DT": f"{day:%Y%m%d}", "SLL_BUY_DVSN": "00", "CCLD_NCCS_DVSN": "00",
+    last = last or first
+    params = {"PDNO": "" if kis.virtual else "%", "ORD_STRT_DT": f"{first:%Y%m%d}",
+              "ORD_END_DT": f"{last:%Y%m%d}", "SLL_BUY_DVSN": "00", "CCLD_NCCS_DVSN": "00",
               "OVRS_EXCG_CD": "NASD", "SORT_SQN": "AS", "ORD_DT": "", "ORD_GNO_BRNO": "",
               "ODNO": ""}
     rows, page, first = [], KisPage.first().to(200), True
-    for _ in range(100):                                       # 100 pages: 2,000 orders a day
+    for _ in range(100):                                       # 100 pages: 20,000 orders
         r = kis.fetch(_CCNL, api="VTTS3035R" if kis.virtual else "TTTS3035R", params=params,
                       form=[kis.primary, page], continuous=not first)
         if str(r.rt_cd) != "0":
-            raise BrokerError(f"KIS orders of {day}: {r.msg_cd} {str(r.msg1).strip()}")
+            raise BrokerError(f"KIS orders of {first} to {last}: {r.msg_cd} "
+                              f"{str(r.msg1).strip()}")
         rows += list(r.output or [])
         if r.__response__.headers.get("tr_cont") not in ("F", "M"): break
         page, first = KisPage(200, r.ctx_area_fk200, r.ctx_area_nk200), False
     return rows
 
 # %% ../nbs/13_kis.ipynb #orders_on
+def _row_day(r: Any) -> date | None:
+    "The New York date of an `inquire-ccnl` row (`ord_dt`), None if it has none."
+    try:
+        return datetime.strptime(str(r.ord_dt), "%Y%m%d").date()
+    except (AttributeError, ValueError):
+        return None
+
 def _order_status(r: Any, cancels: set[str], day_over: bool) -> OrderStatus:
     "One `inquire-ccnl` order row as an `OrderStatus` with its fill."
     status, reason = _row_status(r, cancels, day_over)
@@ -459,19 +502,26 @@ def _order_status(r: Any, cancels: set[str], day_over: bool) -> OrderStatus:
 
 # %% ../nbs/13_kis.ipynb #7382b995
 @patch_to(KisBroker)
-def orders_on(self, day: date) -> list[OrderStatus]:
-    "Every order of New York date `day` with its fills (cached until this broker sends one)."
-    if day in self._orders: return self._orders[day]
-    rows = self.conn.call(_ccnl_pages, day, what=f"orders of {day}")
+def orders_between(self, first: date, last: date) -> list[OrderStatus]:
+    "Every order of New York dates `first` to `last` with its fills (kept until this broker sends)."
+    if (first, last) in self._orders: return self._orders[first, last]
+    rows = self.conn.call(_ccnl_pages, first, last, what=f"orders of {first} to {last}")
     cancels = {str(r.orgn_odno) for r in rows if str(getattr(r, "rvse_cncl_dvsn", "")) == "02"}
-    self._orders[day] = [_order_status(r, cancels, day < self.session) for r in rows
-                         if str(getattr(r, "rvse_cncl_dvsn", "00")) in ("00", "")]
-    return self._orders[day]
+    today = self.today()
+    self._orders[first, last] = [_order_status(r, cancels, (_row_day(r) or today) < today)
+                                 for r in rows
+                                 if str(getattr(r, "rvse_cncl_dvsn", "00")) in ("00", "")]
+    return self._orders[first, last]
+
+@patch_to(KisBroker)
+def orders_on(self, day: date) -> list[OrderStatus]:
+    "Every order of New York date `day` with its fills."
+    return self.orders_between(day, day)
 
 @patch_to(KisBroker)
 def todays_orders(self) -> list[OrderStatus]:
-    "The orders of the run's session."
-    return self.orders_on(self.session)
+    "The orders of today at KIS."
+    return self.orders_on(self.today())
 
 # %% ../nbs/13_kis.ipynb #f3e6b91e
 MATCH_SKEW = timedelta(minutes=10)   # clock difference tolerated between us and KIS
@@ -479,7 +529,8 @@ MATCH_SKEW = timedelta(minutes=10)   # clock difference tolerated between us and
 @patch_to(KisBroker)
 def find_order(self, query: OrderQuery, exclude: Iterable[str] = ()) -> OrderStatus | None:
     "The order of a recorded intent (see above); `AmbiguousOrder` when it cannot be told apart."
-    orders = self.orders_on(session_of(query.placed_after))
+    first = session_of(query.placed_after - MATCH_SKEW)      # the intent's day, by KIS's clock
+    orders = self.orders_between(first, max(first, self.today()))   # ... up to today
     if query.broker_order_id:
         found = [o for o in orders if o.order_id == query.broker_order_id]
     else:
@@ -496,19 +547,22 @@ def find_order(self, query: OrderQuery, exclude: Iterable[str] = ()) -> OrderSta
 # %% ../nbs/13_kis.ipynb #cancel
 @patch_to(KisBroker)
 def cancel(self, order_id: str) -> OrderStatus:
-    "Cancel what is open of `order_id` (an order of the run's session); its status after."
+    "Cancel what is open of `order_id` (an order since the run's session); its status after."
     from pykis.api.account.order import KisOrder  # python-kis: see KisConnection
     from pykis.api.account.order_modify import foreign_cancel_order
-    order = next((o for o in self.todays_orders() if o.order_id == order_id), None)
-    if order is None: raise LookupError(f"no KIS order {order_id} on {self.session}")
+    first = min(self.session, self.today())
+    def look() -> OrderStatus | None:
+        orders = self.orders_between(first, max(first, self.today()))
+        return next((o for o in orders if o.order_id == order_id), None)
+    if (order := look()) is None: raise LookupError(f"no KIS order {order_id} since {first}")
     if order.is_final: return order
     number = KisOrder.from_number(self.conn.kis, symbol=order.symbol,
                                   market=self.market.market(order.symbol),
                                   account_number=self.conn.account, branch="", number=order_id)
     self.conn.call(foreign_cancel_order, number, write=True, what=f"cancel {order_id}")
-    self._orders.pop(self.session, None)
+    self._orders.clear()
     log.info("order_cancel_requested", order_id=order_id, symbol=order.symbol)
-    return next(o for o in self.todays_orders() if o.order_id == order_id)
+    return look() or order
 
 # %% ../nbs/13_kis.ipynb #eab014ac
 def _years(start: date, end: date) -> list[tuple[date, date]]:
