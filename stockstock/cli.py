@@ -9,6 +9,7 @@ import argparse
 import math
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # for the annotations only: the commands import these when th
 
     from stockstock.audit import ReplayReport
     from stockstock.chain import ChainReport
-    from stockstock.db import Database, Trade
+    from stockstock.db import Database
 
 log = get_logger(__name__)
 
@@ -36,7 +37,7 @@ __all__ = ['log', 'AddArguments', 'COMMANDS', 'EXAMPLES', 'DATE_OPTIONS', 'comma
            'build_parser', 'params_from', 'main', 'PipeSafe', 'console', 'check_arguments', 'seed_command',
            'config_command', 'market_command', 'train_command', 'backtest_command', 'trade_command', 'runs_command',
            'run_command', 'notify_command', 'status_command', 'halt_command', 'resume_command', 'serve_command',
-           'bot_command', 'db_command']
+           'bot_command', 'db_command', 'sweep_command']
 
 # %% ../nbs/15_cli.ipynb #8a2a0a6c
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -388,11 +389,21 @@ def _write_backtest_report(wf: object, params: TradingParams, where: str | None,
                            slippage_pct=params.slippage_pct, plotly_js=js)
 
 # %% ../nbs/15_cli.ipynb #backtest_command
+def _backtest_figures(wf: Any, shown: pd.DataFrame, params: TradingParams, start: date,
+                      end: date) -> dict[str, str]:
+    "A backtest's headline figures for the index: its window, return against buy-and-hold, risk."
+    s, b = shown["strategy"], shown["buy_and_hold"]
+    return {"window": f"{start} to {end}", "threshold": str(params.confidence_threshold),
+            "return": s["total_return"], "buy & hold": b["total_return"], "sharpe": s["sharpe"],
+            "max drawdown": s["max_drawdown"], "trades": s["trades"],
+            "retrains": str(len(wf.retrains))}
+
 @command("backtest", "walk-forward backtest with retraining; prints metrics, writes HTML",
          _backtest_args, example="stockstock backtest --params scheduled/sim.yaml")
 def backtest_command(args: argparse.Namespace) -> int:
     from stockstock.backtest import format_metric, walk_forward  # LightGBM: see "Imports"
     from stockstock.risk import RiskLimits
+    from stockstock.run_index import record_report, write_index
     params = params_from(args)
     bars, days = _load_bars(params)
     start, end = _window(args, days)
@@ -402,10 +413,14 @@ def backtest_command(args: argparse.Namespace) -> int:
                       limits=RiskLimits.from_params(params), slippage_pct=params.slippage_pct,
                       initial_cash=params.initial_cash, progress=not args.quiet)
     metrics = wf.metrics(params.commission_rate, params.slippage_pct)
-    print(metrics.apply(lambda col: [format_metric(i, v) for i, v in col.items()]).to_string())
-    if (why := wf.no_trade_reason()): print(why)
+    shown = metrics.apply(lambda col: [format_metric(i, v) for i, v in col.items()])
+    print(shown.to_string())
+    if (why := wf.no_trade_reason()): print(textwrap.fill(why, 100, subsequent_indent="  "))
     report = _write_backtest_report(wf, params, args.report, start, end)
-    print(f"report {report} ({len(wf.retrains)} retrains, {len(wf.simulation.trades())} trades)")
+    record_report(report, "backtest", _backtest_figures(wf, shown, params, start, end))
+    with _database(params) as db: index = write_index(db, resolve_path(params.outputs_dir))
+    print(f"{len(wf.retrains)} retrains, {len(wf.simulation.trades())} trades")
+    print(f"report {home_relative(report)}\nindex  {home_relative(index)}")
     return 0
 
 # %% ../nbs/15_cli.ipynb #14071c46
@@ -426,14 +441,10 @@ def _print_outcome(o: RunOutcome) -> None:
     if o.html: print(f"report   {o.html}")
 
 # %% ../nbs/15_cli.ipynb #print_run
-def _order_line(t: Trade) -> str:
-    "`BUY 480 MSFT limit 20.80 -> filled 480 at 20.70`: the limit and the fill, each named."
-    fill = f" {t.filled_qty} at {t.avg_fill_price:.2f}" if t.avg_fill_price else ""
-    return f"{t.side} {t.qty} {t.symbol} limit {t.limit_price:.2f} -> {t.status}{fill}"
-
 def _print_run(params: TradingParams, run_id: str | None) -> None:
     "What run `run_id` decided and did: signals with their outcome, orders, portfolio value."
     from stockstock.db import PortfolioSnapshot, SignalRow, Trade  # SQLAlchemy: see "Imports"
+    from stockstock.messages import order_line     # (an order told as everywhere else)
     if run_id is None: return
     with _database(params) as db:
         sigs = db.rows(SignalRow, run_id=run_id)
@@ -442,7 +453,7 @@ def _print_run(params: TradingParams, run_id: str | None) -> None:
     if not sigs: return
     print("signals: " + ", ".join(f"{s.symbol} {s.action}" for s in sigs))
     for s in sigs: print(f"  {s.symbol:<5} {s.action:<4} {s.outcome or ''}")
-    print(f"orders:  {len(trades)}" + "".join(f"\n  {_order_line(t)}" for t in trades))
+    print(f"orders:  {len(trades)}" + "".join(f"\n  {order_line(t)}" for t in trades))
     if snaps: print(f"portfolio value: {snaps[-1].equity:,.2f} USD (cash {snaps[-1].cash:,.2f})")
 
 # %% ../nbs/15_cli.ipynb #replay
@@ -714,3 +725,85 @@ def db_command(args: argparse.Namespace) -> int:
                                  f"schema revision {head}, the newest"))
     return 0
 
+
+# %% ../nbs/15_cli.ipynb #b49e037f
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("grid", metavar="GRID", help="YAML grid (e.g. nbs/research/sweep_small.yaml)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="a running Dask scheduler, e.g. tcp://host:8786 (default: a LocalCluster)")
+    p.add_argument("--workers", type=positive_int, help="LocalCluster workers (default: cores)")
+    p.add_argument("--serial", action="store_true", help="no Dask: the cells one by one, here")
+    p.add_argument("--connect-timeout", type=positive_seconds, default=10.0, metavar="S",
+                   help="seconds to reach the scheduler (default 10)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+def _compute_sweep(plan, args: argparse.Namespace):
+    "Run `plan`'s missing cells as `args` say: serially, or on a Dask cluster."
+    from stockstock.sweep import open_client, run_sweep
+    if args.serial or not plan.missing: return run_sweep(plan, None, not args.quiet)
+    with open_client(args.scheduler, args.workers, args.connect_timeout) as client:
+        print(f"dashboard {client.dashboard_link}", flush=True)
+        return run_sweep(plan, client, not args.quiet)
+
+# %% ../nbs/15_cli.ipynb #8872ce2f
+@command("sweep", "a grid of walk-forward evaluations on Dask; stores each cell, writes a report",
+         _sweep_args, example="stockstock sweep nbs/research/sweep_small.yaml")
+def sweep_command(args: argparse.Namespace) -> int:
+    from stockstock.db import init_db
+    from stockstock.sweep import SweepError, SweepInterrupted, load_grid, plan_sweep
+    params = params_from(args)
+    try:
+        grid = load_grid(args.grid)
+        plan = plan_sweep(grid, init_db(params.db_url).url)
+        print(f"sweep {grid.settings['name']}: {len(plan.cells)} cells, "
+              f"{len(plan.cells) - len(plan.missing)} stored already, {len(plan.missing)} to "
+              "compute", flush=True)
+        outcome = _compute_sweep(plan, args)
+    except SweepInterrupted as e:
+        print(f"stockstock sweep: {e}", file=sys.stderr)
+        return 130
+    except SweepError as e:
+        print(f"stockstock sweep: {e}", file=sys.stderr)
+        return 2
+    return _report_sweep(outcome, params)
+
+# %% ../nbs/15_cli.ipynb #decb5800
+def _figure(v: Any, fmt: str) -> str:
+    "`v` formatted, or nothing when there is no number (None, NaN)."
+    return format(v, fmt) if isinstance(v, (int, float)) and v == v else ""
+
+def _sweep_figures(outcome: Any) -> dict[str, str]:
+    "A sweep's headline figures for the index: its best cell with the interval and placebo."
+    from stockstock.sweep import summary_table
+    axes, n = list(outcome.plan.grid.axes), len(outcome.plan.cells)
+    table = summary_table(outcome.rows, axes)
+    out = {"cells": f"{len(outcome.rows)} of {n}"}
+    if table.empty: return out
+    best = table.iloc[0].to_dict()              # ranked by the lower bound of its interval
+    ic = [_figure(best.get(k), "+.3f") for k in ("daily_ic", "ci_low", "ci_high")]
+    return out | {"best cell (by CI low)": str(best["cell"]),
+                  "daily IC [95% CI]": f"{ic[0]} [{ic[1]}, {ic[2]}]" if ic[0] else "",
+                  "placebo p": _figure(best.get("placebo_p"), ".3f"),
+                  f"beats luck (p < 0.05/{n})": "yes" if best.get("bonferroni") else "no",
+                  "return": _figure(best.get("strategy_return"), "+.1%"),
+                  "buy & hold": _figure(best.get("buy_and_hold_return"), "+.1%")}
+
+def _report_sweep(outcome, params: TradingParams) -> int:
+    "Write the sweep's report, its figures and the index; print where, and any failed cell."
+    import os
+
+    from stockstock.db import init_db
+    from stockstock.run_index import record_report, write_index
+    from stockstock.runs import ensure_plotly_js
+    from stockstock.sweep import sweep_folder, write_report
+    outputs = resolve_path(params.outputs_dir)
+    folder = sweep_folder(outputs, outcome.plan.grid)
+    js = os.path.relpath(ensure_plotly_js(outputs), folder)
+    report = write_report(outcome, folder, plotly_js=js)
+    record_report(report, "sweep", _sweep_figures(outcome))
+    write_index(init_db(params.db_url), outputs)
+    for i, error in outcome.failed.items(): print(f"cell {i + 1} failed: {error}")
+    print(f"{outcome.computed} cells computed in {outcome.seconds:.0f} s, "
+          f"{len(outcome.rows)} of {len(outcome.plan.cells)} stored")
+    print(f"report {home_relative(report)}")
+    return 1 if outcome.failed else 0

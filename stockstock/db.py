@@ -37,8 +37,8 @@ from .config import ConfigError, load_secrets, resolve_path
 __all__ = ['RUN_STATES', 'RUN_ORIGINS', 'ORDER_STATES', 'TRADE_STATES', 'FINAL_ORDER_STATES', 'UNSETTLED_STATES',
            'WORKING_STATES', 'MAY_FILL_STATES', 'NOTICE_STATES', 'BUSY_TIMEOUT_S', 'CONNECT_TIMEOUT_S', 'MIGRATIONS',
            'BAR_COLUMNS', 'RunOrder', 'UTCDateTime', 'utcnow', 'Base', 'Ohlcv', 'Listing', 'Run', 'SignalRow', 'Trade',
-           'Notice', 'PortfolioSnapshot', 'RiskEventRow', 'SystemState', 'SimAccount', 'SimPosition', 'SimOrder',
-           'DatabaseBusy', 'DatabaseUnavailable', 'busy_timeout_s', 'connect_timeout_s', 'database_url',
+           'Notice', 'PortfolioSnapshot', 'RiskEventRow', 'SystemState', 'SimAccount', 'SimPosition', 'SweepCell',
+           'SimOrder', 'DatabaseBusy', 'DatabaseUnavailable', 'busy_timeout_s', 'connect_timeout_s', 'database_url',
            'pg_connect_args', 'make_engine', 'advisory_key', 'schema_revisions', 'schema_revision', 'upgrade_schema',
            'Database', 'init_db', 'schema_differences', 'new_migration']
 
@@ -242,6 +242,20 @@ class SimPosition(Base):
     symbol: Mapped[str] = mapped_column(String(8), primary_key=True)
     qty: Mapped[int] = mapped_column(Integer)
     avg_price: Mapped[float] = mapped_column(Float)
+
+# %% ../nbs/03_db.ipynb #5e11c0a2
+class SweepCell(Base):
+    "One finished cell of a research sweep, keyed by its settings' and its data's hashes."
+    __tablename__ = "sweep_cells"
+    cell_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    settings: Mapped[dict] = mapped_column(JSON)     # the grid cell: every setting it ran with
+    figures: Mapped[dict] = mapped_column(JSON)      # daily IC and its interval, placebo, returns
+    series: Mapped[dict] = mapped_column(JSON)       # per day: IC, equity (for the report)
+    seconds: Mapped[float] = mapped_column(Float)    # compute time of the cell
+    worker: Mapped[str] = mapped_column(String(128)) # host:pid that computed it
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
 
 # %% ../nbs/03_db.ipynb #f9a0b1c2
 class SimOrder(Base):
@@ -775,3 +789,20 @@ def set_state(self, key: str, value: Any) -> None:
         row = s.get(SystemState, key)
         if row is None: s.add(SystemState(key=key, value=value))
         else: row.value = value
+
+# %% ../nbs/03_db.ipynb #d048d5bf
+@patch_to(Database)
+def store_sweep_cell(self, row: SweepCell) -> bool:
+    "Insert `row` unless its key is stored already; True when this call stored it."
+    values = {c.name: getattr(row, c.name) for c in SweepCell.__table__.columns}
+    values["finished_at"] = values["finished_at"] or utcnow()
+    with self.session() as s:
+        done = s.execute(self.insert(SweepCell).values(**values).on_conflict_do_nothing())
+    return done.rowcount == 1
+
+@patch_to(Database)
+def sweep_cells(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], SweepCell]:
+    "The stored cells among `keys` (cell hash, data hash), by key."
+    with self.session() as s:
+        rows = [s.get(SweepCell, k) for k in keys]
+    return {(r.cell_hash, r.data_hash): r for r in rows if r is not None}

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import html
 import re
+import textwrap
+import unicodedata
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,8 +16,9 @@ from zoneinfo import ZoneInfo
 from .db import Trade
 
 # %% auto #0
-__all__ = ['MAX_MESSAGE', 'esc', 'message_length', 'plain_text', 'fit', 'local', 'tz_label', 'usd', 'order_notice', 'halt_notice',
-           'unresolved_notice', 'drift_notice', 'failed_run_notice']
+__all__ = ['MAX_MESSAGE', 'PHONE_WIDTH', 'FLAT', 'esc', 'message_length', 'plain_text', 'width', 'wrap_line', 'fit', 'local',
+           'tz_label', 'short_time', 'usd', 'is_flat', 'equity_axis', 'order_prices', 'order_line', 'order_notice',
+           'halt_notice', 'unresolved_notice', 'drift_notice', 'failed_run_notice']
 
 # %% ../nbs/03b_messages.ipynb #caebd0eb
 MAX_MESSAGE = 4096   # Telegram's limit on a message's text
@@ -33,15 +36,35 @@ def plain_text(message: str) -> str:
     "A Telegram-HTML message as plain text (tags dropped, entities decoded)."
     return html.unescape(re.sub(r"<[^>]+>", "", message))
 
+# %% ../nbs/03b_messages.ipynb #phonewidth
+PHONE_WIDTH = 40    # columns of a monospace line a phone shows without wrapping it
+
+def width(line: str) -> int:
+    "The columns `line` takes in a monospace font: emoji and wide characters two, marks none."
+    def cols(c: str) -> int:
+        if c == "\ufe0f": return 1                  # emoji presentation: the narrow sign before
+        if unicodedata.combining(c): return 0        # is drawn two columns wide
+        return 2 if unicodedata.east_asian_width(c) in "WF" else 1
+    return sum(cols(c) for c in line)
+
+# %% ../nbs/03b_messages.ipynb #wrapline
+def wrap_line(line: str, most: int = PHONE_WIDTH) -> list[str]:
+    "`line` cut at spaces into lines of at most `most` columns, the rest indented two."
+    if width(line) <= most: return [line]
+    wide = width(line) - len(line)                     # wide characters count twice
+    return textwrap.wrap(line, max(10, most - wide), subsequent_indent="  ",
+                         break_on_hyphens=False) or [line]
+
 # %% ../nbs/03b_messages.ipynb #79abbd3a
 def fit(head: str, rows: list[str], tail: str = "", limit: int = MAX_MESSAGE,
         empty: str = "nothing yet") -> str:
-    "`head`, `rows` in a `<pre>` block, `tail`: as many rows as fit in `limit`, then a note."
+    "`head`, `rows` in a `<pre>` block (phone-wide), `tail`: as many rows as fit, then a note."
     def build(k: int) -> str:
         left = len(rows) - k
         body = rows[:k] + ([f"… {left} more not shown (Telegram's 4096-character limit)"]
                            if left else [])
-        block = f"<pre>{esc(chr(10).join(body))}</pre>" if rows else esc(empty)
+        lines = [x for row in body for line in row.split("\n") for x in wrap_line(line)]
+        block = f"<pre>{esc(chr(10).join(lines))}</pre>" if rows else esc(empty)
         return "\n".join(x for x in (head, block, tail) if x)
     k = len(rows)
     while k > 0 and message_length(build(k)) > limit:   # rows are short: cut a few at a time
@@ -57,11 +80,42 @@ def tz_label(tz: str) -> str:
     "A short name for `tz` now, e.g. KST."
     return datetime.now(ZoneInfo(tz)).strftime("%Z")
 
+# %% ../nbs/03b_messages.ipynb #shorttime
+def short_time(ts: datetime | None, tz: str, now: datetime | None = None) -> str:
+    "`ts` in `tz` as `03-17 04:30`, with the year (`2011-03-17 04:30`) unless it is this year."
+    if ts is None: return ""
+    this_year = (now or datetime.now(ZoneInfo(tz))).astimezone(ZoneInfo(tz)).year
+    same = ts.astimezone(ZoneInfo(tz)).year == this_year
+    return local(ts, tz, "%m-%d %H:%M" if same else "%Y-%m-%d %H:%M")
+
 # %% ../nbs/03b_messages.ipynb #973bfeb6
 def usd(x: float | None, sign: bool = False) -> str:
     "`1,234.50` (`+1,234.50` with `sign`); an empty string for None."
     if x is None: return ""
     return f"{x:+,.2f}" if sign else f"{x:,.2f}"
+
+# %% ../nbs/03b_messages.ipynb #equityaxis
+FLAT = 0.005          # USD: an equity that moved less than half a cent did not move
+
+def is_flat(values: list[float]) -> bool:
+    "Did `values` (an equity series) not move?"
+    return not values or max(values) - min(values) < FLAT
+
+def equity_axis(values: list[float], least: float = 0.001) -> dict[str, Any]:
+    "A plotly y-axis for equity `values`: cents at the finest, at least `least` of the level tall."
+    lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
+    span = max(hi - lo, abs(hi) * least, 1.0) * 1.1
+    return {"range": [(lo + hi - span) / 2, (lo + hi + span) / 2], "tickformat": ",.2f"}
+
+# %% ../nbs/03b_messages.ipynb #orderline
+def order_prices(t: Trade) -> str:
+    "`limit 20.80 -> filled 480 at 20.70`: the limit and the fill (or what became of it)."
+    fill = f" {t.filled_qty} at {t.avg_fill_price:,.2f}" if t.avg_fill_price else ""
+    return f"limit {t.limit_price:,.2f} -> {t.status}{fill}"
+
+def order_line(t: Trade) -> str:
+    "`BUY 480 MSFT limit 20.80 -> filled 480 at 20.70`: the order, its limit and its fill."
+    return f"{t.side} {t.qty} {t.symbol} {order_prices(t)}"
 
 # %% ../nbs/03b_messages.ipynb #c6dbec1b
 _ORDER_TITLES = {"submitted": "📤 Order placed", "filled": "✅ Order filled",
@@ -78,9 +132,7 @@ def _order_title(t: Trade) -> str:
 # %% ../nbs/03b_messages.ipynb #9cc5aab2
 def order_notice(t: Trade, mode: str) -> str:
     "The notice of trade `t` at its recorded status (Telegram HTML)."
-    what = f"{t.side} {t.qty} {t.symbol}" + (
-        f", {t.filled_qty} filled @ {t.avg_fill_price:,.2f} USD" if t.filled_qty and
-        t.avg_fill_price else f", limit {t.limit_price:,.2f} USD")
+    what = order_line(t)               # prices in USD, as everywhere
     if t.status == "unknown":
         what += " — the broker's answer was lost; the next run asks it (never resent blindly)"
     elif t.status in ("rejected", "expired", "cancelled") and t.error: what += f": {t.error[:200]}"

@@ -77,7 +77,7 @@ def order_outcomes(orders: Orders, approval: Approval) -> dict[str, Reason]:
         why = f" (resized for cash: {o.qty} of {cut['cap_qty']} shares)" if cut else ""
         out.setdefault(o.symbol, Reason(
             code=SignalOutcome.STOP_LOSS_EXIT if stop else SignalOutcome.ORDER_SENT,
-            words=f"{'stop-loss exit' if stop else 'order sent'}: {o.side} {o.qty} @ "
+            words=f"{'stop-loss exit' if stop else 'order sent'}: {o.side} {o.qty} limit "
                   f"{o.limit_price:.2f} {status}{why}"))
     return out
 

@@ -16,7 +16,8 @@ from .config import TradingParams, resolve_path
 from .db import (MAY_FILL_STATES, Database, Notice, PortfolioSnapshot, Run, SignalRow,
                            SimAccount, Trade)
 from .files import model_cutoff, read_model_meta
-from .messages import MAX_MESSAGE, esc, fit, local, tz_label, usd
+from .messages import (MAX_MESSAGE, esc, fit, local, order_prices, short_time, tz_label,
+                                 usd)
 from .state import halt_in_force, next_sim_session, sim_clock
 
 # %% auto #0
@@ -221,16 +222,22 @@ def format_status(st: Status, tz: str) -> str:
     return "\n".join(lines)
 
 # %% ../nbs/14_queries.ipynb #f0e8e116
+def _holding_rows(h: Holding) -> str:
+    "A position in two lines: symbol, quantity, prices; then value and unrealised P&L."
+    return (f"{h.symbol:<6}{h.qty:>8}{h.avg_price:>12,.2f}{h.price:>12,.2f}\n"
+            f"{'':<2}{usd(h.value):>16}{usd(h.unrealised, True):>12}{h.unrealised_pct:>+8.1%}")
+
+_HOLDING_HEADER = (f"{'symbol':<6}{'qty':>8}{'avg cost':>12}{'price':>12}\n"
+                   f"{'':<2}{'value':>16}{'unrealised':>12}{'in %':>8}")
+
 def format_portfolio(pv: PortfolioView | None, tz: str) -> str:
-    "The /portfolio answer."
+    "The /portfolio answer: a header, two lines per position, cash and value."
     if pv is None: return "<b>Portfolio</b>\nno snapshot yet: no run has finished"
-    head = (f"<b>Portfolio</b> at {local(pv.as_of, tz, '%Y-%m-%d %H:%M')} {tz_label(tz)} "
-            f"(run <code>{esc(pv.run_id)}</code>)")
-    rows = [f"{h.symbol:<5} {h.qty:>6} @ {h.avg_price:>9.2f} → {h.price:>9.2f}  "
-            f"{usd(h.value):>12}  {usd(h.unrealised, True):>10} ({h.unrealised_pct:+.1%})"
-            for h in pv.holdings]
-    tail = (f"Cash {usd(pv.cash)} · value <b>{usd(pv.equity)} USD</b> · "
-            f"unrealised {usd(pv.unrealised, True)}")
+    head = (f"<b>Portfolio</b> at {local(pv.as_of, tz, '%Y-%m-%d %H:%M')} {tz_label(tz)}\n"
+            f"run <code>{esc(pv.run_id)}</code>, prices in USD")
+    rows = [_HOLDING_HEADER] + [_holding_rows(h) for h in pv.holdings] if pv.holdings else []
+    tail = (f"Cash {usd(pv.cash)} USD\nValue <b>{usd(pv.equity)} USD</b>\n"
+            f"Unrealised {usd(pv.unrealised, True)} USD")
     return fit(head, rows, tail, empty="no positions")
 
 # %% ../nbs/14_queries.ipynb #a4b5c6d7
@@ -238,22 +245,21 @@ def format_pnl(view: PnlView | None, tz: str) -> str:
     "The /pnl answer."
     if view is None: return "<b>P&amp;L</b>\nno snapshot yet: no run has finished"
     head = f"<b>P&amp;L</b> (USD) at {local(view.as_of, tz, '%Y-%m-%d %H:%M')} {tz_label(tz)}"
-    rows = [f"{'':<9} {'total':>11} {'realised':>11} {'unrealised':>11}"]
-    rows += [f"{x.period:<9} {usd(x.total, True):>11} {usd(x.realised, True):>11} "
+    rows = [f"{'period':<9}{'total':>10}{'realised':>10}{'unrealised':>11}"]
+    rows += [f"{x.period:<9}{usd(x.total, True):>10}{usd(x.realised, True):>10}"
              f"{usd(x.unrealised, True):>11}" for x in view.lines]
     return fit(head, rows, f"Unrealised on open positions now: {usd(view.unrealised_now, True)}")
 
 # %% ../nbs/14_queries.ipynb #e491d1aa
 def _trade_row(t: Trade, tz: str) -> str:
-    "One trade in a line: when, side, quantity, symbol, price, status."
-    price = t.avg_fill_price or t.limit_price
+    "A trade in two lines: when, side, quantity, symbol; its limit and its fill (or status)."
     why = " stop-loss" if t.reason == "stop_loss" else ""
-    return (f"{local(t.intent_at or t.slot, tz)} {t.side:<4} {t.qty:>6} {t.symbol:<5} "
-            f"@ {price:>9.2f} {t.status}{why}")
+    return (f"{short_time(t.intent_at or t.slot, tz)} {t.side} {t.qty} {t.symbol}{why}\n"
+            f"  {order_prices(t)}")
 
 def format_trades(trades: list[Trade], tz: str) -> str:
     "The /trades answer (newest first)."
-    return fit(f"<b>Last {len(trades)} trades</b> (times {tz_label(tz)}, fill or limit price)",
+    return fit(f"<b>Last {len(trades)} trades</b> (times {tz_label(tz)}, prices USD)",
                [_trade_row(t, tz) for t in trades], empty="no trades yet")
 
 # %% ../nbs/14_queries.ipynb #b5c6d7e8
@@ -264,19 +270,21 @@ def format_open_orders(trades: list[Trade], tz: str, limit: int = MAX_MESSAGE) -
 
 # %% ../nbs/14_queries.ipynb #4b48ddd1
 def format_signals(signals: list[SignalRow], tz: str) -> str:
-    "The /signals answer: the latest signal of each symbol."
-    rows = [f"{s.symbol:<5} {s.action:<4} "
-            f"{'   -' if s.confidence is None else f'{s.confidence:4.2f}'} "
-            f"{local(s.as_of, tz)}  {s.outcome or s.note or ''}".rstrip() for s in signals]
+    "The /signals answer: the latest signal of each symbol, what became of it below."
+    rows = [f"{'symbol':<6} {'action':<6} {'conf':>4}  decided"]
+    rows += [f"{s.symbol:<6} {s.action:<6} "
+             f"{'   -' if s.confidence is None else f'{s.confidence:4.2f}'}  "
+             f"{short_time(s.as_of, tz)}" + (f"\n  {s.outcome or s.note}"
+                                             if s.outcome or s.note else "") for s in signals]
     return fit(f"<b>Latest signals</b> (confidence, decision time {tz_label(tz)}, outcome)",
-               rows, empty="no signals yet")
+               rows if signals else [], empty="no signals yet")
 
 # %% ../nbs/14_queries.ipynb #e8f90a1b
 _MARK = {"ok": "✅", "failed": "❌", "skipped": "·", "running": "…"}
 
 def format_runs(runs: list[Run], tz: str) -> str:
-    "The /runs answer (latest decision first, failed ones marked ❌)."
-    rows = [f"{_MARK.get(r.status, '?')} {local(r.as_of, tz)} {r.status:<7} {r.run_id}"
-            + (f"  {r.reason[:80]}" if r.reason else "") for r in runs]
+    "The /runs answer (latest decision first, failed ones marked ❌): the id and why below."
+    rows = [f"{_MARK.get(r.status, '?')} {short_time(r.as_of, tz)} {r.status}\n  {r.run_id}"
+            + (f" {r.reason[:100]}" if r.reason else "") for r in runs]
     return fit(f"<b>Last {len(runs)} runs</b> (decision time {tz_label(tz)})", rows,
                empty="no runs yet")

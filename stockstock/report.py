@@ -10,12 +10,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .bars import Bars
 from .calendar import format_instant, market_status
-from .db import PortfolioSnapshot, RiskEventRow
+from .db import PortfolioSnapshot, RiskEventRow, Trade
 from .decision import Decision
+from .messages import equity_axis, is_flat
 from .model import drift_figure
 from .orders import Orders
 from .outcome import Outcome, Snapshot
@@ -28,16 +29,19 @@ from .trade import OpenRun, Why
 __all__ = ['CHART_SYMBOLS', 'table', 'describe_run', 'market_line', 'reconcile_table', 'account_table', 'bars_table',
            'drift_summary', 'signals_table', 'approved_table', 'risk_events_table', 'orders_table', 'portfolio_table',
            'result_table', 'chart_symbols', 'price_figure', 'portfolio_figure', 'show', 'show_prices', 'show_portfolio',
-           'show_contributions', 'show_drift']
+           'use_shared_plotly', 'show_contributions', 'show_drift']
 
 # %% ../nbs/11g_report.ipynb #be429a84
+_COUNTS = ("qty", "filled_qty", "bars", "rest")     # share and bar counts: whole numbers
+
 def table(rows: pd.DataFrame | Iterable[dict], money: Iterable[str] = (),
           ratio: Iterable[str] = (), index: str | None = None) -> Any:
-    "A `Styler`: `money` columns as 1,234.56, `ratio` columns as 0.42, blanks for missing."
+    "A `Styler`: `money` columns as 1,234.56, `ratio` columns as 0.42, counts as 228, blanks."
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     if index is not None and index in frame.columns: frame = frame.set_index(index)
     formats = {c: "{:,.2f}" for c in money if c in frame.columns}
     formats |= {c: "{:.2f}" for c in ratio if c in frame.columns}
+    formats |= {c: "{:,.0f}" for c in _COUNTS if c in frame.columns}
     styler = frame.style.format(formats, na_rep="")
     return styler if index is not None else styler.hide(axis="index")
 
@@ -131,10 +135,10 @@ def orders_table(orders: Orders) -> Any:
     return table(rows, money=["limit_price"])
 
 def portfolio_table(snapshot: Snapshot) -> Any:
-    "Cash and positions after the run, valued at the run's marks."
+    "Cash and positions after the run, valued at the run's marks ('no positions' when flat)."
     if snapshot.balance is None: return ""
     rows = [dict(symbol=s, **p, value=p["qty"] * p["price"])
-            for s, p in snapshot.positions.items()]
+            for s, p in snapshot.positions.items()] or [dict(symbol="no positions")]
     rows.append(dict(symbol="cash", value=snapshot.balance.cash))
     rows.append(dict(symbol="equity", value=snapshot.equity))
     return table(rows, money=["avg_price", "price", "value"])
@@ -203,25 +207,64 @@ def _recent_snapshots(run: OpenRun, n: int) -> list[PortfolioSnapshot]:
     with run.db.session() as s:
         return list(s.scalars(q))[::-1]
 
+def _fees_paid(run: OpenRun, snaps: list[PortfolioSnapshot]) -> list[float]:
+    "Commissions paid by the runs of `snaps` after the first, cumulated at each snapshot."
+    with run.db.session() as s:
+        fees = dict(s.execute(select(Trade.run_id, func.sum(Trade.commission))
+                              .where(Trade.run_id.in_([x.run_id for x in snaps[1:]]))
+                              .group_by(Trade.run_id)).all())
+    paid = [0.0]
+    for x in snaps[1:]: paid.append(paid[-1] + float(fees.get(x.run_id) or 0.0))
+    return paid[:len(snaps)]
+
 # %% ../nbs/11g_report.ipynb #portfolio_figure
+def _equity_title(equity: list[float], paid: list[float]) -> str:
+    "The equity panel's title: flat, or the fees paid."
+    runs = f"{len(equity)} runs" if len(equity) != 1 else "1 run"
+    if equity and is_flat(equity): return f"equity, last {runs}: flat at {equity[-1]:,.2f}"
+    fees = f" · fees {paid[-1]:,.2f}" if paid and paid[-1] else ""
+    return f"equity over the last {runs} (USD){fees}"
+
 def portfolio_figure(run: OpenRun, risk: RiskCheck, snapshot: Snapshot, runs: int = 60):
-    "Equity over the recent runs, and each position's value before and after this run."
+    "Equity over the recent runs (and without fees), each position before and after this run."
     import plotly.graph_objects as go  # plotly: the charts only
     from plotly.subplots import make_subplots
     snaps = _recent_snapshots(run, runs)
+    equity, paid = [s.equity for s in snaps], _fees_paid(run, snaps)
+    unpaid = [e + f for e, f in zip(equity, paid, strict=True)]      # had no fee been paid
     fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.12,
-                        subplot_titles=(f"equity over the last {len(snaps)} runs (USD)",
+                        subplot_titles=(_equity_title(equity, paid),
                                         "positions before / after this run (USD)"))
-    fig.add_trace(go.Scatter(x=[s.as_of for s in snaps], y=[s.equity for s in snaps],
-                             mode="lines+markers", name="equity"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=[s.as_of for s in snaps], y=equity, mode="lines+markers",
+                             name="equity"), row=1, col=1)
+    if any(paid):
+        fig.add_trace(go.Scatter(x=[s.as_of for s in snaps], y=unpaid,
+                                 mode="lines", line=dict(dash="dot", color="#999"),
+                                 name="without the fees paid"), row=1, col=1)
+    fig.update_yaxes(equity_axis(equity + unpaid), row=1, col=1)
+    if len(snaps) == 1:                      # one point: a day either side, not 1970 to 2010
+        day = pd.Timedelta(days=1)
+        fig.update_xaxes(range=[snaps[0].as_of - day, snaps[0].as_of + day], row=1, col=1)
+    _position_bars(fig, go, risk, snapshot)
+    fig.update_layout(barmode="group", height=340, margin=dict(l=70, r=20, t=40, b=30))
+    return fig
+
+# %% ../nbs/11g_report.ipynb #position_bars
+def _position_bars(fig: Any, go: Any, risk: RiskCheck, snapshot: Snapshot) -> None:
+    "Each position's value before and after the run; the words 'no positions' when none."
     marks = {s: p["price"] for s, p in snapshot.positions.items()}
-    for label, bal in (("before", risk.balance), ("after", snapshot.balance)):
-        if bal is None: continue
+    held = [(label, bal) for label, bal in (("before", risk.balance), ("after", snapshot.balance))
+            if bal is not None and bal.positions]
+    for label, bal in held:
         fig.add_trace(go.Bar(x=list(bal.positions), name=label,
                              y=[p.qty * marks.get(s, p.avg_price)
                                 for s, p in bal.positions.items()]), row=1, col=2)
-    fig.update_layout(barmode="group", height=340, margin=dict(l=40, r=20, t=40, b=30))
-    return fig
+    if not held:
+        left, right = fig.layout.xaxis2.domain
+        fig.add_annotation(text="no positions (all cash)", showarrow=False, x=(left + right) / 2,
+                           y=0.5, xref="paper", yref="paper", font=dict(size=16))
+        fig.update_xaxes(visible=False, row=1, col=2)
+        fig.update_yaxes(visible=False, row=1, col=2)
 
 # %% ../nbs/11g_report.ipynb #ed339ffb
 def show(fig, plotly_js: str = "../plotly.min.js") -> None:
@@ -239,6 +282,21 @@ def show_portfolio(run: OpenRun, risk: RiskCheck, snapshot: Snapshot) -> None:
     "Display the portfolio chart (nothing for a skipped run)."
     if not run.skipped and snapshot.balance is not None:
         show(portfolio_figure(run, risk, snapshot))
+
+# %% ../nbs/11g_report.ipynb #sharedplotly
+def use_shared_plotly(plotly_js: str = "../plotly.min.js") -> None:
+    "Make `fig.show()` display as `show` does: plotly JSON, and HTML loading `plotly_js`."
+    import plotly.io as pio  # plotly: the charts only
+    from plotly.io.base_renderers import MimetypeRenderer
+
+    class SharedPlotlyJs(MimetypeRenderer):
+        def to_mimebundle(self, fig_dict: dict) -> dict:
+            return {"text/html": pio.to_html(fig_dict, full_html=False, validate=False,
+                                             include_plotlyjs=plotly_js, include_mathjax=False,
+                                             default_width="100%")}
+
+    pio.renderers["stockstock"] = SharedPlotlyJs()
+    pio.renderers.default = "plotly_mimetype+stockstock"
 
 # %% ../nbs/11g_report.ipynb #3d4e5f61
 def show_contributions(run: OpenRun, bars: Bars, decision: Decision, top: int = 5) -> None:

@@ -11,15 +11,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .calendar import format_instant
-from .config import resolve_path
 from sqlalchemy import func, select
 
+from .calendar import format_instant
+from .config import resolve_path
 from .db import Database, Run, SignalRow
 from .files import write_text_atomic
+from .messages import equity_axis, is_flat
 
 # %% auto #0
-__all__ = ['run_row', 'runs_table', 'signal_counts', 'write_index']
+__all__ = ['run_row', 'runs_table', 'record_report', 'signal_counts', 'write_index']
 
 # %% ../nbs/11h_run_index.ipynb #819929a2
 def run_row(r: Run) -> dict[str, Any]:
@@ -70,10 +71,14 @@ def _equity_chart(runs: list[Run]) -> str:
     for mode in sorted({r.mode for r in runs}):
         pts = sorted((r.as_of, r.equity) for r in runs if r.mode == mode and r.equity is not None)
         if pts: traces.append({"x": [a.isoformat() for a, _ in pts], "y": [e for _, e in pts],
-                               "name": mode, "mode": "lines"})
+                               "name": mode + (" (flat)" if is_flat([e for _, e in pts]) else ""),
+                               "mode": "lines+markers"})
     if not traces: return ""
-    layout = {"height": 260, "margin": {"l": 60, "r": 20, "t": 30, "b": 30},
-              "title": {"text": "equity at the end of each run (USD)"}}
+    ys = [y for t in traces for y in t["y"]]
+    title = "equity at the end of each run (USD)" + (
+        f": flat at {ys[0]:,.2f}" if is_flat(ys) else "")
+    layout = {"height": 260, "margin": {"l": 80, "r": 20, "t": 30, "b": 30},
+              "title": {"text": title}, "yaxis": equity_axis(ys)}
     return ("<div id='equity'></div><script src='plotly.min.js'></script><script>"
             f"Plotly.newPlot('equity', {json.dumps(traces)}, {json.dumps(layout)});</script>")
 
@@ -86,12 +91,54 @@ function applyFilters() {
       ? '' : 'none'; });
 }</script>"""
 
-def _backtest_links(outputs: Path) -> str:
-    reports = sorted((outputs / "backtest").glob("*.html"), reverse=True)
-    if not reports: return ""
-    items = "".join(f"<li><a href='{h.escape(os.path.relpath(p, outputs))}'>{h.escape(p.stem)}"
-                    "</a></li>" for p in reports)
-    return f"<h2>Backtest reports</h2><ul>{items}</ul>"
+# %% ../nbs/11h_run_index.ipynb #record_report
+def record_report(report: Path, kind: str, figures: dict[str, str]) -> Path:
+    "Keep `report`'s headline `figures` beside it (`<name>.summary.json`) for the index to list."
+    summary = report.with_suffix(".summary.json")
+    write_text_atomic(summary, json.dumps({"kind": kind, "report": report.name,
+                                           "figures": figures}, indent=1))
+    return summary
+
+_BARE = {"backtest": "backtest/*.html", "sweep": "sweeps/*/index.html"}  # reports w/o figures
+
+def _summaries(outputs: Path) -> dict[str, list[tuple[Path, dict[str, str]]]]:
+    "Each kind's reports (newest first) with their figures; older ones by name, without."
+    found: dict[str, list[tuple[Path, dict[str, str]]]] = {}
+    files = [*outputs.glob("*/*.summary.json"), *outputs.glob("*/*/*.summary.json")]
+    for path in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True):
+        try: s = json.loads(path.read_text())
+        except (OSError, ValueError): continue
+        if isinstance(s, dict) and {"kind", "report"} <= s.keys():
+            found.setdefault(str(s["kind"]), []).append((path.parent / str(s["report"]),
+                                                        dict(s.get("figures") or {})))
+    listed = {p for reports in found.values() for p in (r for r, _ in reports)}
+    for kind, pattern in _BARE.items():
+        bare = sorted((p for p in outputs.glob(pattern) if p not in listed),
+                      key=lambda p: p.stat().st_mtime, reverse=True)
+        found.setdefault(kind, []).extend((p, {}) for p in bare)
+    return {k: v for k, v in found.items() if v}
+
+# %% ../nbs/11h_run_index.ipynb #studies
+_TITLES = {"backtest": "Backtest reports", "sweep": "Research sweeps"}
+
+def _name(report: Path) -> str:
+    "What a report is called in the list: its file's name, or its folder's for an index.html."
+    return report.parent.name if report.name == "index.html" else report.stem
+
+def _studies(outputs: Path) -> str:
+    "A table per kind of study: each report (newest first) and its headline figures."
+    parts = []
+    for kind, reports in sorted(_summaries(outputs).items()):
+        names = list(dict.fromkeys(k for _, f in reports for k in f))
+        head = "".join(f"<th>{h.escape(n)}</th>" for n in ["report", *names])
+        rows = "".join(
+            f"<tr><td class='id'><a href='{h.escape(os.path.relpath(p, outputs))}'>"
+            f"{h.escape(_name(p))}</a></td>"
+            + "".join(f"<td class='n'>{h.escape(str(f.get(n, '')))}</td>" for n in names)
+            + "</tr>" for p, f in reports)
+        title = _TITLES.get(kind, f"{kind} reports")
+        parts.append(f"<h2>{h.escape(title)}</h2><table><tr>{head}</tr>{rows}</table>")
+    return "".join(parts)
 
 # %% ../nbs/11h_run_index.ipynb #a3126a9a
 def signal_counts(db: Database, runs: list[Run]) -> dict[str, str]:
@@ -131,7 +178,7 @@ def write_index(db: Database, outputs: Path, limit: int = 2000) -> Path:
             f"onchange='applyFilters()'><option value=''>all</option>"
             f"{options(['sim', 'paper', 'live'])}</select></p>"
             f"{_tables(runs, outputs, signal_counts(db, runs))}"
-            f"{_backtest_links(outputs)}</body></html>")
+            f"{_studies(outputs)}</body></html>")
     path = outputs / "index.html"
     write_text_atomic(path, page)
     return path

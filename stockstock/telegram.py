@@ -9,17 +9,19 @@ import asyncio
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from telegram import BotCommand, Update
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ParseMode
 from telegram.error import TelegramError
-from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
+from telegram.ext import (Application, CallbackQueryHandler, CommandHandler, ContextTypes,
+                          MessageHandler, filters)
 
 from .config import ConfigError, Secrets, TradingParams
 from .db import Database
 from .log import LOG_FILE, get_logger, quiet_libraries
-from .messages import MAX_MESSAGE, esc
+from .messages import MAX_MESSAGE, esc, local, tz_label
 from .queries import (format_open_orders, format_pnl,
                                 format_portfolio, format_runs, format_signals, format_status,
                                 format_trades, latest_signals, open_orders, pnl, portfolio,
@@ -29,9 +31,10 @@ from .state import clear_halt, halt_state, set_halt
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'Reply', 'COMMANDS', 'BotState', 'bot_command', 'Refusal', 'count_arg', 'stop_reply', 'start_reply',
-           'status_reply', 'portfolio_reply', 'pnl_reply', 'trades_reply', 'signals_reply', 'runs_reply', 'ping_reply',
-           'help_reply', 'unknown_reply', 'authorized_only', 'register_commands', 'build_application']
+__all__ = ['log', 'Reply', 'COMMANDS', 'BUTTONS', 'RESUME', 'BotState', 'Ask', 'bot_command', 'on_button', 'Refusal', 'count_arg',
+           'stop_reply', 'start_reply', 'resume_pressed', 'status_reply', 'portfolio_reply', 'pnl_reply',
+           'trades_reply', 'signals_reply', 'runs_reply', 'ping_reply', 'help_reply', 'unknown_reply',
+           'authorized_only', 'button_pressed', 'register_commands', 'build_application']
 
 # %% ../nbs/14b_telegram.ipynb #546aeb87
 @dataclass
@@ -45,13 +48,28 @@ class BotState:
     def tz(self) -> str: return self.params.display_timezone
 
 # %% ../nbs/14b_telegram.ipynb #registry
-Reply = Callable[[BotState, list[str], int], str]   # (bot, arguments, chat id) -> HTML
+@dataclass(frozen=True)
+class Ask:
+    "An answer that asks before acting: `text` (HTML) and one button that sends `data` back."
+    text: str
+    button: str                      # the button's label
+    data: str                        # `action:detail`, at most 64 bytes (Telegram's limit)
+
+Reply = Callable[[BotState, list[str], int], "str | Ask"]   # (bot, arguments, chat) -> answer
 COMMANDS: dict[str, tuple[Reply, str]] = {}
+BUTTONS: dict[str, Reply] = {}       # action -> its answer, given [detail] as the arguments
 
 def bot_command(name: str, help: str) -> Callable[[Reply], Reply]:
     "Register `reply` as the answer to `/name` (`help` is its line in /help and the menu)."
     def register(reply: Reply) -> Reply:
         COMMANDS[name] = (reply, help)
+        return reply
+    return register
+
+def on_button(action: str) -> Callable[[Reply], Reply]:
+    "Register `reply` as the answer to a press of a button whose data is `action:...`."
+    def register(reply: Reply) -> Reply:
+        BUTTONS[action] = reply
         return reply
     return register
 
@@ -77,11 +95,28 @@ def stop_reply(bot: BotState, args: list[str], chat_id: int) -> str:
     return head + format_open_orders(open_orders(bot.db), bot.tz, MAX_MESSAGE - len(head))
 
 # %% ../nbs/14b_telegram.ipynb #start_reply
-@bot_command("start", "resume trading: new entries allowed again")
-def start_reply(bot: BotState, args: list[str], chat_id: int) -> str:
+RESUME = "▶️ Resume trading"
+
+@bot_command("start", "resume trading (asks first): new entries allowed again")
+def start_reply(bot: BotState, args: list[str], chat_id: int) -> str | Ask:
     was = halt_state(bot.db)
-    clear_halt(bot.db, by=f"telegram:{chat_id}")
     if was is None: return "▶️ Trading is on: new entries are allowed. /status for more."
+    since = datetime.fromisoformat(was["since"]) if was.get("since") else None
+    return Ask(f"⏸ Trading is <b>halted</b>: {esc(was.get('reason'))} (by "
+               f"{esc(was.get('by', '?'))}, since {local(since, bot.tz)} {tz_label(bot.tz)}).\n"
+               "Resume new entries? The daily loss limit still applies.",
+               RESUME, f"resume:{was.get('since', '')}"[:64])
+
+# %% ../nbs/14b_telegram.ipynb #resume_pressed
+@on_button("resume")
+def resume_pressed(bot: BotState, args: list[str], chat_id: int) -> str:
+    "The Resume button: clears the halt it was shown for, and only that one."
+    was = halt_state(bot.db)
+    if was is None: return "▶️ Trading is already on: nothing to resume."
+    if args[:1] != [f"{was.get('since', '')}"[:57]]:
+        return ("⏸ That button was for an earlier halt; trading is still halted "
+                f"({esc(was.get('reason'))}). Send /start to see this one.")
+    clear_halt(bot.db, by=f"telegram:{chat_id}")
     return (f"▶️ <b>Resumed</b> (was halted: {esc(was.get('reason'))}). New entries are allowed "
             "from the next run; the daily loss limit still applies.")
 
@@ -130,10 +165,18 @@ def _apology(name: str) -> str:
     return f"Sorry, /{name} failed. The details are in the log ({LOG_FILE})."
 
 # %% ../nbs/14b_telegram.ipynb #29a3a6f7
-async def _answer(context: ContextTypes.DEFAULT_TYPE, chat_id: int, name: str, text: str) -> None:
-    "Send `text` (HTML); if Telegram refuses it, a plain apology instead."
+def _markup(answer: str | Ask) -> InlineKeyboardMarkup | None:
+    "The inline keyboard of an `Ask` (one button), else none."
+    if not isinstance(answer, Ask): return None
+    return InlineKeyboardMarkup([[InlineKeyboardButton(answer.button, callback_data=answer.data)]])
+
+async def _answer(context: ContextTypes.DEFAULT_TYPE, chat_id: int, name: str,
+                  answer: str | Ask) -> None:
+    "Send `answer` (HTML, with its button); if Telegram refuses it, a plain apology instead."
+    text = answer.text if isinstance(answer, Ask) else answer
     try:
-        await context.bot.send_message(chat_id, text, parse_mode=ParseMode.HTML)
+        await context.bot.send_message(chat_id, text, parse_mode=ParseMode.HTML,
+                                       reply_markup=_markup(answer))
         log.info("telegram_command_answered", command=name, chat_id=chat_id)
     except TelegramError as e:
         log.error("telegram_answer_failed", command=name, error_type=type(e).__name__,
@@ -142,26 +185,55 @@ async def _answer(context: ContextTypes.DEFAULT_TYPE, chat_id: int, name: str, t
             await context.bot.send_message(chat_id, _apology(name))
 
 # %% ../nbs/14b_telegram.ipynb #authorized_only
+def _whitelisted(bot: BotState, update: Update) -> int | None:
+    "The chat id of `update` if the chat is whitelisted; else None, and the attempt logged."
+    chat, user = update.effective_chat, update.effective_user
+    if chat is not None and chat.id in bot.chats: return chat.id
+    log.warning("unauthorized_telegram_access", chat_id=chat.id if chat else None,
+                user_id=user.id if user else None, button=update.callback_query is not None)
+    return None
+
+async def _reply(bot: BotState, name: str, reply: Reply, args: list[str], chat_id: int
+                 ) -> str | Ask:
+    "`reply`'s answer, run off the event loop; a refusal's words; an apology for an error."
+    try:
+        return await asyncio.to_thread(reply, bot, args, chat_id)
+    except Refusal as e:
+        return esc(e)
+    except Exception as e:  # the user gets an apology, the log gets the error
+        log.error("telegram_command_failed", command=name, error_type=type(e).__name__,
+                  error=str(e))
+        return _apology(name)
+
+# %% ../nbs/14b_telegram.ipynb #authorized_cmd
 def authorized_only(name: str, reply: Reply) -> Callable[..., Any]:
     "The PTB callback of `/name`: whitelist, errors kept from the user, HTML answer."
     @functools.wraps(reply)
     async def callback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         bot: BotState = context.application.bot_data["stockstock"]
-        chat, user = update.effective_chat, update.effective_user
-        if chat is None or chat.id not in bot.chats:
-            log.warning("unauthorized_telegram_access", chat_id=chat.id if chat else None,
-                        user_id=user.id if user else None)
-            return
-        try:
-            text = await asyncio.to_thread(reply, bot, list(context.args or []), chat.id)
-        except Refusal as e:
-            text = esc(e)
-        except Exception as e:  # the user gets an apology, the log gets the error
-            log.error("telegram_command_failed", command=name, error_type=type(e).__name__,
-                      error=str(e))
-            text = _apology(name)
-        await _answer(context, chat.id, name, text)
+        chat_id = _whitelisted(bot, update)
+        if chat_id is None: return
+        answer = await _reply(bot, name, reply, list(context.args or []), chat_id)
+        await _answer(context, chat_id, name, answer)
     return callback
+
+# %% ../nbs/14b_telegram.ipynb #button_pressed
+async def button_pressed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    "The PTB callback of every inline button: whitelist, acknowledge, edit the message."
+    bot: BotState = context.application.bot_data["stockstock"]
+    chat_id, query = _whitelisted(bot, update), update.callback_query
+    if chat_id is None or query is None: return
+    action, _, detail = (query.data or "").partition(":")
+    reply = BUTTONS.get(action, lambda *_: "That button does nothing any more.")
+    text = await _reply(bot, f"button {action}", reply, [detail], chat_id)
+    try:
+        await query.answer()
+        await query.edit_message_text(text if isinstance(text, str) else text.text,
+                                      parse_mode=ParseMode.HTML)
+        log.info("telegram_button_answered", action=action, chat_id=chat_id)
+    except TelegramError as e:
+        log.error("telegram_answer_failed", command=f"button {action}",
+                  error_type=type(e).__name__, error=str(e))
 
 # %% ../nbs/14b_telegram.ipynb #4dc8d71f
 async def register_commands(app: Application) -> None:
@@ -176,7 +248,7 @@ async def _on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 # %% ../nbs/14b_telegram.ipynb #9861251d
 def build_application(secrets: Secrets, db: Database, params: TradingParams) -> Application:
-    "The bot: commands, whitelist and error handling, polling `secrets.telegram_api_url`."
+    "The bot: commands, buttons, whitelist and error handling, polling the configured API."
     if not secrets.telegram_configured:
         raise ConfigError("invalid environment: the bot needs TELEGRAM_BOT_TOKEN and "
                           "TELEGRAM_CHAT_IDS")
@@ -187,6 +259,7 @@ def build_application(secrets: Secrets, db: Database, params: TradingParams) -> 
     app.bot_data["stockstock"] = BotState(db, params, frozenset(secrets.telegram_chat_ids))
     for name, (reply, _) in COMMANDS.items():
         app.add_handler(CommandHandler(name, authorized_only(name, reply)))
+    app.add_handler(CallbackQueryHandler(button_pressed))
     app.add_handler(MessageHandler(filters.ALL & ~filters.UpdateType.EDITED,
                                    authorized_only("unknown", unknown_reply)))
     app.add_error_handler(_on_error)

@@ -60,8 +60,9 @@ def test_notices_of_a_trading_run_arrive_once(backend, trading_home, tg):
     assert "notices: 2 sent" in r.stdout, r.stdout
     assert _notices(home) == {k: "sent" for k in ORDER_KEYS}
     texts = sorted(m.plain_text for m in tg.sent)
-    assert texts == ["✅ Order filled [sim]\nBUY 35 GOOG, 35 filled @ 279.55 USD",
-                     "✅ Order filled [sim]\nBUY 480 MSFT, 480 filled @ 20.70 USD"], texts
+    assert texts == [
+        "✅ Order filled [sim]\nBUY 35 GOOG limit 280.81 -> filled 35 at 279.55",
+        "✅ Order filled [sim]\nBUY 480 MSFT limit 20.80 -> filled 480 at 20.70"], texts
     assert {m.chat_id for m in tg.sent} == {CHAT} and {m.parse_mode for m in tg.sent} == {"HTML"}
     # the same slot again: nothing new happens, nothing new is said
     again = _trade(home, tg)

@@ -11,6 +11,8 @@ import pytest
 from conftest import THRESHOLD, TRADING_SYMBOLS, query, stockstock
 
 from stockstock.backtest import predict_actions, simulate
+from stockstock.engine import same_as_reference
+from stockstock.engine import simulate as engine_simulate
 from stockstock.config import load_params
 from stockstock.db import init_db
 from stockstock.model import load_model
@@ -86,6 +88,9 @@ def test_twenty_runs_index_and_agreement_with_backtest(trading_home):
     assert got == expected
     (equity,), = query(home, "SELECT equity FROM portfolio_snapshots ORDER BY as_of DESC LIMIT 1")
     assert equity == pytest.approx(sim.equity.iloc[-1], rel=1e-12)
+    fast = engine_simulate(actions, closes, RiskLimits.from_params(params), params.slippage_pct,
+                           params.initial_cash)          # the compiled engine: the same again
+    assert same_as_reference(fast, sim) is None
 
     # a replay of a run that traded gives the same decisions
     traded = query(home, "SELECT run_id FROM runs WHERE n_orders > 0 ORDER BY as_of LIMIT 1")

@@ -332,6 +332,10 @@ def _init_state(self) -> None:
     self._updates: list[dict[str, Any]] = []
     self._update_ids = itertools.count(1)
     self._message_ids = itertools.count(1)
+    self._callback_ids = itertools.count(1)
+    self._open_callbacks: set[str] = set()       # delivered callback queries not yet answered
+    self.edits: list[SentMessage] = []           # accepted editMessageText calls, in order
+    self.callback_answers: list[dict[str, Any]] = []   # accepted answerCallbackQuery fields
     self._faults: dict[str, list[Fault]] = {}
     self._handlers: dict[str, Callable[[dict[str, Any]], Any]] = {}
     self._poll_generation = 0
@@ -471,11 +475,13 @@ def clear_faults(self) -> None:
 
 # %% ../../nbs/17a_testing_telegram.ipynb #a8817115
 # Methods answered with `true` and otherwise ignored (recorded in the request log).
-_TRUE_METHODS = frozenset({"close", "logout", "sendchataction", "answercallbackquery",
+_TRUE_METHODS = frozenset({"close", "logout", "sendchataction",
                            "setmydescription", "setmyshortdescription", "setmyname",
                            "setchatmenubutton", "setmydefaultadministratorrights"})
 # The served methods (lower-cased) and the method of FakeTelegram that answers each.
 _SERVED = {"getme": "_get_me", "getupdates": "_get_updates", "sendmessage": "_send_message",
+           "editmessagetext": "_edit_message_text",
+           "answercallbackquery": "_answer_callback_query",
            "deletewebhook": "_delete_webhook", "setwebhook": "_set_webhook",
            "getwebhookinfo": "_get_webhook_info", "setmycommands": "_set_my_commands",
            "getmycommands": "_get_my_commands", "deletemycommands": "_delete_my_commands"}
@@ -602,14 +608,29 @@ def _plain_text(text: str, parse_mode: str | None) -> str:
 
 # %% ../../nbs/17a_testing_telegram.ipynb #670fc72e
 @patch_to(FakeTelegram)
-def _message(self, chat_id: int | str, message_id: int, plain: str) -> dict[str, Any]:
+def _message(self, chat_id: int | str, message_id: int, plain: str,
+             reply_markup: dict[str, Any] | None = None) -> dict[str, Any]:
     "The `Message` Telegram answers a sendMessage with."
     chat: dict[str, Any] = {"id": chat_id, "type": "private"}
     if isinstance(chat_id, str) or chat_id < 0:
         chat = {"id": chat_id if isinstance(chat_id, int) else -1000000000001,
                 "type": "supergroup", "title": str(chat_id)}
     return {"message_id": message_id, "from": self.bot_user, "chat": chat,
-            "date": int(time.time()), "text": plain}
+            "date": int(time.time()), "text": plain} | (
+                {"reply_markup": reply_markup} if reply_markup else {})
+
+# %% ../../nbs/17a_testing_telegram.ipynb #checkmarkup
+def _check_markup(markup: Any) -> dict[str, Any] | None:
+    "An inline keyboard as Telegram checks it: rows of buttons, each a text and 1-64 bytes of data."
+    if not markup: return None
+    rows = markup.get("inline_keyboard") if isinstance(markup, dict) else None
+    if not isinstance(rows, list): return markup          # other keyboards: not checked
+    for button in (b for row in rows for b in row):
+        if not str(button.get("text", "")).strip(): raise bad_request("BUTTON_TEXT_INVALID")
+        data = button.get("callback_data")
+        if data is not None and not 1 <= len(str(data).encode()) <= 64:
+            raise bad_request("BUTTON_DATA_INVALID")
+    return markup
 
 # %% ../../nbs/17a_testing_telegram.ipynb #3207fccb
 @patch_to(FakeTelegram)
@@ -624,11 +645,52 @@ def _send_message(self, params: dict[str, Any]) -> dict[str, Any]:
     plain = _plain_text(text, parse_mode)
     if not plain.strip(): raise bad_request("message text is empty")
     if len(plain) > self.max_message_length: raise bad_request("message is too long")
+    markup = _check_markup(params.get("reply_markup"))
     with self._cond:
         message_id = next(self._message_ids)
         self.sent.append(SentMessage(chat_id, text, parse_mode, time.monotonic(),
                                      message_id, plain, dict(params)))
-    return self._message(chat_id, message_id, plain)
+    return self._message(chat_id, message_id, plain, markup)
+
+# %% ../../nbs/17a_testing_telegram.ipynb #current
+@patch_to(FakeTelegram)
+def current(self, chat_id: int | str, message_id: int) -> SentMessage | None:
+    "Message `message_id` in `chat_id` as it reads now (its latest edit), or None."
+    with self._cond:
+        versions = [m for m in self.sent + self.edits
+                    if m.chat_id == chat_id and m.message_id == message_id]
+    return versions[-1] if versions else None
+
+# %% ../../nbs/17a_testing_telegram.ipynb #editmessage
+@patch_to(FakeTelegram)
+def _edit_message_text(self, params: dict[str, Any]) -> dict[str, Any]:
+    chat_id, message_id, text = params.get("chat_id"), params.get("message_id"), params.get("text")
+    was = self.current(chat_id, message_id) if isinstance(message_id, int) else None
+    if was is None: raise bad_request("message to edit not found")
+    if not isinstance(text, str) or not text.strip(): raise bad_request("message text is empty")
+    parse_mode = params.get("parse_mode") or None
+    plain, markup = _plain_text(text, parse_mode), _check_markup(params.get("reply_markup"))
+    if len(plain) > self.max_message_length: raise bad_request("MESSAGE_TOO_LONG")
+    if plain == was.plain_text and markup == was.params.get("reply_markup"):
+        raise bad_request("message is not modified: specified new message content and reply "
+                          "markup are exactly the same as a current content and reply markup "
+                          "of the message")
+    with self._cond:
+        self.edits.append(SentMessage(chat_id, text, parse_mode, time.monotonic(), message_id,
+                                      plain, dict(params)))
+    return self._message(chat_id, message_id, plain, markup) | {"edit_date": int(time.time())}
+
+# %% ../../nbs/17a_testing_telegram.ipynb #answercallback
+@patch_to(FakeTelegram)
+def _answer_callback_query(self, params: dict[str, Any]) -> bool:
+    with self._cond:
+        query_id = str(params.get("callback_query_id", ""))
+        if query_id not in self._open_callbacks:
+            raise bad_request("query is too old and response timeout expired or query ID is "
+                              "invalid")
+        self._open_callbacks.discard(query_id)
+        self.callback_answers.append(dict(params))
+    return True
 
 # %% ../../nbs/17a_testing_telegram.ipynb #deea8ee4
 @patch_to(FakeTelegram)
@@ -740,6 +802,39 @@ def push_message(self, chat_id: int, text: str, user_id: int | None = None, *,
     if entities:
         message["entities"] = entities
     return self.push_update({"message": message})
+
+# %% ../../nbs/17a_testing_telegram.ipynb #pushcallback
+@patch_to(FakeTelegram)
+def push_callback(self, chat_id: int, data: str, *, message_id: int | None = None,
+                  user_id: int | None = None) -> dict[str, Any]:
+    "Queue the Update of a button carrying `data` pressed under message `message_id` in `chat_id`."
+    user_id = user_id if user_id is not None else (chat_id if chat_id > 0 else 1001)
+    shown = self.current(chat_id, message_id) if message_id is not None else None
+    message = self._message(chat_id, message_id or next(self._message_ids),
+                            shown.plain_text if shown else "a message with a button",
+                            shown.params.get("reply_markup") if shown else None)
+    with self._cond:
+        query_id = str(next(self._callback_ids) * 7919 + 4_000_000_000)  # long-ish, like Telegram's
+        self._open_callbacks.add(query_id)
+    return self.push_update({"callback_query": {
+        "id": query_id, "from": {"id": user_id, "is_bot": False, "first_name": f"User{user_id}"},
+        "message": message, "chat_instance": str(-abs(hash((chat_id, "instance"))) % 10**18),
+        "data": data}})
+
+# %% ../../nbs/17a_testing_telegram.ipynb #pressbutton
+@patch_to(FakeTelegram)
+def press_button(self, chat_id: int, label: str, *, user_id: int | None = None
+                 ) -> dict[str, Any]:
+    "Press the button labelled `label` under the latest message to `chat_id` that shows one."
+    with self._cond:
+        ids = sorted({m.message_id for m in self.sent if m.chat_id == chat_id}, reverse=True)
+    for message_id in ids:
+        markup = self.current(chat_id, message_id).params.get("reply_markup") or {}
+        for button in (b for row in markup.get("inline_keyboard", []) for b in row):
+            if button.get("text") == label:
+                return self.push_callback(chat_id, button["callback_data"],
+                                          message_id=message_id, user_id=user_id)
+    raise LookupError(f"no message to {chat_id} shows a button {label!r}")
 
 # %% ../../nbs/17a_testing_telegram.ipynb #e1b0e9ff
 @patch_to(FakeTelegram)

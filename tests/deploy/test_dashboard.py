@@ -100,6 +100,36 @@ def test_dashboard_filters_chart_and_links(project: Path, tmp_path: Path):
         assert watch.outside == [], watch.outside
 
 
+# the labels of a plotly chart's y axis, as drawn
+TICKS_JS = "el => [...el.querySelectorAll('.ytick text')].map(t => t.textContent)"
+STUDIES_JS = """() => [...document.querySelectorAll('h2')].filter(h => h.innerText.endsWith(
+  'reports')).map(h => ({kind: h.innerText, rows: [...h.nextElementSibling.rows].map(
+  r => [...r.cells].map(c => c.innerText.trim()))}))"""
+
+
+def test_dashboard_equity_axis_in_cents_and_backtests_with_figures(project: Path, tmp_path: Path):
+    """Issue 18: the equity axis is labelled in cents at the finest, each label a different
+    amount (not 99.999k, 100k, 100.001k); the backtest is listed with its headline figures."""
+    with chromium(tmp_path) as (context, watch), watch.failing_with_screenshots():
+        page = context.new_page()
+        page.goto((project / "outputs/index.html").as_uri())
+        page.wait_for_selector("#equity svg.main-svg", timeout=20_000)
+        watch.shot(page, "dashboard_axis")
+        ticks = page.eval_on_selector("#equity", TICKS_JS)
+        assert len(ticks) >= 2 and all(re.fullmatch(r"-?\d{1,3}(,\d{3})*\.\d\d", t)
+                                       for t in ticks), ticks
+        values = [float(t.replace(",", "")) for t in ticks]
+        assert min(b - a for a, b in zip(values, values[1:], strict=False)) >= 0.01, ticks
+        studies = page.evaluate(STUDIES_JS)
+        print(f"equity axis labels: {ticks}; studies: {studies}")
+        (backtests,) = [s["rows"] for s in studies if s["kind"] == "Backtest reports"]
+        assert backtests[0][:5] == ["report", "window", "threshold", "return", "buy & hold"]
+        row = dict(zip(backtests[0], backtests[1], strict=True))
+        assert row["window"] == "2011-03-01 to 2011-06-30", row
+        assert re.fullmatch(r"-?\d+\.\d%", row["return"]) and re.fullmatch(r"\d+", row["trades"])
+        assert watch.outside == [], watch.outside
+
+
 @pytest.fixture(scope="module")
 def report(project: Path, tmp_path_factory: pytest.TempPathFactory):
     "What the browser shows of the report of the last run that sent orders (and screenshots)."
@@ -175,3 +205,13 @@ def test_run_report_copied_alone_says_what_it_needs(report):
         assert alone["outside"] == [], alone["outside"]
         assert "need plotly.min.js one folder up" in (alone["needs"] or ""), alone["needs"]
         assert seen["in place"]["needs"] is None          # in place, the charts draw
+
+
+def test_run_report_shows_quantities_as_whole_numbers(report):
+    "Issue 18: a position of 480 shares reads 480, not 480.000000 (cash's blank made it a float)."
+    seen, watch = report
+    with watch.failing_with_screenshots():
+        (held,) = [t for t in seen["in place"]["tables"] if t and t[0][:2] == ["symbol", "qty"]]
+        qty = [row[1] for row in held[1:]]
+        assert qty and all(re.fullmatch(r"\d[\d,]*|", q) for q in qty), held
+        assert any(q for q in qty), held
