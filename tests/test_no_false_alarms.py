@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from filelock import FileLock
 
-from conftest import BIN, query
+from conftest import BIN, query, use_postgres
 
 N_STARTS = 64
 
@@ -22,41 +22,51 @@ def _model(home: Path) -> None:
     (home / "models/lgbm.txt").write_text("tree")
 
 
-def _hold_and_clean(locked, stop, closed) -> None:
+def _hold_and_clean(url, locked, stop, closed) -> None:
     "The lock holder: takes the run lock and closes interrupted runs over and over, as a run does."
     from stockstock.db import init_db
     from stockstock.runs import close_interrupted_runs, run_lock
-    db, ids = init_db("sqlite:///data/stockstock.db"), []
-    with run_lock() as mine:
+    db, ids = init_db(url), []
+    with run_lock(url) as mine:
         locked.set()
         while mine and not stop.is_set(): ids.extend(close_interrupted_runs(db))
     db.close()
     closed.put(ids if mine else ["the lock holder did not get the lock"])
 
 
-def _start(go, statuses) -> None:
-    "One start of the run while another process holds the lock: its outcome's status."
+def _start(url, where, go, statuses) -> None:
+    "One start of the run (from project home `where`) while another process holds the lock."
     from stockstock.config import TradingParams
     from stockstock.runs import execute_run
+    os.environ["STOCKSTOCK_HOME"] = str(where)
+    os.chdir(where)
     go.wait(timeout=60)
     try:
-        statuses.put(execute_run(TradingParams(mode="sim", symbols=["AAPL"])).status)
+        statuses.put(execute_run(TradingParams(mode="sim", symbols=["AAPL"], db_url=url)).status)
     except BaseException as e:              # noqa: BLE001  # the parent reports it
         statuses.put(repr(e))
 
 
-def test_concurrent_skips_are_never_recorded_as_failed(home: Path):
-    "64 starts against a held run lock while its holder keeps closing interrupted runs."
+def test_concurrent_skips_are_never_recorded_as_failed(backend, home: Path, tmp_path_factory,
+                                                       request, monkeypatch):
+    """64 starts against a held run lock while its holder keeps closing interrupted runs; on
+    PostgreSQL half of them from a second project home (another machine) sharing the database."""
     import stockstock.runs  # noqa: F401  # imported once, before forking: cheap children
     import stockstock.trade  # noqa: F401
     _model(home)
+    homes, url = [home], "sqlite:///data/stockstock.db"
+    if backend == "postgresql":
+        url = use_postgres(home, request.getfixturevalue("pg"), monkeypatch)
+        homes.append(tmp_path_factory.mktemp("machine-b"))
+        _model(homes[1])
     ctx = mp.get_context("fork")
     locked, stop, go = ctx.Event(), ctx.Event(), ctx.Event()
     closed, statuses = ctx.Queue(), ctx.Queue()
-    holder = ctx.Process(target=_hold_and_clean, args=(locked, stop, closed))
+    holder = ctx.Process(target=_hold_and_clean, args=(url, locked, stop, closed))
     holder.start()
     assert locked.wait(timeout=60)
-    starts = [ctx.Process(target=_start, args=(go, statuses)) for _ in range(N_STARTS)]
+    starts = [ctx.Process(target=_start, args=(url, homes[i % len(homes)], go, statuses))
+              for i in range(N_STARTS)]
     try:
         for p in starts: p.start()
         go.set()
