@@ -81,6 +81,40 @@ def test_concurrent_skips_are_never_recorded_as_failed(backend, home: Path, tmp_
     assert query(home, "SELECT count(*) FROM notices")[0][0] == 0    # no failure notice
 
 
+def test_a_run_alive_on_another_machine_is_left_alone(pg, home: Path, tmp_path_factory,
+                                                     monkeypatch):
+    """PostgreSQL: a run's lease is an advisory lock in the database, so the clean-up on one
+    machine sees a run another machine's process still holds, and closes it once that dies."""
+    import sys
+    import time
+    from datetime import UTC, datetime
+
+    from stockstock.config import TradingParams, as_papermill
+    from stockstock.db import init_db
+    from stockstock.runs import close_interrupted_runs
+    url = use_postgres(home, pg, monkeypatch)
+    other = tmp_path_factory.mktemp("machine-b")
+    code = ("import time; from stockstock.trade import take_lease; "
+            f"take_lease('r-b', {url!r}); print('held', flush=True); time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=other, text=True,
+                            env={**os.environ, "STOCKSTOCK_HOME": str(other)},
+                            stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        db, t0 = init_db(url), datetime(2012, 6, 1, 19, 30, tzinfo=UTC)
+        db.start_run("r-b", t0, "sim", as_papermill(TradingParams(as_of=t0)))
+        assert close_interrupted_runs(db) == []               # held on machine B: left alone
+        assert db.get_run("r-b").status == "running"
+        proc.kill(); proc.wait()
+        deadline = time.monotonic() + 20                     # the server notices the dead link
+        while (closed := close_interrupted_runs(db)) == [] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert closed == ["r-b"] and db.get_run("r-b").status == "failed"
+        db.close()
+    finally:
+        proc.kill()
+
+
 # ---------------------------------------------------------------------------------------------
 # a closed pipe (`stockstock trade ... | head -1`) is not an error
 
