@@ -20,8 +20,9 @@ __all__ = ['main_args']
 # %% ../nbs/16_main.ipynb #5d8cd27b
 #| eval: false
 if __name__ == "__main__":
-    from stockstock.cli import main
+    from stockstock.cli import PipeSafe, main
     from stockstock.runs import skip_final_collection
+    sys.stdout, sys.stderr = PipeSafe(sys.stdout), PipeSafe(sys.stderr)  # quiet on `| head`
     code = main(main_args(sys.argv[1:]))
     skip_final_collection()
     raise SystemExit(code)

@@ -137,6 +137,10 @@ class MarketData(Protocol):
 class Broker(Protocol):
     "The account and its orders (sim, KIS paper, KIS live)."
 
+    def now(self) -> datetime:
+        "The broker's clock (KIS: the real time; the sim: its replay instant)."
+        ...
+
     def balance(self) -> Balance:
         "Cash, positions and equity now."
         ...
@@ -403,6 +407,11 @@ def todays_orders(self) -> list[OrderStatus]:
     q = select(SimOrder).where(SimOrder.trade_date == self.replay_day).order_by(SimOrder.order_id)
     with self.db.session() as s:
         return [_to_status(r) for r in s.scalars(q)]
+
+@patch_to(SimBroker)
+def now(self) -> datetime:
+    "The sim's clock: the replay instant it lives at (orders are decided and sent then)."
+    return self.as_of
 
 # %% ../nbs/05_broker.ipynb #33e4a7cf
 @patch_to(SimBroker)

@@ -11,12 +11,12 @@ from datetime import date, timedelta
 import pandas as pd
 
 from .broker import BrokerError, MarketData
-from .calendar import last_sessions, sessions_between
+from .calendar import is_session, last_sessions, sessions_between
 from .data import validate_bars
 from .db import Database
 
 # %% auto #0
-__all__ = ['Range', 'missing_ranges', 'cached_ranges', 'fetch_bars', 'rejection_note', 'top_up']
+__all__ = ['Range', 'missing_ranges', 'cached_ranges', 'misdated', 'fetch_bars', 'rejection_note', 'top_up']
 
 # %% ../nbs/05a_cache.ipynb #c7d6e2e4
 def missing_ranges(first: date | None, last: date | None, since: date, until: date,
@@ -37,14 +37,26 @@ def cached_ranges(db: Database, symbols: Iterable[str]) -> dict[str, Range]:
     return {s: (summary.loc[s, "first"], summary.loc[s, "last"]) if s in summary.index
             else (None, None) for s in symbols}
 
+# %% ../nbs/05a_cache.ipynb #misdated
+def misdated(index: pd.DatetimeIndex, end: date) -> list[str | None]:
+    "Why each date of `index` cannot be a bar up to `end` (None: it can)."
+    return [f"dated after {end}" if d > end else None if is_session(d)
+            else "not a trading session" for d in (t.date() for t in index)]
+
+
 # %% ../nbs/05a_cache.ipynb #d165256f
 def fetch_bars(db: Database, market: MarketData, symbol: str, start: date, end: date,
                source: str = "kis", slack: int = 0) -> tuple[int, pd.DataFrame]:
     "Fetch `symbol`'s bars of [start, end] from `market`, store the valid ones; (stored, rejected)."
     n = len(sessions_between(start, end))
     if n == 0: return 0, pd.DataFrame()
-    fresh = market.daily_bars(symbol, end, n + slack)
+    fresh = market.daily_bars(symbol, end, n + slack).sort_index(kind="stable")
+    why = misdated(fresh.index, end)
+    bad = pd.Series([w is not None for w in why], index=fresh.index, dtype=bool)
+    wrong = fresh.loc[bad.to_numpy()].assign(reason=[w for w in why if w])
+    fresh = fresh.loc[~bad.to_numpy()]
     clean, rejected = validate_bars(fresh.loc[str(start):str(end)] if slack else fresh)
+    if len(wrong): rejected = pd.concat([wrong, rejected])
     if len(clean): db.upsert_ohlcv(symbol, clean, source=source)
     return len(clean), rejected
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from . import __version__
 from .config import (ConfigError, TradingParams, load_params, load_secrets,
@@ -33,10 +34,10 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'AddArguments', 'COMMANDS', 'EXAMPLES', 'DATE_OPTIONS', 'command', 'positive_int', 'positive_seconds',
-           'build_parser', 'params_from', 'main', 'console', 'check_arguments', 'seed_command', 'seed_dataset_command',
-           'config_command', 'market_command', 'train_command', 'backtest_command', 'trade_command', 'runs_command',
-           'run_command', 'notify_command', 'status_command', 'halt_command', 'resume_command', 'serve_command',
-           'bot_command', 'db_command', 'sweep_command']
+           'build_parser', 'params_from', 'main', 'PipeSafe', 'console', 'check_arguments', 'seed_command',
+           'seed_dataset_command', 'config_command', 'market_command', 'train_command', 'backtest_command',
+           'trade_command', 'runs_command', 'run_command', 'notify_command', 'status_command', 'halt_command',
+           'resume_command', 'serve_command', 'bot_command', 'db_command', 'sweep_command']
 
 # %% ../nbs/15_cli.ipynb #8a2a0a6c
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -150,9 +151,36 @@ def _run(args: argparse.Namespace) -> int:
         print("interrupted", file=sys.stderr)
         return 130
 
+# %% ../nbs/15_cli.ipynb #pipesafe
+class PipeSafe:
+    "A text stream that, once its reader has gone (`| head`), drops what is written instead."
+    def __init__(self, stream: TextIO) -> None: self._stream = stream
+
+    def _gone(self) -> None:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, self._stream.fileno())   # later writes and the final flush: /dev/null
+        os.close(null)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def __getattr__(self, name: str) -> Any: return getattr(self._stream, name)
+
+
 # %% ../nbs/15_cli.ipynb #console
 def console() -> None:
-    "The `stockstock` console script: `main`, then exit with its status."
+    "The `stockstock` console script: `main`, then exit with its status (quiet on a closed pipe)."
+    sys.stdout, sys.stderr = PipeSafe(sys.stdout), PipeSafe(sys.stderr)
     code = main()
     skip_final_collection()   # the process ends here (see runs: start-up tuning)
     sys.exit(code)

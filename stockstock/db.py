@@ -163,7 +163,7 @@ class Trade(Base):
     avg_fill_price: Mapped[float | None] = mapped_column(Float, nullable=True)
     commission: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    intent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # run's clock
+    intent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # broker.now()
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_fill_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     fills: Mapped[list] = mapped_column(JSON, default=list)            # [{qty, price, at}]

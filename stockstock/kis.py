@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import threading
@@ -16,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import pandas as pd
@@ -37,8 +40,8 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 # %% auto #0
-__all__ = ['log', 'T', 'RATES', 'EXCHANGES', 'MATCH_SKEW', 'RateLimiter', 'KisConnection', 'KisMarketData', 'KisBroker',
-           'BrokerSeedResult', 'seed_from_broker']
+__all__ = ['log', 'T', 'RATES', 'TOKENS', 'EXCHANGES', 'MATCH_SKEW', 'RateLimiter', 'ServerClock', 'private_folder',
+           'KisConnection', 'KisMarketData', 'KisBroker', 'BrokerSeedResult', 'seed_from_broker']
 
 # %% ../nbs/13_kis.ipynb #6460b167
 RATES = {"real": 20,   # requests per second, per KIS domain
@@ -105,12 +108,30 @@ def _msg_cd(response: requests.Response) -> str | None:
         return None
     return body.get("msg_cd") or body.get("error_code") if isinstance(body, dict) else None
 
+# %% ../nbs/13_kis.ipynb #server_clock
+class ServerClock:
+    "The server's clock as the `Date` of its answers shows it (to the second); ours until then."
+    def __init__(self) -> None: self.skew: timedelta | None = None
+
+    def saw(self, response: requests.Response) -> None:
+        "Note the clock of the server that sent `response` (no usable `Date`: nothing changes)."
+        try:
+            self.skew = parsedate_to_datetime(response.headers["Date"]) - datetime.now(UTC)
+        except (KeyError, TypeError, ValueError, IndexError):
+            return
+
+    def now(self) -> datetime:
+        "The server's time now (aware UTC)."
+        return datetime.now(UTC) + (self.skew or timedelta(0))
+
 # %% ../nbs/13_kis.ipynb #adapter
 class _Adapter(HTTPAdapter):
-    "Timeouts, a per-call deadline, the domain's rate limit, back-off and counting for pykis."
-    def __init__(self, limiter: RateLimiter, timeout: float, token_wait: float) -> None:
+    "Timeouts, a per-call deadline, the domain's rate limit, back-off, counting, KIS's clock."
+    def __init__(self, limiter: RateLimiter, timeout: float, token_wait: float,
+                 clock: ServerClock | None = None) -> None:
         super().__init__(max_retries=0)
         self.limiter, self.timeout, self.token_wait = limiter, timeout, token_wait
+        self.clock = clock or ServerClock()
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -139,7 +160,26 @@ def send(self, request: Any, **kw: Any) -> requests.Response:
         log.warning("kis_token_limit_wait", seconds=self.token_wait)
         time.sleep(self.token_wait)
         response = self._send_once(request, **kw)
+    self.clock.saw(response)
     return response
+
+# %% ../nbs/13_kis.ipynb #token_cache
+TOKENS = "data/kis_tokens"
+
+def private_folder(path: Path) -> Path:
+    "`path` as a folder only its owner may open (0700, created if need be), its files 0600."
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    for f in path.iterdir():
+        if f.is_file(): f.chmod(0o600)
+    return path
+
+def _save_private(self: Any, path: str | os.PathLike[str]) -> None:
+    "python-kis's `KisAccessToken.save`, the file readable by its owner only."
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)                                  # an older file keeps its mode else
+    with os.fdopen(fd, "w") as f: json.dump(self.raw(), f)
+
 
 # %% ../nbs/13_kis.ipynb #pykis_kw
 def _pykis_kwargs(secrets: Secrets, mode: Literal["paper", "live"]) -> dict[str, Any]:
@@ -147,7 +187,7 @@ def _pykis_kwargs(secrets: Secrets, mode: Literal["paper", "live"]) -> dict[str,
     creds = check_credentials(secrets, mode)
     kw: dict[str, Any] = dict(id=creds["kis_hts_id"], appkey=creds["kis_app_key"],
                               secretkey=creds["kis_app_secret"], use_websocket=False,
-                              keep_token=resolve_path("data/kis_tokens"))
+                              keep_token=private_folder(resolve_path(TOKENS)))
     if mode == "paper":
         kw.update(virtual_id=creds["kis_hts_id"], virtual_appkey=creds["kis_virtual_app_key"],
                   virtual_secretkey=creds["kis_virtual_app_secret"],
@@ -175,6 +215,8 @@ class KisConnection:
                  db_url: str | None = None) -> None:    # PostgreSQL: the budget in the database
         import pykis.kis        # python-kis is heavy (~0.5 s): imported when KIS is talked to
         from pykis import PyKis
+        from pykis.api.auth.token import KisAccessToken
+        KisAccessToken.save = _save_private   # type: ignore[method-assign]  # 0600, see above
         kw = _pykis_kwargs(secrets, mode)
         _route_pykis_logs()
         pykis.kis.REAL_DOMAIN, pykis.kis.VIRTUAL_DOMAIN = secrets.kis_real_url, \
@@ -197,10 +239,16 @@ def _mount(self, rates: dict[str, int], timeout: float, token_wait: float,
     resolve_path("data").mkdir(parents=True, exist_ok=True)
     self.limiters = {d: RateLimiter(r, path=shared_value(f"data/kis_rate_{d}.json", db_url))
                      for d, r in rates.items()}
-    self.adapters = {d: _Adapter(self.limiters[d], timeout, token_wait)
+    self.clock = ServerClock()                                 # both domains: KIS's clock
+    self.adapters = {d: _Adapter(self.limiters[d], timeout, token_wait, self.clock)
                      for d in ("real", "virtual")}
     for domain, session in self.kis._sessions.items():
         for scheme in ("http://", "https://"): session.mount(scheme, self.adapters[domain])
+
+@patch_to(KisConnection)
+def now(self) -> datetime:
+    "KIS's time now, as its latest answer showed it (ours before the first answer)."
+    return self.clock.now()
 
 @patch_to(KisConnection)
 def requests_made(self) -> Counter[str]:
@@ -293,12 +341,13 @@ def quote(self, symbol: str) -> Quote:
 
 # %% ../nbs/13_kis.ipynb #bars_frame
 def _bars_frame(bars: list, start: date, end: date) -> pd.DataFrame:
-    "python-kis bars as our frame: the session date (not KST midnight), floats, in [start, end]."
+    "python-kis bars as our frame: the session date (not KST midnight), floats, from `start`."
+    # rows after `end` and duplicate dates are kept: `cache.fetch_bars` rejects them by name
     rows = [(b.time.date(), float(b.open), float(b.high), float(b.low), float(b.close),
-             float(b.volume)) for b in bars if start <= b.time.date() <= end]
-    df = pd.DataFrame(rows, columns=["date", *BAR_COLUMNS]).drop_duplicates("date", keep="last")
+             float(b.volume)) for b in bars if start <= b.time.date()]
+    df = pd.DataFrame(rows, columns=["date", *BAR_COLUMNS])
     df.index = pd.DatetimeIndex(pd.to_datetime(df.pop("date")), name="date")
-    return df.sort_index().astype(float)
+    return df.sort_index(kind="stable").astype(float)
 
 # %% ../nbs/13_kis.ipynb #daily_bars
 @patch_to(KisMarketData)
@@ -345,7 +394,7 @@ class KisBroker:
     def __init__(self, conn: KisConnection, market: KisMarketData, as_of: datetime) -> None:
         self.conn, self.market, self.as_of = conn, market, as_of
         self.session = session_of(as_of)
-        self._orders: dict[date, list[OrderStatus]] = {}
+        self._orders: dict[tuple[date, date], list[OrderStatus]] = {}   # by date range
 
     @classmethod
     def from_params(cls, db: Database, as_of: datetime, params: TradingParams,
@@ -357,6 +406,14 @@ class KisBroker:
                              db_url=db.url)
         market = KisMarketData(conn, db)
         return market, cls(conn, market, as_of)
+
+    def now(self) -> datetime:
+        "KIS's time now (the broker's clock: orders are decided and sent then)."
+        return self.conn.now()
+
+    def today(self) -> date:
+        "The New York date at KIS now."
+        return session_of(self.now())
 
     def __repr__(self) -> str:
         return f"KisBroker({self.conn.mode}, session={self.session})"
@@ -394,35 +451,44 @@ def submit_order(self, symbol: str, side: Side, qty: int, limit_price: float,
         reason = "market_closed" if e.msg_cd in _CLOSED else f"{e.msg_cd}: {e.msg1}"
         log.info("order_rejected", client_key=client_key, symbol=symbol, reason=reason)
         return OrderStatus("", client_key, symbol, side, int(qty), float(price), "rejected",
-                           reason=reason, ordered_at=datetime.now(UTC))
+                           reason=reason, ordered_at=self.now())
     log.info("order_submitted", client_key=client_key, order_id=o.number, symbol=symbol,
              side=side, qty=int(qty), limit_price=float(price))
-    self._orders.pop(self.session, None)
+    self._orders.clear()                                # the order lists are out of date
     return OrderStatus(o.number, client_key, symbol, side, int(qty), float(price), "submitted",
-                       ordered_at=datetime.now(UTC))
+                       ordered_at=self.now())
 
 # %% ../nbs/13_kis.ipynb #4ec3d8a0
 _CCNL = "/uapi/overseas-stock/v1/trading/inquire-ccnl"
 
-def _ccnl_pages(kis: Any, day: date) -> list[Any]:
-    "Every `inquire-ccnl` row of New York date `day`, across pages."
+def _ccnl_pages(kis: Any, first: date, last: date | None = None) -> list[Any]:
+    "Every `inquire-ccnl` row of New York dates `first` to `last` (default: `first`), paged."
     from pykis.client.page import KisPage  # python-kis: see KisConnection
-    params = {"PDNO": "" if kis.virtual else "%", "ORD_STRT_DT": f"{day:%Y%m%d}",
-              "ORD_END_DT": f"{day:%Y%m%d}", "SLL_BUY_DVSN": "00", "CCLD_NCCS_DVSN": "00",
+    last = last or first
+    params = {"PDNO": "" if kis.virtual else "%", "ORD_STRT_DT": f"{first:%Y%m%d}",
+              "ORD_END_DT": f"{last:%Y%m%d}", "SLL_BUY_DVSN": "00", "CCLD_NCCS_DVSN": "00",
               "OVRS_EXCG_CD": "NASD", "SORT_SQN": "AS", "ORD_DT": "", "ORD_GNO_BRNO": "",
               "ODNO": ""}
     rows, page, first = [], KisPage.first().to(200), True
-    for _ in range(100):                                       # 100 pages: 2,000 orders a day
+    for _ in range(100):                                       # 100 pages: 20,000 orders
         r = kis.fetch(_CCNL, api="VTTS3035R" if kis.virtual else "TTTS3035R", params=params,
                       form=[kis.primary, page], continuous=not first)
         if str(r.rt_cd) != "0":
-            raise BrokerError(f"KIS orders of {day}: {r.msg_cd} {str(r.msg1).strip()}")
+            raise BrokerError(f"KIS orders of {first} to {last}: {r.msg_cd} "
+                              f"{str(r.msg1).strip()}")
         rows += list(r.output or [])
         if r.__response__.headers.get("tr_cont") not in ("F", "M"): break
         page, first = KisPage(200, r.ctx_area_fk200, r.ctx_area_nk200), False
     return rows
 
 # %% ../nbs/13_kis.ipynb #orders_on
+def _row_day(r: Any) -> date | None:
+    "The New York date of an `inquire-ccnl` row (`ord_dt`), None if it has none."
+    try:
+        return datetime.strptime(str(r.ord_dt), "%Y%m%d").date()
+    except (AttributeError, ValueError):
+        return None
+
 def _order_status(r: Any, cancels: set[str], day_over: bool) -> OrderStatus:
     "One `inquire-ccnl` order row as an `OrderStatus` with its fill."
     status, reason = _row_status(r, cancels, day_over)
@@ -436,19 +502,26 @@ def _order_status(r: Any, cancels: set[str], day_over: bool) -> OrderStatus:
 
 # %% ../nbs/13_kis.ipynb #7382b995
 @patch_to(KisBroker)
-def orders_on(self, day: date) -> list[OrderStatus]:
-    "Every order of New York date `day` with its fills (cached until this broker sends one)."
-    if day in self._orders: return self._orders[day]
-    rows = self.conn.call(_ccnl_pages, day, what=f"orders of {day}")
+def orders_between(self, first: date, last: date) -> list[OrderStatus]:
+    "Every order of New York dates `first` to `last` with its fills (kept until this broker sends)."
+    if (first, last) in self._orders: return self._orders[first, last]
+    rows = self.conn.call(_ccnl_pages, first, last, what=f"orders of {first} to {last}")
     cancels = {str(r.orgn_odno) for r in rows if str(getattr(r, "rvse_cncl_dvsn", "")) == "02"}
-    self._orders[day] = [_order_status(r, cancels, day < self.session) for r in rows
-                         if str(getattr(r, "rvse_cncl_dvsn", "00")) in ("00", "")]
-    return self._orders[day]
+    today = self.today()
+    self._orders[first, last] = [_order_status(r, cancels, (_row_day(r) or today) < today)
+                                 for r in rows
+                                 if str(getattr(r, "rvse_cncl_dvsn", "00")) in ("00", "")]
+    return self._orders[first, last]
+
+@patch_to(KisBroker)
+def orders_on(self, day: date) -> list[OrderStatus]:
+    "Every order of New York date `day` with its fills."
+    return self.orders_between(day, day)
 
 @patch_to(KisBroker)
 def todays_orders(self) -> list[OrderStatus]:
-    "The orders of the run's session."
-    return self.orders_on(self.session)
+    "The orders of today at KIS."
+    return self.orders_on(self.today())
 
 # %% ../nbs/13_kis.ipynb #f3e6b91e
 MATCH_SKEW = timedelta(minutes=10)   # clock difference tolerated between us and KIS
@@ -456,7 +529,8 @@ MATCH_SKEW = timedelta(minutes=10)   # clock difference tolerated between us and
 @patch_to(KisBroker)
 def find_order(self, query: OrderQuery, exclude: Iterable[str] = ()) -> OrderStatus | None:
     "The order of a recorded intent (see above); `AmbiguousOrder` when it cannot be told apart."
-    orders = self.orders_on(session_of(query.placed_after))
+    first = session_of(query.placed_after - MATCH_SKEW)      # the intent's day, by KIS's clock
+    orders = self.orders_between(first, max(first, self.today()))   # ... up to today
     if query.broker_order_id:
         found = [o for o in orders if o.order_id == query.broker_order_id]
     else:
@@ -473,19 +547,22 @@ def find_order(self, query: OrderQuery, exclude: Iterable[str] = ()) -> OrderSta
 # %% ../nbs/13_kis.ipynb #cancel
 @patch_to(KisBroker)
 def cancel(self, order_id: str) -> OrderStatus:
-    "Cancel what is open of `order_id` (an order of the run's session); its status after."
+    "Cancel what is open of `order_id` (an order since the run's session); its status after."
     from pykis.api.account.order import KisOrder  # python-kis: see KisConnection
     from pykis.api.account.order_modify import foreign_cancel_order
-    order = next((o for o in self.todays_orders() if o.order_id == order_id), None)
-    if order is None: raise LookupError(f"no KIS order {order_id} on {self.session}")
+    first = min(self.session, self.today())
+    def look() -> OrderStatus | None:
+        orders = self.orders_between(first, max(first, self.today()))
+        return next((o for o in orders if o.order_id == order_id), None)
+    if (order := look()) is None: raise LookupError(f"no KIS order {order_id} since {first}")
     if order.is_final: return order
     number = KisOrder.from_number(self.conn.kis, symbol=order.symbol,
                                   market=self.market.market(order.symbol),
                                   account_number=self.conn.account, branch="", number=order_id)
     self.conn.call(foreign_cancel_order, number, write=True, what=f"cancel {order_id}")
-    self._orders.pop(self.session, None)
+    self._orders.clear()
     log.info("order_cancel_requested", order_id=order_id, symbol=order.symbol)
-    return next(o for o in self.todays_orders() if o.order_id == order_id)
+    return look() or order
 
 # %% ../nbs/13_kis.ipynb #eab014ac
 def _years(start: date, end: date) -> list[tuple[date, date]]:

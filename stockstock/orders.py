@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 from .broker import AmbiguousOrder, BrokerError
@@ -73,7 +73,7 @@ class Orders:
 # %% ../nbs/11e_orders.ipynb #23a4f033
 def send(run: OpenRun, row: Trade) -> Trade:
     "Submit the order recorded in intent `row`; returns the trade as recorded after."
-    run.db.update_trade(row.client_key, submitted_at=datetime.now(UTC))
+    run.db.update_trade(row.client_key, submitted_at=run.broker.now())
     try:
         st = run.broker.submit_order(row.symbol, row.side, row.qty, row.limit_price,
                                      row.client_key)
@@ -104,7 +104,7 @@ def submit_order(run: OpenRun, o: OrderRequest, replaces: str | None = None) -> 
     row, created = run.db.add_trade_intent(
         key, run_id=run.run_id, slot=run.plan.slot, symbol=o.symbol, side=o.side, qty=o.qty,
         limit_price=o.limit_price, order_type=run.params.order_type, reason=o.reason,
-        intent_at=run.plan.as_of, replaces=replaces)
+        intent_at=run.broker.now(), replaces=replaces)
     crash_point("after_intent")
     seen = None if created else seen_by_broker(run, row)
     if not created and seen is None: why = note(Note.UNCONFIRMED)

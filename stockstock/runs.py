@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from fastcore.basics import patch_to
 from filelock import Timeout
 
 import stockstock
-from .config import TradingParams, as_papermill, resolve_path
+from .config import ConfigError, TradingParams, as_papermill, resolve_path
 from .files import file_sha256, write_text_atomic
 from .locks import LOCK_DB_URL, FileProjectLock, DatabaseLock, project_lock
 from .log import get_logger
@@ -33,12 +34,12 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'TEMPLATE', 'ATOMIC', 'BANNER_TAG', 'RUN_TEMPLATE', 'RUN_LOCK', 'KERNEL_LOCK', 'LAUNCHER_PID', 'PRELOAD',
-           'KERNEL_EXIT_S', 'template_path', 'home_relative', 'output_path', 'hide_unused_imports',
+           'KERNEL_EXIT_S', 'BUSY_RECORD_S', 'template_path', 'home_relative', 'output_path', 'hide_unused_imports',
            'skip_final_collection', 'preload', 'write_notebook', 'AtomicLocalHandler', 'register_atomic_io',
            'mark_stopped', 'run_banner', 'put_banner', 'ensure_plotly_js', 'tag_notebook', 'seal', 'run_exporter',
            'HtmlRenderer', 'render_html', 'run_lock', 'kernel_lock', 'exit_with_launcher', 'kernel_startup',
            'wait_for_kernels', 'RunKernel', 'RunOutcome', 'queue_failed_run', 'finish_unsealed_notebooks',
-           'close_interrupted_runs', 'execute_run']
+           'close_interrupted_runs', 'usable_folder', 'sqlite_file', 'check_paths', 'execute_run']
 
 # %% ../nbs/12_runs.ipynb #cdca220d
 TEMPLATE = "scheduled/hourly_trade.ipynb"
@@ -422,17 +423,17 @@ class RunOutcome:
     def exit_code(self) -> int: return 1 if self.status == "failed" else 0
 
 # %% ../nbs/12_runs.ipynb #2b3c4d5f
-def _record_skip(params: TradingParams, replay_of: str | None, reason: str) -> RunOutcome:
+def _record_skip(params: TradingParams, replay_of: str | None, reason: str,
+                 origin: str = "scheduled") -> RunOutcome:
     "Record a run that could not start (another one holds the lock) as skipped."
     from stockstock.chain import seal_run  # SQLAlchemy: only for this rare record
     from stockstock.db import DatabaseBusy, init_db
-    from stockstock.trade import new_run_id
-    run_id = new_run_id(params.as_of or datetime.now(UTC), params.mode)
+    from stockstock.trade import new_run_id, record_skipped
+    as_of = params.as_of or datetime.now(UTC)
+    run_id = new_run_id(as_of, params.mode)
     try:
         db = init_db(params.db_url)
-        db.start_run(run_id, params.as_of or datetime.now(UTC), params.mode,
-                     as_papermill(params), replay_of=replay_of)
-        db.finish_run(run_id, "skipped", reason=reason)
+        record_skipped(db, run_id, params, as_of, reason, replay_of, origin)   # one insert
         seal_run(db, run_id)
         db.close()
     except DatabaseBusy:
@@ -494,8 +495,9 @@ def finish_unsealed_notebooks(db: Database, recent: int = 20) -> list[str]:
 def close_interrupted_runs(db: Database) -> list[str]:
     "Fail the runs still `running` (their process is gone); finalise what notebook they left."
     from stockstock.chain import seal_run  # after the kernel started
-    from stockstock.trade import discard_plan
-    stale = db.list_runs(limit=10_000, status="running")
+    from stockstock.trade import discard_plan, lease_alive, lease_path
+    stale = [r for r in db.list_runs(limit=10_000, status="running")
+             if not lease_alive(r.run_id, db.url)]
     reason = "interrupted: the run's process ended without recording a result (killed?)"
     for run in stale:
         params = TradingParams(**{**run.params, "as_of": run.as_of})
@@ -506,6 +508,7 @@ def close_interrupted_runs(db: Database) -> list[str]:
         db.finish_run(run.run_id, "failed", reason=reason, **files)
         seal_run(db, run.run_id)
         discard_plan(run.run_id)
+        lease_path(run.run_id).unlink(missing_ok=True)
         log.warning("run_interrupted", run_id=run.run_id)
         queue_failed_run(db, run.run_id, run.mode, reason, files["notebook_path"])
     finish_unsealed_notebooks(db)
@@ -545,6 +548,8 @@ def _settle(db: Database, plan: RunPlan, unpinned: bool, error: tuple[str | None
     return run.status, run.reason, files
 
 # %% ../nbs/12_runs.ipynb #c105d4dc
+BUSY_RECORD_S = 900.0   # how long a run the lock defeated keeps trying to record its failure
+
 def _busy_outcome(db: Database, plan: RunPlan | None, reason: str,
                   started: float) -> RunOutcome:
     "End a run the database's lock defeated: finalise its notebook, record failure if possible."
@@ -555,11 +560,14 @@ def _busy_outcome(db: Database, plan: RunPlan | None, reason: str,
     out = output_path(plan.params, plan.as_of, plan.run_id)
     files = _finalise_notebook(out, plan.run_id, "failed", plan.mode, plan.as_of, plan.replay_of,
                                stopped=(reason, "DatabaseBusy"), banner=run_banner(plan.params))
-    try:
-        db.finish_run(plan.run_id, "failed", reason=reason, **files)
-        seal_run(db, plan.run_id)
-    except DatabaseBusy:
-        pass       # still locked: the next run closes this row as interrupted
+    deadline = time.monotonic() + BUSY_RECORD_S
+    while True:          # each try waits the busy timeout: written as soon as the lock is gone
+        try:
+            db.finish_run(plan.run_id, "failed", reason=reason, **files)
+            seal_run(db, plan.run_id)
+            break
+        except DatabaseBusy:
+            if time.monotonic() > deadline: break    # given up: its lease ends with us
     return RunOutcome(plan.run_id, "failed", reason, out if files["notebook_path"] else None,
                       out.with_suffix(".html") if files["notebook_path"] else None,
                       time.monotonic() - started)
@@ -594,7 +602,7 @@ def _launch(params: TradingParams, replay_of: str | None, cell_timeout: int, ker
     from stockstock.chain import seal_run  # SQLAlchemy, pandas: after the kernel started
     from stockstock.db import DatabaseBusy, init_db
     from stockstock.run_index import write_index
-    from stockstock.trade import discard_plan, save_plan
+    from stockstock.trade import discard_plan, drop_lease, save_plan
     try:
         db, plan = init_db(params.db_url), None
     except DatabaseBusy as e:
@@ -617,15 +625,58 @@ def _launch(params: TradingParams, replay_of: str | None, cell_timeout: int, ker
         return _busy_outcome(db, plan, str(e), started)
     finally:
         db.close()
+        if plan is not None: drop_lease(plan.run_id)
+
+# %% ../nbs/12_runs.ipynb #usable_folder
+def usable_folder(name: str, folder: Path) -> None:
+    "`ConfigError` naming parameter `name` unless `folder` is (or may become) a writable folder."
+    home = resolve_path(".")
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{name}: {str(folder)!r} is a file, not a folder")
+    if not folder.exists() and not folder.is_relative_to(home) and not folder.parent.is_dir():
+        raise ConfigError(f"{name}: the folder {str(folder.parent)!r} does not exist (only a "
+                          "folder in the project home or in an existing folder is created)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{name}: cannot create the folder {str(folder)!r} "
+                          f"({e.strerror or e})") from None
+    try:
+        with tempfile.TemporaryFile(dir=folder): pass
+    except OSError as e:
+        raise ConfigError(f"{name}: cannot write in the folder {str(folder)!r} "
+                          f"({e.strerror or e})") from None
+
+
+# %% ../nbs/12_runs.ipynb #check_paths
+def sqlite_file(db_url: str) -> Path | None:
+    "The database file of a `sqlite:///path` URL (None for another URL or an in-memory one)."
+    path = db_url.removeprefix("sqlite:///").split("?")[0] if db_url.startswith("sqlite:///") \
+        else ""
+    return resolve_path(path) if path and path != ":memory:" else None
+
+def check_paths(params: TradingParams) -> None:
+    "`ConfigError` (one line, exit 2) for the first unusable path parameter of a run."
+    usable_folder("outputs_dir", resolve_path(params.outputs_dir))
+    if (db := sqlite_file(params.db_url)) is not None:
+        if db.is_dir(): raise ConfigError(f"db_url: {str(db)!r} is a folder, not a database file")
+        usable_folder("db_url", db.parent)
+    model = resolve_path(params.model_path)
+    if not model.is_file():
+        raise ConfigError(f"model_path: {str(model)!r} is not a file (train a model first: "
+                          "stockstock train)")
+
 
 # %% ../nbs/12_runs.ipynb #014f485c
 def execute_run(params: TradingParams, replay_of: str | None = None,
                 cell_timeout: int = 600, origin: str = "scheduled") -> RunOutcome:
     "Run the scheduled notebook once (one run at a time); record and render the outcome."
+    check_paths(params)                                # one line, exit 2, nothing recorded
     with run_lock(params.db_url) as mine:
-        if not mine: return _record_skip(params, replay_of, "another run is in progress")
+        if not mine: return _record_skip(params, replay_of, "another run is in progress", origin)
         if not wait_for_kernels(db_url=params.db_url):
-            return _record_skip(params, replay_of, "a previous run's kernel is still running")
+            return _record_skip(params, replay_of, "a previous run's kernel is still running",
+                                origin)
         started = time.monotonic()
         hide_unused_imports()                          # before anything imports nbformat
         kernel = RunKernel(resolve_path("."), db_url=params.db_url)   # boots on the other core

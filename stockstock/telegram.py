@@ -78,11 +78,13 @@ class Refusal(Exception):
 
 # %% ../nbs/14b_telegram.ipynb #ae336ff5
 def count_arg(args: list[str], default: int = 10, most: int = 50) -> int:
-    "The optional count argument of /trades and /runs."
+    "The optional count argument of /trades and /runs (ASCII digits; any other: one message)."
     if not args: return default
-    if not args[0].isdigit() or not 1 <= int(args[0]) <= most:
+    text = args[0]
+    # `str.isdigit` admits '²' and '٣', and `int` refuses over 4300 digits: neither may decide
+    if not (text.isascii() and text.isdigit() and len(text) <= 4 and 1 <= int(text) <= most):
         raise Refusal(f"Give a number from 1 to {most}, e.g. 5 (default {default}).")
-    return int(args[0])
+    return int(text)
 
 # %% ../nbs/14b_telegram.ipynb #01cb4c85
 @bot_command("stop", "halt new entries (until /start); exits and stop-losses go on")

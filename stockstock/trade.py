@@ -15,14 +15,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from filelock import Timeout
 from pydantic import BaseModel, ConfigDict
 
 from .broker import Broker, MarketData
 from .calendar import decision_instant, market_status, session_of
 from .config import (ConfigError, TradingParams, as_papermill, check_credentials,
                                load_secrets, resolve_path)
-from .db import Database, RiskEventRow, Trade
+from .db import Database, RiskEventRow, Run, Trade, utcnow
 from .files import model_cutoff, read_model_meta, write_text_atomic
+from .locks import DatabaseLock, FileProjectLock, on_server, project_lock
 from .log import get_logger
 from .messages import edge_notice, order_notice
 from .state import DECIDED, next_sim_session, sim_session_done
@@ -30,10 +32,11 @@ from .state import DECIDED, next_sim_session, sim_session_done
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'Why', 'Reason', 'resolve_as_of', 'check_run', 'is_decision_run', 'model_staleness', 'market_closed',
-           'new_run_id', 'hour_slot', 'RunPlan', 'make_plan', 'skip_run', 'begin_run', 'plan_path', 'save_plan',
-           'load_plan', 'discard_plan', 'collect_params', 'OpenRun', 'resolve_threshold', 'run_gate', 'run_step',
-           'record_event', 'queue_notice', 'notify_order', 'note_gate', 'crash_point', 'git_commit']
+__all__ = ['log', 'LEASES', 'Why', 'Reason', 'resolve_as_of', 'check_run', 'is_decision_run', 'model_staleness', 'market_closed',
+           'new_run_id', 'hour_slot', 'RunPlan', 'make_plan', 'lease_path', 'take_lease', 'lease_alive', 'drop_lease',
+           'record_skipped', 'skip_run', 'begin_run', 'plan_path', 'save_plan', 'load_plan', 'discard_plan',
+           'collect_params', 'OpenRun', 'resolve_threshold', 'run_gate', 'run_step', 'record_event', 'queue_notice',
+           'notify_order', 'note_gate', 'crash_point', 'git_commit']
 
 # %% ../nbs/11_trade.ipynb #6c7d8e9f
 class Why(StrEnum):
@@ -155,19 +158,62 @@ def make_plan(db: Database, params: TradingParams, run_id: str | None = None,
                    skip=market_closed(as_of), replay_of=replay_of, origin=origin,
                    moves_clock=not origin.startswith("manual") or params.as_of is None)
 
+# %% ../nbs/11_trade.ipynb #lease_take
+LEASES = "data/leases"
+_held: dict[str, FileProjectLock | DatabaseLock] = {}   # the leases this process holds, by run
+
+def lease_path(run_id: str) -> Path:
+    "The lock file of run `run_id`'s lease (SQLite; PostgreSQL's is in the database)."
+    return resolve_path(LEASES) / f"{run_id}.lock"
+
+def take_lease(run_id: str, db_url: str | None = None) -> None:
+    "Hold run `run_id`'s lease (for `db_url`'s database) until `drop_lease` or this process ends."
+    _held[run_id] = project_lock(f"{LEASES}/{run_id}.lock", db_url).acquire(timeout=0)
+
+# %% ../nbs/11_trade.ipynb #lease_alive
+def lease_alive(run_id: str, db_url: str | None = None) -> bool:
+    "Does a live process (this one included) hold run `run_id`'s lease?"
+    if not on_server(db_url) and not lease_path(run_id).exists(): return False
+    probe = project_lock(f"{LEASES}/{run_id}.lock", db_url)
+    try:
+        probe.acquire(timeout=0)
+    except Timeout:
+        return True
+    probe.release()
+    return False
+
+def drop_lease(run_id: str) -> None:
+    "Release the lease this process holds on run `run_id` (and remove its file)."
+    if (lock := _held.pop(run_id, None)) is None: return
+    lease_path(run_id).unlink(missing_ok=True)
+    lock.release()
+
 # %% ../nbs/11_trade.ipynb #02f3dcd9
+def record_skipped(db: Database, run_id: str, params: TradingParams, as_of: datetime,
+                   reason: str, replay_of: str | None = None, origin: str = "scheduled",
+                   ) -> None:
+    "Record run `run_id` as `skipped` for `reason`: one insert, never `running` in between."
+    now = utcnow()
+    db.add(Run(run_id=run_id, as_of=as_of, mode=params.mode, params=as_papermill(params),
+               status="skipped", reason=reason, replay_of=replay_of, started_at=now,
+               finished_at=now, duration_s=0.0, origin=origin))
+
 def skip_run(db: Database, plan: RunPlan) -> None:
     "Record the planned run as skipped with its reason (the sim clock moves past its session)."
-    db.finish_run(plan.run_id, "skipped", reason=str(plan.skip))
+    if db.get_run(plan.run_id) is None:
+        record_skipped(db, plan.run_id, plan.params, plan.as_of, str(plan.skip), plan.replay_of,
+                       plan.origin)
+    else: db.finish_run(plan.run_id, "skipped", reason=str(plan.skip))
     if plan.mode == "sim" and plan.moves_clock: sim_session_done(db, plan.session)
     log.info("run_skipped", run_id=plan.run_id, reason=str(plan.skip))
 
 def begin_run(db: Database, plan: RunPlan) -> None:
-    "Record the start of the planned run (skipped at once when its market is closed)."
+    "Record the start of the planned run under its lease (a closed market: skipped at once)."
+    if plan.skip is not None: return skip_run(db, plan)
     if db.get_run(plan.run_id) is None:
+        take_lease(plan.run_id, plan.params.db_url)
         db.start_run(plan.run_id, plan.as_of, plan.mode, as_papermill(plan.params),
                      replay_of=plan.replay_of, origin=plan.origin)
-    if plan.skip is not None: skip_run(db, plan)
 
 # %% ../nbs/11_trade.ipynb #bffbfc9f
 def plan_path(run_id: str) -> Path:

@@ -128,6 +128,8 @@ def _db(home: Path):
 
 
 def test_missing_credentials_are_one_line_before_any_request(home, fake):
+    (home / "models").mkdir()                        # only the credentials are wrong here
+    (home / "models/lgbm.txt").write_text("tree")
     (home / "scheduled").mkdir()
     (home / "scheduled/paper.yaml").write_text(PAPER_YAML)
     env = {"KIS_APP_KEY": fake.creds["real"].appkey, "KIS_APP_SECRET": "too-short",
@@ -179,6 +181,37 @@ def test_a_rerun_of_the_same_slot_sends_nothing_new(backend, kis_home, fake):
     n = len(fake.orders)
     ctx, summary = _run(fake)
     assert len(fake.orders) == n and summary["n_orders"] == 0
+
+
+def test_a_paper_run_pinned_in_the_past_records_its_fills(backend, kis_home, fake):
+    """`as_of` pinned at Tuesday's decision time, KIS living two days later (its clock, as the
+    `Date` of its answers says): the orders are looked up by their id across the days since they
+    were sent, so the fills are recorded; re-runs raise no order_unresolved or broker_mismatch and
+    send nothing twice; intent_at and submitted_at are the broker's time, not the pinned as_of."""
+    from stockstock import hourly
+    db = _db(kis_home)
+    kis_now = pd.Timestamp("2013-02-07T16:00:00Z")             # Thursday 11:00 in New York
+    fake.set_time(kis_now)
+    first = hourly.run_steps(_params())                         # as_of = NOW, pinned
+    assert first.orders.lines and all(o.sent for o in first.orders.lines)
+    sent = dict(fake.orders)
+    for t in db.rows(Trade):
+        for at in (t.intent_at, t.submitted_at):
+            assert abs(pd.Timestamp(at) - kis_now) < pd.Timedelta(minutes=1), (t.client_key, at)
+    for kis_time in ("2013-02-07T17:00:00Z", "2013-02-08T15:00:00Z"):     # re-runs, same as_of
+        fake.set_time(kis_time)
+        again = hourly.run_steps(_params())
+        assert again.outcome.summary["status"] == "ok" and not again.orders.lines
+    trades = db.rows(Trade)
+    assert {t.status for t in trades} == {"filled"}, [(t.client_key, t.status) for t in trades]
+    for t in trades:
+        qty, _ = fake.holding("virtual", t.symbol)
+        assert t.filled_qty == qty > 0 and t.broker_order_id in sent
+    alarms = [(e.run_id, e.kind, e.symbol) for e in db.rows(RiskEventRow)
+              if e.kind in ("order_unresolved", "broker_mismatch")]
+    assert alarms == []
+    assert fake.orders.keys() == sent.keys()                    # nothing sent twice
+    _rates_kept(fake)
 
 
 def test_steady_state_asks_kis_once_per_symbol(kis_home, fake):
@@ -472,3 +505,25 @@ def test_require_edge_false_in_paper_trades_and_records_the_risk(kis_home, fake)
                     home=kis_home, env=env)
     assert st.returncode == 0, st.stdout + st.stderr
     assert f"Edge: {risky}" in st.stdout and "a risk event on every run" in st.stdout, st.stdout
+
+
+def test_the_token_cache_is_readable_by_its_owner_only(kis_home: Path, fake: FakeKis):
+    "Issue 22: a 24-hour access token to the account is no file for every local user to read."
+    import os
+    import stat
+
+    from stockstock.config import load_secrets
+    from stockstock.kis import KisConnection
+    tokens = kis_home / "data/kis_tokens"
+    tokens.mkdir(mode=0o755)                           # left by an older version: too open
+    old_umask = os.umask(0o022)                        # the usual umask: files 0644
+    try:
+        conn = KisConnection(load_secrets(), "paper")
+        conn.kis.token, conn.kis.primary_token         # noqa: B018  # issued and cached
+        conn.close()
+    finally:
+        os.umask(old_umask)
+    files = sorted(tokens.iterdir())
+    assert len(files) == 2, files                      # the real and the virtual token
+    assert stat.S_IMODE(tokens.stat().st_mode) == 0o700
+    assert [stat.S_IMODE(f.stat().st_mode) for f in files] == [0o600, 0o600]

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
@@ -360,6 +361,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        "The `Date` of every answer: the fake clock, as KIS's answers carry KIS's time."
+        return formatdate(self.server.fake.now.timestamp(), usegmt=True)
 
 # %% ../../nbs/17_testing_kis.ipynb #57540784
 class _Server(ThreadingHTTPServer):
