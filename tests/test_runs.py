@@ -195,6 +195,6 @@ def test_sim_demo_trades_from_a_fresh_project_and_agrees_with_the_backtest(home)
     b = stockstock("backtest", "--params", "scheduled/sim.yaml", "--quiet", "--start",
                    str(sessions[0]), "--end", str(sessions[-1]), "--max-rounds", "20", home=home)
     assert b.returncode == 0, b.stdout + b.stderr
-    assert int(re.search(r"(\d+) trades\)", b.stdout).group(1)) > 0, b.stdout
+    assert int(re.search(r"(\d+) trades\b", b.stdout).group(1)) > 0, b.stdout
     (report,) = (home / "outputs/backtest").glob("*.html")
     assert "'kind': 'topk'" in report.read_text()
