@@ -14,7 +14,7 @@ OPTIONS = sorted((cmd, f"--{opt}") for cmd in COMMANDS for opt in DATE_OPTIONS
                  if f"--{opt}" in build_parser()._subparsers._group_actions[0]
                  .choices[cmd].format_help())
 TABLE: list[str] = []
-POSITIONAL = {"db": ["upgrade"]}            # commands that need an argument before the options
+POSITIONAL = {"db": ["upgrade"], "sweep": ["grid.yaml"]}  # need an argument before the options
 
 
 def _one_line(capsys, argv: list[str], named: str) -> str:
