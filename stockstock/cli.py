@@ -133,8 +133,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     "The command `args` chose, logged; a mistake is one line on stderr and an exit status."
-    from stockstock.broker import BrokerError  # pandas, SQLAlchemy: see "Imports" above
-    from stockstock.db import DatabaseBusy
     try:
         check_arguments(args)
         secrets = load_secrets()
@@ -144,12 +142,19 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(_error_line(args.command, e), file=sys.stderr)
         return 2
-    except (DatabaseBusy, BrokerError) as e:
-        print(f"stockstock {args.command}: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if not _told_plainly(e): raise
+        print(f"stockstock {args.command}: {e}", file=sys.stderr)
+        return 1
+
+def _told_plainly(e: Exception) -> bool:
+    "Is `e` a busy database or a broker's refusal (one line, exit 1) rather than a bug?"
+    db, broker = sys.modules.get("stockstock.db"), sys.modules.get("stockstock.broker")
+    return (db is not None and isinstance(e, db.DatabaseBusy)) or \
+        (broker is not None and isinstance(e, broker.BrokerError))
 
 # %% ../nbs/15_cli.ipynb #pipesafe
 class PipeSafe:

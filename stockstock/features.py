@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import ta
 import talib
-from scipy.signal import lfilter
 
 from .db import BAR_COLUMNS
 
@@ -101,11 +100,10 @@ def _shift(x: np.ndarray, n: int) -> np.ndarray:
 
 # %% ../nbs/06_features.ipynb #78aabc3f
 def _recursive_mean(x: np.ndarray, alpha: float) -> np.ndarray:
-    "Per column: `y[0] = x[0]`, `y[i] = (1-alpha) y[i-1] + alpha x[i]` (`ewm(adjust=False)`, in C)."
+    "Per column: `y[0] = x[0]`, `y[i] = (1-alpha) y[i-1] + alpha x[i]` (pandas' `ewm(adjust=False)`)."
     x = np.asarray(x, dtype=float)
-    if len(x) < 2: return x.copy()
-    rest, _ = lfilter([alpha], [1.0, alpha - 1.0], x[1:], axis=0, zi=(1.0 - alpha) * x[:1])
-    return np.concatenate([x[:1], rest])
+    columns = pd.DataFrame(x if x.ndim == 2 else x[:, None])
+    return columns.ewm(alpha=alpha, adjust=False).mean().to_numpy().reshape(x.shape)
 
 # %% ../nbs/06_features.ipynb #0cf6d8c6
 def _wilder(x: np.ndarray, n: int, start: int, seed) -> np.ndarray:

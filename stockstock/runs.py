@@ -5,6 +5,7 @@
 # %% ../nbs/12_runs.ipynb #7f6d9ba2
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -33,13 +34,14 @@ if TYPE_CHECKING:  # imported where used, after the kernel started (see Speed)
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'TEMPLATE', 'ATOMIC', 'BANNER_TAG', 'RUN_TEMPLATE', 'RUN_LOCK', 'KERNEL_LOCK', 'LAUNCHER_PID', 'PRELOAD',
-           'KERNEL_EXIT_S', 'BUSY_RECORD_S', 'template_path', 'home_relative', 'output_path', 'hide_unused_imports',
-           'skip_final_collection', 'preload', 'write_notebook', 'AtomicLocalHandler', 'register_atomic_io',
-           'mark_stopped', 'run_banner', 'put_banner', 'ensure_plotly_js', 'tag_notebook', 'seal', 'run_exporter',
-           'HtmlRenderer', 'render_html', 'run_lock', 'kernel_lock', 'exit_with_launcher', 'kernel_startup',
-           'wait_for_kernels', 'RunKernel', 'RunOutcome', 'queue_failed_run', 'finish_unsealed_notebooks',
-           'close_interrupted_runs', 'usable_folder', 'sqlite_file', 'check_paths', 'execute_run']
+__all__ = ['log', 'TEMPLATE', 'ATOMIC', 'RUN_ENGINE', 'BANNER_TAG', 'RUN_TEMPLATE', 'RUN_LOCK', 'KERNEL_LOCK', 'LAUNCHER_PID',
+           'PRELOAD', 'KERNEL_EXIT_S', 'BUSY_RECORD_S', 'template_path', 'home_relative', 'output_path',
+           'hide_unused_imports', 'skip_final_collection', 'preload', 'write_notebook', 'AtomicLocalHandler',
+           'register_atomic_io', 'quick_save', 'quick_saves', 'register_run_engine', 'mark_stopped', 'run_banner',
+           'put_banner', 'ensure_plotly_js', 'tag_notebook', 'seal', 'run_exporter', 'HtmlRenderer', 'render_html',
+           'run_lock', 'kernel_lock', 'exit_with_launcher', 'kernel_startup', 'wait_for_kernels', 'RunKernel',
+           'RunOutcome', 'queue_failed_run', 'finish_unsealed_notebooks', 'close_interrupted_runs', 'usable_folder',
+           'sqlite_file', 'check_paths', 'execute_run']
 
 # %% ../nbs/12_runs.ipynb #cdca220d
 TEMPLATE = "scheduled/hourly_trade.ipynb"
@@ -115,6 +117,68 @@ def register_atomic_io() -> None:
     from papermill.iorw import papermill_io  # papermill: after the kernel started
     if not any(scheme == ATOMIC for scheme, _ in papermill_io._handlers):
         papermill_io.register(ATOMIC, AtomicLocalHandler())
+
+# %% ../nbs/12_runs.ipynb #quick_saves
+def quick_save(nb: Any, url: str) -> None:
+    "Save notebook node `nb` at papermill path `url` (`atomic://`): compact, atomic, not fsynced."
+    path = Path(url.removeprefix(ATOMIC))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(nb, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# %% ../nbs/12_runs.ipynb #quick_saves_cls
+def quick_saves() -> type:
+    "papermill's `NotebookExecutionManager`, saving with `quick_save` only around code cells."
+    from papermill.engines import NotebookExecutionManager  # papermill: after the kernel started
+
+    class QuickSaves(NotebookExecutionManager):
+        skip = False
+        def save(self, **kwargs: Any) -> None:
+            if kwargs.get("nb") is not None: self.nb = kwargs["nb"]
+            if self.output_path and not self.skip: quick_save(self.nb, self.output_path)
+            self.last_save_time = self.now()
+
+        def _around(self, step: Any, cell: Any, *args: Any, **kwargs: Any) -> None:
+            self.skip = cell.cell_type != "code"
+            try: step(cell, *args, **kwargs)
+            finally: self.skip = False
+
+        def cell_start(self, cell: Any, *args: Any, **kwargs: Any) -> None:
+            self._around(super().cell_start, cell, *args, **kwargs)
+
+        def cell_complete(self, cell: Any, *args: Any, **kwargs: Any) -> None:
+            self._around(super().cell_complete, cell, *args, **kwargs)
+    return QuickSaves
+
+
+# %% ../nbs/12_runs.ipynb #run_engine
+RUN_ENGINE = "stockstock"
+
+def register_run_engine() -> str:
+    "Register papermill's nbclient engine with `quick_saves` as `RUN_ENGINE` (once); its name."
+    from papermill.engines import NBClientEngine, papermill_engines  # papermill: see Speed
+    if RUN_ENGINE in papermill_engines._engines: return RUN_ENGINE
+
+    class RunEngine(NBClientEngine):
+        manager = quick_saves()
+
+        @classmethod
+        def execute_notebook(cls, nb: Any, kernel_name: str, output_path: str | None = None,
+                             progress_bar: bool = True, log_output: bool = False,
+                             autosave_cell_every: int = 30, **kwargs: Any) -> Any:
+            manager = cls.manager(nb, output_path=output_path, progress_bar=progress_bar,
+                                  log_output=log_output, autosave_cell_every=autosave_cell_every)
+            manager.notebook_start()
+            try: cls.execute_managed_notebook(manager, kernel_name, log_output=log_output, **kwargs)
+            finally:
+                manager.cleanup_pbar()
+                manager.notebook_complete()
+            return manager.nb
+
+    papermill_engines.register(RUN_ENGINE, RunEngine)
+    return RUN_ENGINE
+
 
 # %% ../nbs/12_runs.ipynb #bf03176b
 _BANNER_STYLE = ("color:red; font-family:Helvetica Neue, Helvetica, Arial, sans-serif; "
@@ -302,7 +366,7 @@ def exit_with_launcher(launcher: int, poll: float = 0.1) -> None:
 
 # %% ../nbs/12_runs.ipynb #kernel_startup
 def kernel_startup() -> None:
-    "The run kernel's start-up code: follow the launcher, hold the kernel lock, preload."
+    "The run kernel's start-up: follow the launcher, hold the kernel lock, preload, exit fast."
     global _kernel_lock
     if launcher := int(os.environ.get(LAUNCHER_PID) or 0):   # first: taking a database's
         threading.Thread(target=exit_with_launcher, args=(launcher,), daemon=True).start()
@@ -312,6 +376,7 @@ def kernel_startup() -> None:
     except Timeout:
         os._exit(88)                     # another run's kernel is alive: never overlap it
     preload()
+    skip_final_collection()
 
 
 # %% ../nbs/12_runs.ipynb #e7f8091a
@@ -391,7 +456,7 @@ def _papermill(template: Path, out: Path, parameters: dict, cwd: Path, cell_time
     try:
         pm.execute_notebook(str(template), f"{ATOMIC}{out}", parameters=parameters, cwd=str(cwd),
                             kernel_name="python3", language="python", progress_bar=False,
-                            log_output=False, request_save_on_cell_execute=True,
+                            log_output=False, engine_name=register_run_engine(),
                             execution_timeout=cell_timeout,
                             km=None if kernel is None else kernel.km,
                             # keep ipykernel's start-up chatter off the terminal and cron mail

@@ -453,7 +453,8 @@ def open_client(scheduler: str | None = None, workers: int | None = None,
             raise SweepError(f"cannot reach the Dask scheduler at {scheduler}: "
                              f"{str(e).splitlines()[0]}") from None
     else:
-        with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+        with dask.config.set({"distributed.scheduler.worker-saturation": 1.0,
+                              "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
             client = Client(n_workers=workers or available_cores(), threads_per_worker=1,
                             processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
     client.register_plugin(QuietWorkerLogs(), name="stockstock-quiet-logs")

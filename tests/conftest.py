@@ -154,6 +154,16 @@ def stockstock(*args: str, home: Path, env: dict | None = None,
                           capture_output=True, text=True, timeout=timeout)
 
 
+def trade_then_verify(home: Path, runs: int) -> subprocess.CompletedProcess:
+    "`runs` test runs in `home` (each must end ok), then `stockstock runs --verify` (must pass)."
+    for _ in range(runs):
+        r = stockstock("trade", "--params", "scheduled/test.yaml", home=home)
+        assert r.returncode == 0, r.stdout + r.stderr
+    ok = stockstock("runs", "--verify", home=home)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    return ok
+
+
 def query(home: Path, sql: str, *args) -> list[tuple]:
     """Rows of `sql` (`?` placeholders) on the home's database: `data/stockstock.db` read with
     plain sqlite3, or the home's PostgreSQL database read with plain psycopg."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import BIN, REPO, query, stockstock
+from conftest import BIN, REPO, query, stockstock, trade_then_verify
 
 from stockstock.data import seed
 from stockstock.db import init_db
@@ -59,11 +59,8 @@ def test_the_hourly_notebook_runs_by_hand_from_scheduled(checkout: Path):
 @pytest.mark.slow
 def test_runs_verify_names_a_run_whose_notebook_was_edited(trading_home: Path):
     home = trading_home
-    for _ in range(2):
-        r = stockstock("trade", "--params", "scheduled/test.yaml", home=home)
-        assert r.returncode == 0, r.stdout + r.stderr
-    ok = stockstock("runs", "--verify", home=home)
-    assert ok.returncode == 0 and "every sealed run file is intact" in ok.stdout, ok.stdout
+    ok = trade_then_verify(home, 2)
+    assert "every sealed run file is intact" in ok.stdout, ok.stdout
     (run_id, nb_path), = query(home, "SELECT run_id, notebook_path FROM runs ORDER BY as_of "
                                       "LIMIT 1")
     notebook = home / nb_path

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import BIN, REPO, query, stockstock
+from conftest import BIN, REPO, query, stockstock, trade_then_verify
 
 from stockstock.hourly import ASK_SIM_CLOCK
 
@@ -131,11 +131,8 @@ def test_the_template_run_by_hand_is_a_new_manual_run(trading_home: Path, tmp_pa
 @pytest.mark.slow
 def test_runs_verify_names_a_deleted_trade_an_edited_row_and_a_deleted_run(trading_home: Path):
     home = trading_home
-    for _ in range(3):
-        r = stockstock("trade", "--params", "scheduled/test.yaml", home=home)
-        assert r.returncode == 0, r.stdout + r.stderr
-    ok = stockstock("runs", "--verify", home=home)
-    assert ok.returncode == 0 and "hash chain intact: 3 run(s)" in ok.stdout, ok.stdout
+    ok = trade_then_verify(home, 3)
+    assert "hash chain intact: 3 run(s)" in ok.stdout, ok.stdout
     db = home / "data/stockstock.db"
     pristine = db.read_bytes()
     runs = [r for (r,) in query(home, "SELECT run_id FROM runs ORDER BY chain_seq")]

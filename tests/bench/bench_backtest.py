@@ -167,13 +167,11 @@ def normalise_vectorbt(pf, closes: pd.DataFrame) -> list[dict]:
             for r in rec]
 
 
-def worker(engine: str, inputs: Path, out: Path, repeat: int) -> None:
-    "Time the engine's import, first call and warm calls in this (fresh) process."
-    inp = pickle.loads(inputs.read_bytes())
+def timed_calls(module: str, call, inp: dict, repeat: int) -> tuple[float, float, list, object]:
+    "In this (fresh) process: `module`'s import time, `call(inp)`'s first and warm times, result."
     t0 = time.perf_counter()
-    importlib.import_module("stockstock.backtest" if engine == "ours" else "vectorbt")
+    importlib.import_module(module)
     import_s = time.perf_counter() - t0
-    call = run_ours if engine == "ours" else run_vectorbt
     t0 = time.perf_counter()
     result = call(inp)
     first_s = time.perf_counter() - t0
@@ -182,6 +180,15 @@ def worker(engine: str, inputs: Path, out: Path, repeat: int) -> None:
         t0 = time.perf_counter()
         call(inp)
         warm.append(time.perf_counter() - t0)
+    return import_s, first_s, warm, result
+
+
+def worker(engine: str, inputs: Path, out: Path, repeat: int) -> None:
+    "Time the engine's import, first call and warm calls in this (fresh) process."
+    inp = pickle.loads(inputs.read_bytes())
+    import_s, first_s, warm, result = timed_calls(
+        "stockstock.backtest" if engine == "ours" else "vectorbt",
+        run_ours if engine == "ours" else run_vectorbt, inp, repeat)
     if engine == "ours":
         trades, equity = normalise_ours(result[0]), result[1]
     else:

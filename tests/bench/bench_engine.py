@@ -68,18 +68,7 @@ MODULES = {"engine": "stockstock.engine", "vectorbt": "vectorbt", "loop": "stock
 def worker(engine: str, inputs: Path, out: Path, repeat: int) -> None:
     "Time the import, the first call and `repeat` warm calls in this (fresh) process."
     inp = pickle.loads(inputs.read_bytes())
-    t0 = time.perf_counter()
-    importlib.import_module(MODULES[engine])
-    import_s = time.perf_counter() - t0
-    call = CALLS[engine]
-    t0 = time.perf_counter()
-    result = call(inp)
-    first_s = time.perf_counter() - t0
-    warm = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        call(inp)
-        warm.append(time.perf_counter() - t0)
+    import_s, first_s, warm, result = bb.timed_calls(MODULES[engine], CALLS[engine], inp, repeat)
     if engine == "vectorbt":
         trades, equity = bb.normalise_vectorbt(result[0], inp["closes"]), result[0].value()
     else:

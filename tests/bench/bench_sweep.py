@@ -173,6 +173,11 @@ def report(runs: list[dict], args: argparse.Namespace, load_s: float) -> int:
     print(f"a cell's compute (serial runs): median {statistics.median(cell_s):.1f} s, min "
           f"{min(cell_s):.1f}, max {max(cell_s):.1f}; loading the bars of all {args.symbols} "
           f"symbols from SQLite: {load_s:.2f} s (each worker does it once)")
+    on_workers = [r.seconds for run in runs if run["which"] == "parallel" for r in run["rows"]]
+    worker_s, serial_s = statistics.median(on_workers), statistics.median(cell_s)
+    print(f"a cell's compute on a worker (parallel runs): median {worker_s:.1f} s, "
+          f"{worker_s / serial_s:.2f}x the serial median (two cells at once share the machine's "
+          "caches and memory bandwidth; a worker also runs Dask's own threads)")
     ratios = []
     for k in range(args.rounds):
         ser, par = (next(r for r in runs if r["round"] == k and r["which"] == w)
