@@ -100,7 +100,7 @@ def _shift(x: np.ndarray, n: int) -> np.ndarray:
 
 # %% ../nbs/06_features.ipynb #78aabc3f
 def _recursive_mean(x: np.ndarray, alpha: float) -> np.ndarray:
-    "Per column: `y[0] = x[0]`, `y[i] = (1-alpha) y[i-1] + alpha x[i]` (pandas' `ewm(adjust=False)`)."
+    "Per column: `y[0] = x[0]`, `y[i] = (1-alpha) y[i-1] + alpha x[i]` (`ewm(adjust=False)`)."
     x = np.asarray(x, dtype=float)
     columns = pd.DataFrame(x if x.ndim == 2 else x[:, None])
     return columns.ewm(alpha=alpha, adjust=False).mean().to_numpy().reshape(x.shape)
