@@ -150,6 +150,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"stockstock {args.command}: {e}", file=sys.stderr)
         return 1
 
+# %% ../nbs/15_cli.ipynb #told_plainly
 def _told_plainly(e: Exception) -> bool:
     "Is `e` a busy database or a broker's refusal (one line, exit 1) rather than a bug?"
     db, broker = sys.modules.get("stockstock.db"), sys.modules.get("stockstock.broker")

@@ -16,13 +16,14 @@ from typing import Any
 __all__ = ['write_text_atomic', 'file_sha256', 'model_meta_path', 'read_model_meta', 'model_cutoff']
 
 # %% ../nbs/00a_files.ipynb #5a9d6b58
-def write_text_atomic(path: Path, text: str) -> None:
-    "Replace `path` with `text` in one step (temporary file, fsync, rename)."
+def write_text_atomic(path: Path, text: str, durable: bool = True) -> None:
+    "Replace `path` with `text` in one step (temporary file, fsync unless not `durable`, rename)."
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 # %% ../nbs/00a_files.ipynb #cb0296d9

@@ -121,21 +121,20 @@ def register_atomic_io() -> None:
 # %% ../nbs/12_runs.ipynb #quick_saves
 def quick_save(nb: Any, url: str) -> None:
     "Save notebook node `nb` at papermill path `url` (`atomic://`): compact, atomic, not fsynced."
-    path = Path(url.removeprefix(ATOMIC))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(nb, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(Path(url.removeprefix(ATOMIC)), json.dumps(nb, ensure_ascii=False),
+                      durable=False)
 
 
 # %% ../nbs/12_runs.ipynb #quick_saves_cls
 def quick_saves() -> type:
     "papermill's `NotebookExecutionManager`, saving with `quick_save` only around code cells."
-    from papermill.engines import NotebookExecutionManager  # papermill: after the kernel started
+    from papermill.engines import (  # papermill: after the kernel started
+        NotebookExecutionManager, catch_nb_assignment)
 
     class QuickSaves(NotebookExecutionManager):
         skip = False
+        @catch_nb_assignment
         def save(self, **kwargs: Any) -> None:
-            if kwargs.get("nb") is not None: self.nb = kwargs["nb"]
             if self.output_path and not self.skip: quick_save(self.nb, self.output_path)
             self.last_save_time = self.now()
 
