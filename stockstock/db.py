@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sqlite3
 import zlib
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from sqlalchemy.exc import (ArgumentError, DBAPIError, NoSuchModuleError, Operat
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.dml import Insert
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 from .config import ConfigError, load_secrets, resolve_path
 
@@ -340,13 +342,22 @@ def database_url(url: str) -> tuple[str, URL]:
     return shown, make_url(shown)
 
 # %% ../nbs/03_db.ipynb #b9c0d1e2
+def _locked(e: BaseException) -> bool:
+    return isinstance(e, sqlite3.OperationalError) and "locked" in str(e)
+
+def _into_wal(cur: Any) -> None:
+    "WAL mode, retried up to the busy timeout: SQLite's switch itself never waits for a lock."
+    for attempt in Retrying(retry=retry_if_exception(_locked), wait=wait_random(0.005, 0.05),
+                            stop=stop_after_delay(busy_timeout_s()), reraise=True):
+        with attempt: cur.execute("PRAGMA journal_mode=WAL")
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    for pragma in ("journal_mode=WAL", f"busy_timeout={int(busy_timeout_s() * 1000)}",
-                   "foreign_keys=ON", "synchronous=NORMAL"):
+    cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s() * 1000)}")
+    _into_wal(cur)
+    for pragma in ("foreign_keys=ON", "synchronous=NORMAL"):
         cur.execute(f"PRAGMA {pragma}")
     cur.close()
-
 
 # %% ../nbs/03_db.ipynb #pg_connect_args
 def pg_connect_args(application_name: str = "stockstock") -> dict[str, Any]:
