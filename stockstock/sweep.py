@@ -453,8 +453,10 @@ def open_client(scheduler: str | None = None, workers: int | None = None,
             raise SweepError(f"cannot reach the Dask scheduler at {scheduler}: "
                              f"{str(e).splitlines()[0]}") from None
     else:
+        environ = "distributed.nanny.pre-spawn-environ"
         with dask.config.set({"distributed.scheduler.worker-saturation": 1.0,
-                              "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+                              f"{environ}.MALLOC_TRIM_THRESHOLD_": None,
+                              f"{environ}.MALLOC_ARENA_MAX": 1}):
             client = Client(n_workers=workers or available_cores(), threads_per_worker=1,
                             processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
     client.register_plugin(QuietWorkerLogs(), name="stockstock-quiet-logs")
