@@ -177,7 +177,7 @@ def report(runs: list[dict], args: argparse.Namespace, load_s: float) -> int:
     worker_s, serial_s = statistics.median(on_workers), statistics.median(cell_s)
     print(f"a cell's compute on a worker (parallel runs): median {worker_s:.1f} s, "
           f"{worker_s / serial_s:.2f}x the serial median (two cells at once share the machine's "
-          "caches and memory bandwidth; a worker also runs Dask's own threads)")
+          "caches and memory bandwidth)")
     ratios = []
     for k in range(args.rounds):
         ser, par = (next(r for r in runs if r["round"] == k and r["which"] == w)
