@@ -30,7 +30,6 @@ from sqlalchemy.exc import (ArgumentError, DBAPIError, NoSuchModuleError, Operat
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.dml import Insert
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 from .config import ConfigError, load_secrets, resolve_path
 
@@ -347,6 +346,12 @@ def _locked(e: BaseException) -> bool:
 
 def _into_wal(cur: Any) -> None:
     "WAL mode, retried up to the busy timeout: SQLite's switch itself never waits for a lock."
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+        return
+    except sqlite3.OperationalError as e:
+        if not _locked(e): raise
+    from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random  # (rare)
     for attempt in Retrying(retry=retry_if_exception(_locked), wait=wait_random(0.005, 0.05),
                             stop=stop_after_delay(busy_timeout_s()), reraise=True):
         with attempt: cur.execute("PRAGMA journal_mode=WAL")
