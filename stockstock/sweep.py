@@ -40,11 +40,11 @@ from .signals import to_actions
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'AXES', 'SETTINGS', 'LIGHTGBM_KEYS', 'EVALUATION', 'SweepError', 'check_axis', 'Grid', 'parse_grid',
-           'load_grid', 'cell_hash', 'cell_label', 'slice_symbols', 'load_bars', 'relabel', 'cell_predictions',
-           'daily_rank_ic', 'evaluate_cell', 'one_thread', 'run_cell', 'Plan', 'plan_sweep', 'QuietWorkerLogs',
-           'open_client', 'SweepOutcome', 'SweepInterrupted', 'run_sweep', 'summary_table', 'ic_figure', 'write_report',
-           'sweep_folder']
+__all__ = ['log', 'AXES', 'SETTINGS', 'LIGHTGBM_KEYS', 'EVALUATION', 'LOCAL_CLUSTER', 'SweepError', 'check_axis', 'Grid',
+           'parse_grid', 'load_grid', 'cell_hash', 'cell_label', 'slice_symbols', 'load_bars', 'relabel',
+           'cell_predictions', 'daily_rank_ic', 'evaluate_cell', 'one_thread', 'run_cell', 'Plan', 'plan_sweep',
+           'QuietWorkerLogs', 'open_client', 'SweepOutcome', 'SweepInterrupted', 'run_sweep', 'summary_table',
+           'ic_figure', 'write_report', 'sweep_folder']
 
 # %% ../nbs/10b_sweep.ipynb #c08787e4
 class SweepError(Exception):
@@ -429,6 +429,17 @@ def plan_sweep(grid: Grid, db_url: str) -> Plan:
         keys.append((cell_hash(cell), data_hash(bars)))
     return Plan(grid, db_url, cells, symbols, keys, set(db.sweep_cells(keys)), tuple(universe))
 
+# %% ../nbs/10b_sweep.ipynb #5f1c0a71
+_ENVIRON = "distributed.nanny.pre-spawn-environ"
+LOCAL_CLUSTER = {                        # what `open_client` sets for a LocalCluster (prose below)
+    "distributed.scheduler.worker-saturation": 1.0,
+    f"{_ENVIRON}.MALLOC_TRIM_THRESHOLD_": None, f"{_ENVIRON}.MALLOC_ARENA_MAX": 1,
+    "distributed.worker.profile.enabled": False,          # no stack sampling every 10 ms
+    "distributed.admin.system-monitor.gil.enabled": False,
+    "distributed.admin.tick.interval": "1s",             # not 20 ms, in every process
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.memory.monitor-interval": "1s"}
+
 # %% ../nbs/10b_sweep.ipynb #6c4b26e6
 class QuietWorkerLogs(WorkerPlugin):
     "On each worker (also one that joins later): stockstock logs warnings only on its console."
@@ -453,10 +464,7 @@ def open_client(scheduler: str | None = None, workers: int | None = None,
             raise SweepError(f"cannot reach the Dask scheduler at {scheduler}: "
                              f"{str(e).splitlines()[0]}") from None
     else:
-        environ = "distributed.nanny.pre-spawn-environ"
-        with dask.config.set({"distributed.scheduler.worker-saturation": 1.0,
-                              f"{environ}.MALLOC_TRIM_THRESHOLD_": None,
-                              f"{environ}.MALLOC_ARENA_MAX": 1}):
+        with dask.config.set(LOCAL_CLUSTER):
             client = Client(n_workers=workers or available_cores(), threads_per_worker=1,
                             processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
     client.register_plugin(QuietWorkerLogs(), name="stockstock-quiet-logs")
