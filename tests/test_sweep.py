@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import dask.config
 import psutil
 import pytest
 from conftest import (BACKENDS, BIN, REPO, db_url, home_processes, query, reap, stockstock,
@@ -98,7 +99,9 @@ def _free_port() -> int:
 def _start_cluster(home: Path, workers: int = 2) -> tuple[str, list[subprocess.Popen]]:
     "A `dask scheduler` and `workers` `dask worker` processes on 127.0.0.1, ready."
     from dask.distributed import Client
-    port, env = _free_port(), {**os.environ, "STOCKSTOCK_HOME": str(home)}
+    port = _free_port()               # the settings the README gives for a cluster of your own
+    env = {**os.environ, "STOCKSTOCK_HOME": str(home),
+           "DASK_CONFIG": str(REPO / "nbs" / "research" / "dask.yaml")}
     address = f"tcp://127.0.0.1:{port}"
     log = open(home / "dask.log", "ab")
     procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port",
@@ -109,6 +112,10 @@ def _start_cluster(home: Path, workers: int = 2) -> tuple[str, list[subprocess.P
                                stderr=log) for i in range(workers)]
     with Client(address, timeout="60s") as c:
         c.wait_for_workers(workers, timeout=60)
+        seen = c.run(lambda: (os.environ.get("MALLOC_ARENA_MAX"),   # (a lambda: sent by value)
+                              os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+                              dask.config.get("distributed.worker.profile.enabled")))
+        assert set(seen.values()) == {("1", None, False)}, seen
     return address, procs
 
 
