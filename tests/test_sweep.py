@@ -110,12 +110,16 @@ def _start_cluster(home: Path, workers: int = 2) -> tuple[str, list[subprocess.P
     procs += [subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1",
                                 "--no-dashboard", "--name", f"w{i}"], env=env, stdout=log,
                                stderr=log) for i in range(workers)]
-    with Client(address, timeout="60s") as c:
-        c.wait_for_workers(workers, timeout=60)
-        seen = c.run(lambda: (os.environ.get("MALLOC_ARENA_MAX"),   # (a lambda: sent by value)
-                              os.environ.get("MALLOC_TRIM_THRESHOLD_"),
-                              dask.config.get("distributed.worker.profile.enabled")))
-        assert set(seen.values()) == {("1", None, False)}, seen
+    try:                              # a cluster that fails its checks is not left running
+        with Client(address, timeout="60s") as c:
+            c.wait_for_workers(workers, timeout=60)
+            seen = c.run(lambda: (os.environ.get("MALLOC_ARENA_MAX"),  # (a lambda: by value)
+                                  os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+                                  dask.config.get("distributed.worker.profile.enabled")))
+            assert set(seen.values()) == {("1", None, False)}, seen
+    except BaseException:
+        _stop(procs)
+        raise
     return address, procs
 
 
